@@ -1,0 +1,170 @@
+"""Run one VACE generation on a loaded pipeline: validated inputs in, uint8 frames out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import WanVACEPipeline
+from PIL import Image
+
+# Wan's VAE compresses time 4x (so lengths are 4k+1) and space 8x, and the transformer patches 2x2.
+TEMPORAL_STRIDE = 4
+SPATIAL_MULTIPLE = 16
+
+
+class GenerationCancelled(Exception):
+    """should_cancel() returned True; the run was stopped before decoding."""
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str
+    video: np.ndarray  # float32 (F, H, W, 3) in [0, 1]
+    mask: np.ndarray  # float32 (F, H, W) in {0, 1}; 1 = generate, 0 = keep
+    reference_images: list[np.ndarray]  # uint8 (H, W, 3) each; may be empty
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.video)
+
+    def validate(self) -> None:
+        """Raise ValueError saying what to change; diffusers would otherwise crash or silently pad/rescale."""
+        _check_size(self.width, self.height)
+        _check_video(self.video, self.width, self.height)
+        _check_mask(self.mask, self.video.shape[:3])
+        for i, ref in enumerate(self.reference_images):
+            if not (
+                isinstance(ref, np.ndarray) and ref.dtype == np.uint8 and ref.ndim == 3 and ref.shape[2] == 3
+            ):
+                raise ValueError(f"reference_images[{i}] must be a uint8 array of shape (H, W, 3)")
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {self.num_inference_steps}")
+        if not np.isfinite(self.guidance_scale):
+            raise ValueError("guidance_scale must be a finite number")
+        if not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
+
+
+def _check_size(width: int, height: int) -> None:
+    for name, value in (("width", width), ("height", height)):
+        if value <= 0 or value % SPATIAL_MULTIPLE:
+            lower = max(SPATIAL_MULTIPLE, value // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE)
+            raise ValueError(
+                f"{name} must be a positive multiple of {SPATIAL_MULTIPLE}, got {value}; use e.g. {lower} "
+                f"or {lower + SPATIAL_MULTIPLE} and resize the video to match"
+            )
+
+
+def _check_video(video: np.ndarray, width: int, height: int) -> None:
+    if not isinstance(video, np.ndarray) or video.ndim != 4 or video.shape[3] != 3:
+        shape = getattr(video, "shape", None)
+        raise ValueError(f"video must be a float array of shape (F, H, W, 3), got shape {shape}")
+    if video.dtype != np.float32:
+        raise ValueError(f"video must be float32 in [0, 1], got {video.dtype}")
+    frames, h, w = video.shape[:3]
+    if frames % TEMPORAL_STRIDE != 1:
+        below = frames // TEMPORAL_STRIDE * TEMPORAL_STRIDE + 1
+        raise ValueError(
+            f"video has {frames} frames; the count must be 4k+1: resample or trim it to {below} "
+            f"or pad it to {below + TEMPORAL_STRIDE}"
+        )
+    if (w, h) != (width, height):
+        raise ValueError(
+            f"video frames are {w}x{h} but width x height is {width}x{height}; resize the video to match"
+        )
+    # diffusers treats tensors with negative values as already in [-1, 1] and skips normalisation.
+    if video.size and not (video.min() >= 0.0 and video.max() <= 1.0):
+        raise ValueError("video values must lie in [0, 1] (divide 8-bit frames by 255)")
+
+
+def _check_mask(mask: np.ndarray, video_fhw: tuple[int, ...]) -> None:
+    if not isinstance(mask, np.ndarray) or mask.shape != tuple(video_fhw):
+        shape = getattr(mask, "shape", None)
+        raise ValueError(f"mask must have shape (F, H, W) = {tuple(video_fhw)} like the video, got {shape}")
+    if mask.dtype != np.float32:
+        raise ValueError(f"mask must be float32 with values 0 or 1, got {mask.dtype}")
+    # The pipeline binarises at 0.5, so a soft mask would silently lose its feathering.
+    if not np.isin(mask, (0.0, 1.0)).all():
+        raise ValueError(
+            "mask values must be exactly 0 (keep) or 1 (generate); threshold soft masks at 0.5 first"
+        )
+
+
+def _video_tensor(video: np.ndarray) -> torch.Tensor:
+    # (F, H, W, 3) -> (1, F, 3, H, W) in [0, 1]: the layout preprocess_video takes as a batch of one video.
+    # Tensors skip the PIL round trip, so values arrive as exactly 2v - 1 (0.5 -> 0.0, not 128/255 -> 0.004).
+    return torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).unsqueeze(0)
+
+
+def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    # (F, H, W) -> (1, F, 1, H, W): one channel like a PIL "L" mask.
+    # The pipeline maps m -> 2m - 1 -> (x + 1) / 2, which gives back m exactly for 0 and 1.
+    return torch.from_numpy(np.ascontiguousarray(mask))[None, :, None]
+
+
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+
+
+def generate(
+    pipe: WanVACEPipeline,
+    req: GenerationRequest,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Generate a video; returns uint8 frames of shape (F, H, W, 3).
+
+    on_step(done, total) runs after each denoising step. If should_cancel() turns true (checked before the
+    run and after each step), GenerationCancelled is raised without running the remaining steps or the
+    VAE decode.
+    """
+    req.validate()
+    if should_cancel is not None and should_cancel():
+        raise GenerationCancelled("cancelled before start")
+
+    def step_end(p: WanVACEPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+        if on_step is not None:
+            on_step(step + 1, p.num_timesteps)
+        if should_cancel is not None and should_cancel():
+            p._interrupt = True  # so anything reading pipe.interrupt sees the state
+            # Raising (rather than only setting _interrupt) is what skips the VAE decode after the loop.
+            raise GenerationCancelled(f"cancelled after step {step + 1} of {p.num_timesteps}")
+        return {}
+
+    refs = [Image.fromarray(r) for r in req.reference_images] or None  # the pipeline rejects an empty list
+    # A CPU generator gives the same initial noise whatever device the model runs on.
+    generator = torch.Generator(device="cpu").manual_seed(req.seed)
+    try:
+        with torch.inference_mode():
+            out = pipe(
+                prompt=req.prompt,
+                negative_prompt=req.negative_prompt,
+                video=_video_tensor(req.video),
+                mask=_mask_tensor(req.mask),
+                reference_images=refs,
+                height=req.height,
+                width=req.width,
+                num_frames=req.num_frames,
+                num_inference_steps=req.num_inference_steps,
+                guidance_scale=req.guidance_scale,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=step_end,
+            )
+    except GenerationCancelled:
+        # The exception skipped the pipeline's end-of-call cleanup: reset step caches and offload hooks,
+        # so the next job starts from a clean state.
+        pipe.maybe_free_model_hooks()
+        raise
+    return _to_uint8(out.frames[0])

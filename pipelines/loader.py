@@ -1,0 +1,84 @@
+"""Find a Wan VACE model folder, pick dtypes for the device, and load the diffusers pipeline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, WanVACEPipeline
+
+from pipelines.tiny import ensure_tiny_pipeline
+
+PIPELINE_CLASS = "WanVACEPipeline"
+TINY_MODEL = "tiny"
+_HINT = "Run `vace download` or pass --model /path/to/Wan2.1-VACE-14B-diffusers"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No usable Wan VACE diffusers folder at the given path."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    transformer_dtype: torch.dtype  # also used for the text encoder
+    vae_dtype: torch.dtype
+
+
+def choose_placement(device: str | None = None) -> Placement:
+    """Pick device and dtypes. With an explicit `device` the answer depends on that string only."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        # bf16 for the 14B transformer and umt5-xxl; the Wan VAE decodes noticeably better in float32.
+        return Placement(device=device, transformer_dtype=torch.bfloat16, vae_dtype=torch.float32)
+    # CPUs have poor bf16 kernels and memory is not the constraint there.
+    return Placement(device=device, transformer_dtype=torch.float32, vae_dtype=torch.float32)
+
+
+def check_model_dir(model_dir: Path) -> Path:
+    """Raise ModelNotFoundError unless `model_dir` is a diffusers folder for WanVACEPipeline."""
+    model_dir = Path(model_dir).expanduser()
+    index = model_dir / "model_index.json"
+    if not index.is_file():
+        raise ModelNotFoundError(f"No Wan VACE model at {model_dir} (no model_index.json). {_HINT}")
+    try:
+        class_name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelNotFoundError(f"Unreadable {index} ({exc}). {_HINT}") from exc
+    if class_name != PIPELINE_CLASS:
+        raise ModelNotFoundError(f"{model_dir} holds a {class_name!r} model, not {PIPELINE_CLASS}. {_HINT}")
+    return model_dir
+
+
+def resolve_model(model: str, data_dir: Path) -> Path:
+    """Map the --model setting to a checked model folder; "tiny" builds the test model on first use."""
+    if model == TINY_MODEL:
+        return ensure_tiny_pipeline(Path(data_dir) / "models")
+    return check_model_dir(Path(model))
+
+
+def apply_memory_plan(pipe: WanVACEPipeline, placement: Placement) -> WanVACEPipeline:
+    """Decide where the weights live during a run.
+
+    Seam for the memory-planning work (CPU offload, group offload, VAE tiling): today everything simply goes
+    to `placement.device`.
+    """
+    return pipe.to(placement.device)
+
+
+def load_pipeline(model_dir: Path, device: str | None = None) -> WanVACEPipeline:
+    """Load a WanVACEPipeline from a local folder, with per-component dtypes chosen for the device."""
+    model_dir = check_model_dir(model_dir)
+    placement = choose_placement(device)
+    # Loaded on its own so it keeps float32 while the rest of the pipeline follows transformer_dtype.
+    vae = AutoencoderKLWan.from_pretrained(
+        model_dir, subfolder="vae", dtype=placement.vae_dtype, local_files_only=True
+    )
+    pipe = WanVACEPipeline.from_pretrained(
+        model_dir, vae=vae, dtype=placement.transformer_dtype, local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
+    return apply_memory_plan(pipe, placement)

@@ -1,0 +1,43 @@
+"""Fitting frames to the exact generation size."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _interpolation(scale: float, nearest: bool) -> int:
+    """Area averaging to shrink (no aliasing), bicubic to enlarge, nearest for masks (keeps values binary)."""
+    if nearest:
+        return cv2.INTER_NEAREST
+    return cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+
+
+def resize_cover(frames: np.ndarray, width: int, height: int, *, nearest: bool = False) -> np.ndarray:
+    """Scale uint8 ``(F, H, W[, 3])`` frames to cover ``width x height`` keeping aspect, then center-crop.
+
+    The pipeline needs the control video at exactly the generation size (a smaller one is silently
+    zero-padded in token space and misaligned), and cropping rather than letterboxing keeps the whole
+    target frame meaningful. Returns ``frames`` itself when the size already matches.
+    """
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] != 3):
+        raise ValueError(f"frames must be uint8 (F, H, W) or (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    if width < 1 or height < 1:
+        raise ValueError(f"target size must be positive, got {width}x{height}")
+    src_h, src_w = frames.shape[1], frames.shape[2]
+    if (src_w, src_h) == (width, height):
+        return frames
+
+    scale = max(width / src_w, height / src_h)
+    # max() guards against rounding just below the target on the covering side.
+    scaled_w, scaled_h = max(width, round(src_w * scale)), max(height, round(src_h * scale))
+    left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
+    interpolation = _interpolation(scale, nearest)
+
+    rescale = (scaled_w, scaled_h) != (src_w, src_h)  # False when only a crop is needed
+    out = np.empty((len(frames), height, width, *frames.shape[3:]), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        # cv2 saturates uint8 results, so bicubic overshoot is clipped to 0..255 rather than wrapping.
+        scaled = cv2.resize(frame, (scaled_w, scaled_h), interpolation=interpolation) if rescale else frame
+        out[i] = scaled[top : top + height, left : left + width]
+    return out

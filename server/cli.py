@@ -1,0 +1,86 @@
+"""The `vace` command: `vace serve` runs the server, `vace download` fetches weights."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from server.settings import DEFAULT_MODEL_DIR, Settings
+
+DEFAULT_REPO = "Wan-AI/Wan2.1-VACE-14B-diffusers"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    model = args.model
+    if model is None:
+        if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+            print(f"No model in {DEFAULT_MODEL_DIR}/: run `vace download` first, or try it without weights "
+                  "with `vace serve --model tiny`.", file=sys.stderr)
+            return 2
+        model = str(DEFAULT_MODEL_DIR)
+    elif model != "tiny" and not (Path(model) / "model_index.json").is_file():
+        print(f"{model} is not a diffusers model folder (no model_index.json); run `vace download` or pass "
+              "--model /path/to/Wan2.1-VACE-14B-diffusers.", file=sys.stderr)
+        return 2
+    worker_env = {"VACE_GPUS": args.gpus} if args.gpus else {}
+    settings = Settings(
+        data_dir=args.data_dir.resolve(), model=model if model == "tiny" else str(Path(model).resolve()),
+        host=args.host, port=args.port, device=args.device, num_workers=args.workers,
+        max_attempts=args.max_attempts, public_url=args.public_url, worker_env=worker_env,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=60)
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from huggingface_hub import snapshot_download
+
+    dest = args.dest or Path("weights") / args.repo.split("/")[-1]
+    print(f"Downloading {args.repo} into {dest}/ (about 75 GB for the 14B model)")
+    snapshot_download(repo_id=args.repo, local_dir=dest)
+    print(f"Done. Start the server with: vace serve --model {dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vace", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the fal-compatible server")
+    serve.add_argument("--model", default=None,
+                       help=f"'tiny' (random test model, no download) or a diffusers folder "
+                            f"(default: {DEFAULT_MODEL_DIR})")
+    serve.add_argument("--data-dir", type=Path, default=Path("data"), help="jobs database and files")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (without --gpus)")
+    serve.add_argument("--gpus", default=None, help="comma-separated GPU ids: one worker per GPU")
+    serve.add_argument("--max-attempts", type=int, default=2,
+                       help="attempts for a job whose worker dies before it is failed")
+    serve.add_argument("--public-url", default=None, help="base URL for returned links, e.g. behind a proxy")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    download = sub.add_parser("download", help="fetch model weights with huggingface_hub")
+    download.add_argument("--repo", default=DEFAULT_REPO, help=f"default {DEFAULT_REPO}")
+    download.add_argument("--dest", type=Path, default=None, help="default weights/<repo name>")
+    download.set_defaults(func=_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

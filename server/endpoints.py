@@ -1,0 +1,128 @@
+"""The endpoint ids this server answers to, their models, and what this release cannot run yet.
+
+Kept free of heavy imports: the API process imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from server.schemas import (
+    WanVACEDepthRequest,
+    WanVACEDepthResponse,
+    WanVACEInpaintingRequest,
+    WanVACEInpaintingResponse,
+    WanVACEInput,
+    WanVACEOutpaintingRequest,
+    WanVACEOutpaintingResponse,
+    WanVACEPoseRequest,
+    WanVACEPoseResponse,
+    WanVACEReframeRequest,
+    WanVACEReframeResponse,
+    WanVACEResponse,
+)
+
+APP_ID = "fal-ai/wan-vace-14b"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    task: str | None  # None: the root endpoint, where the payload's `task` field decides
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    e.id: e
+    for e in (
+        Endpoint(APP_ID, None, WanVACEInput, WanVACEResponse),
+        Endpoint(f"{APP_ID}/depth", "depth", WanVACEDepthRequest, WanVACEDepthResponse),
+        Endpoint(f"{APP_ID}/pose", "pose", WanVACEPoseRequest, WanVACEPoseResponse),
+        Endpoint(f"{APP_ID}/inpainting", "inpainting", WanVACEInpaintingRequest, WanVACEInpaintingResponse),
+        Endpoint(
+            f"{APP_ID}/outpainting", "outpainting", WanVACEOutpaintingRequest, WanVACEOutpaintingResponse
+        ),
+        Endpoint(f"{APP_ID}/reframe", "reframe", WanVACEReframeRequest, WanVACEReframeResponse),
+    )
+}
+
+
+def parse_app_path(path: str) -> str | None:
+    """The canonical endpoint id for a path such as "/fal-ai/wan-vace-14b/depth/", or None if it is not ours.
+
+    Leading and trailing slashes are ignored (fal's SDK adds a trailing one); nothing else is normalised.
+    """
+    endpoint_id = path.strip("/")
+    return endpoint_id if endpoint_id in ENDPOINTS else None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Features requested but not built yet. One row per gap: delete the row when the feature ships.
+# Rows are checked in order and the first match is reported, so task-level gaps come before field-level ones.
+# Deliberately absent: enable_safety_checker=true (fal's default; the checker is documented as not installed
+# yet, so rejecting it would break every stock client) and ref_image_urls (the pipeline supports them).
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _get(payload: BaseModel, name: str, default: object = None) -> object:
+    # Per-task models lack some fields (the depth model has no zoom_factor); absent means "not requested".
+    return getattr(payload, name, default)
+
+
+_UNSUPPORTED: tuple[tuple[Callable[[str, BaseModel], bool], str], ...] = (
+    (
+        lambda task, p: task in ("depth", "pose") and bool(_get(p, "preprocess", False)),
+        "preprocess=true (running the depth/pose annotator) is not supported yet; "
+        "send a control video with preprocess=false",
+    ),
+    (
+        lambda task, p: task == "inpainting" and not (_get(p, "mask_video_url") or _get(p, "mask_image_url")),
+        "inpainting without a mask (automatic mask tracking) is not supported yet; "
+        "send mask_video_url or mask_image_url",
+    ),
+    (
+        lambda task, p: task == "outpainting",
+        "task=outpainting is not supported yet",
+    ),
+    (
+        lambda task, p: task == "reframe",
+        "task=reframe is not supported yet",
+    ),
+    (
+        lambda task, p: bool(_get(p, "enable_prompt_expansion", False)),
+        "enable_prompt_expansion=true is not supported yet; "
+        "send the full prompt with enable_prompt_expansion=false",
+    ),
+    (
+        lambda task, p: bool(_get(p, "zoom_factor", 0)),
+        "zoom_factor > 0 is not supported yet; send zoom_factor=0",
+    ),
+    (
+        lambda task, p: bool(
+            _get(p, "temporal_downsample_factor", 0) or _get(p, "temporal_upsample_factor", 0)
+        ),
+        "temporal_downsample_factor/temporal_upsample_factor > 0 (frame interpolation) is not supported yet; "
+        "send 0 for both",
+    ),
+    # sampler/shift are accepted by the schema but not yet passed to the pipeline; refuse rather than ignore.
+    (
+        lambda task, p: _get(p, "sampler", "unipc") != "unipc",
+        "sampler other than unipc is not supported yet; send sampler=unipc",
+    ),
+    (
+        lambda task, p: _get(p, "shift") is not None,
+        "a custom shift is not supported yet; leave shift unset and the server chooses it",
+    ),
+)
+
+
+def unsupported_reason(task: str, payload: BaseModel) -> str | None:
+    """Why this release cannot run the request, or None if it can."""
+    for applies, message in _UNSUPPORTED:
+        if applies(task, payload):
+            return message
+    return None

@@ -1,0 +1,190 @@
+"""Turn one job's validated input into an output video. Runs inside a worker process only.
+
+The steps read top to bottom: fetch inputs, decode, fit the input to the target fps/length/size, build the
+task's conditioning, generate, trim back to the requested length, encode and store.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.generate import GenerationCancelled, GenerationRequest, generate
+from preprocessors.conditioning import Conditioning, control_conditioning, inpainting_conditioning
+from preprocessors.masks import binarize_mask
+from preprocessors.sizing import pipeline_num_frames, target_size
+from preprocessors.spatial import resize_cover
+from preprocessors.temporal import fit_length, resample_fps
+from preprocessors.video_io import (
+    ImageDecodeError,
+    VideoDecodeError,
+    probe_video,
+    read_image,
+    read_video,
+    write_mp4,
+)
+from server.endpoints import ENDPOINTS
+from server.errors import InputError
+from server.fetch import Fetcher
+from server.filestore import FileStore
+from server.jobstore import Job
+from server.schemas import task_of
+
+MAX_FRAMES = 241  # the schema's upper bound; also bounds match_input_num_frames
+
+
+@dataclass(frozen=True)
+class JobHooks:
+    log: Callable[[str], None]
+    should_cancel: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where the output lands in time: its fps and how many frames the user gets."""
+
+    fps: float
+    num_frames: int
+
+
+class Executor:
+    def __init__(self, pipe: Any, fetcher: Fetcher, files: FileStore, work_dir: Path) -> None:
+        self.pipe = pipe
+        self.fetcher = fetcher
+        self.files = files
+        self.work_dir = work_dir
+
+    def run(self, job: Job, hooks: JobHooks) -> dict[str, Any]:
+        scratch = self.work_dir / job.id
+        try:
+            return self._run(job, hooks, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run(self, job: Job, hooks: JobHooks, scratch: Path) -> dict[str, Any]:
+        endpoint = ENDPOINTS[job.endpoint]
+        params = endpoint.input_model.model_validate(job.input)
+        task = task_of(endpoint.id, params)
+        seed = int(job.input["seed"])
+
+        # 1. Inputs.
+        hooks.log("Fetching inputs")
+        video_path = self.fetcher.fetch(params.video_url, "video_url", scratch)
+        info = _probe(video_path)
+        width, height = target_size(params.resolution, params.aspect_ratio, info.width, info.height)
+        timing = _timing(params, info.fps, info.num_frames)
+        frames = self._load_video(video_path, "video_url", info.fps, timing, width, height, nearest=False)
+        hooks.log(f"Input {info.width}x{info.height} @ {info.fps:g} fps, {info.num_frames} frames -> "
+                  f"{width}x{height} @ {timing.fps:g} fps, {timing.num_frames} frames")
+        _check_cancel(hooks)
+
+        # 2. Conditioning for the task.
+        model_frames = pipeline_num_frames(timing.num_frames)
+        frames = fit_length(frames, model_frames)
+        conditioning = self._conditioning(task, params, frames, timing, scratch)
+        references = [self._load_image(url, "ref_image_urls", scratch, i)
+                      for i, url in enumerate(getattr(params, "ref_image_urls", None) or [])]
+        _check_cancel(hooks)
+
+        # 3. Generation.
+        request = GenerationRequest(
+            prompt=params.prompt, negative_prompt=params.negative_prompt,
+            video=conditioning.video, mask=conditioning.mask, reference_images=references,
+            width=width, height=height, num_inference_steps=params.num_inference_steps,
+            guidance_scale=params.guidance_scale, seed=seed,
+        )
+        started = time.monotonic()
+
+        def on_step(step: int, total: int) -> None:
+            hooks.log(f"Denoising step {step}/{total} ({time.monotonic() - started:.1f}s)")
+
+        output = generate(self.pipe, request, on_step=on_step, should_cancel=hooks.should_cancel)
+
+        # 4. Output: trim the 4k+1 padding away and store the MP4 atomically.
+        output = output[: timing.num_frames]
+        hooks.log(f"Encoding {len(output)} frames to H.264 at {timing.fps:g} fps")
+        dest = self.files.new_path(f"{task}-{job.id[:8]}.mp4")
+        write_mp4(output, timing.fps, dest)
+        return {
+            "video": {
+                "url": self.files.relative_url(dest),  # made absolute for each caller
+                "content_type": "video/mp4",
+                "file_name": dest.name,
+                "file_size": dest.stat().st_size,
+            },
+            "prompt": params.prompt,
+            "seed": seed,
+        }
+
+    def _conditioning(self, task: str, params: Any, frames: np.ndarray, timing: Timing,
+                      scratch: Path) -> Conditioning:
+        if task in ("depth", "pose"):
+            return control_conditioning(frames)
+        if task == "inpainting":
+            mask = self._mask(params, frames, timing, scratch)
+            return inpainting_conditioning(frames, mask)
+        # The API refuses unsupported tasks at submit; reaching this is a bug, not a user error.
+        raise NotImplementedError(f"task {task!r} is not implemented")
+
+    def _mask(self, params: Any, frames: np.ndarray, timing: Timing, scratch: Path) -> np.ndarray:
+        """A binary (F,H,W) mask matching the control video; a mask image applies to every frame."""
+        count, height, width = frames.shape[:3]
+        if getattr(params, "mask_image_url", None):
+            # Strokes drawn on transparency: transparent means "keep", i.e. black.
+            image = self._load_image(params.mask_image_url, "mask_image_url", scratch, background=(0, 0, 0))
+            mask = resize_cover(binarize_mask(image), width, height, nearest=True)
+            return np.repeat(mask[:1], count, axis=0)
+        path = self.fetcher.fetch(params.mask_video_url, "mask_video_url", scratch)
+        info = _probe(path, "mask_video_url")
+        mask_frames = self._load_video(path, "mask_video_url", info.fps, timing, width, height, nearest=True)
+        return fit_length(binarize_mask(mask_frames), count)
+
+    def _load_video(self, path: Path, field: str, src_fps: float, timing: Timing, width: int, height: int,
+                    *, nearest: bool) -> np.ndarray:
+        """Decode only what the output needs, resample to the target fps, then fit length and size."""
+        needed = math.ceil(timing.num_frames * src_fps / timing.fps) + 1
+        try:
+            frames, fps = read_video(path, max_frames=needed)
+        except VideoDecodeError as exc:
+            raise InputError(field, str(exc), "unsupported_video_format") from exc
+        frames = fit_length(resample_fps(frames, fps, timing.fps), timing.num_frames)
+        return resize_cover(frames, width, height, nearest=nearest)
+
+    def _load_image(self, url: str, field: str, scratch: Path, index: int | None = None,
+                    background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+        name = field if index is None else f"{field}-{index}"
+        path = self.fetcher.fetch(url, name, scratch)
+        try:
+            return read_image(path, background=background)
+        except ImageDecodeError as exc:
+            raise InputError(field, str(exc), "unsupported_image_format") from exc
+
+
+def _probe(path: Path, field: str = "video_url") -> Any:
+    try:
+        return probe_video(path)
+    except VideoDecodeError as exc:
+        raise InputError(field, str(exc), "unsupported_video_format") from exc
+
+
+def _timing(params: Any, input_fps: float, input_frames: int) -> Timing:
+    """Output fps and length from the request: either the input's or the requested ones."""
+    fps = input_fps if params.match_input_frames_per_second else float(params.frames_per_second)
+    if params.match_input_num_frames:
+        # The input's duration at the output fps, capped by the schema's maximum length.
+        count = max(1, min(MAX_FRAMES, math.floor(input_frames * fps / input_fps)))
+    else:
+        count = params.num_frames
+    return Timing(fps=fps, num_frames=count)
+
+
+def _check_cancel(hooks: JobHooks) -> None:
+    if hooks.should_cancel():
+        raise GenerationCancelled()

@@ -1,0 +1,380 @@
+"""The job store: one SQLite file (WAL) shared by the API process and the worker processes.
+
+Guarantees, stated plainly:
+- A job is claimed by at most one worker at a time (claims run in an IMMEDIATE transaction).
+- Execution is at-least-once: a job whose worker died is requeued until it has used `max_attempts`,
+  then failed. Terminal writes are conditional on the claiming worker, so a stale worker can never
+  report a second result for a job that was requeued or cancelled.
+- Nothing here knows about HTTP or about the model.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from server.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT PRIMARY KEY,
+    seq              INTEGER NOT NULL,
+    endpoint         TEXT NOT NULL,
+    input            TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    public_base      TEXT NOT NULL,
+    webhook_url      TEXT,
+    start_deadline   REAL,
+    created_at       REAL NOT NULL,
+    started_at       REAL,
+    completed_at     REAL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    worker_id        TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    output           TEXT,
+    error            TEXT,
+    error_type       TEXT,
+    error_status     INTEGER,
+    error_body       TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority, seq);
+CREATE TABLE IF NOT EXISTS logs (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id   TEXT NOT NULL,
+    ts       REAL NOT NULL,
+    level    TEXT NOT NULL,
+    message  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_job ON logs (job_id, id);
+CREATE TABLE IF NOT EXISTS workers (
+    id         TEXT PRIMARY KEY,
+    pid        INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    model      TEXT,
+    detail     TEXT,
+    heartbeat  REAL NOT NULL
+);
+"""
+
+
+class Status(StrEnum):
+    """The only three states fal's clients accept (anything else makes fal-client raise)."""
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+
+
+class CancelOutcome(StrEnum):
+    """fal's cancel answers."""
+
+    OK = "OK"
+    CANCELLATION_REQUESTED = "CANCELLATION_REQUESTED"
+    ALREADY_COMPLETED = "ALREADY_COMPLETED"
+    NOT_FOUND = "NOT_FOUND"
+
+
+PRIORITIES = {"high": 0, "normal": 1, "low": 2}
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    endpoint: str
+    input: dict[str, Any]
+    status: Status
+    priority: int
+    public_base: str
+    webhook_url: str | None
+    start_deadline: float | None
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    attempts: int
+    worker_id: str | None
+    cancel_requested: bool
+    output: dict[str, Any] | None
+    error: JobError | None
+
+    @property
+    def inference_time(self) -> float | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return self.completed_at - self.started_at
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    id: int
+    ts: float
+    level: str
+    message: str
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    error = None
+    if row["error"] is not None:
+        error = JobError(
+            message=row["error"],
+            error_type=row["error_type"],
+            status_code=row["error_status"],
+            body=json.loads(row["error_body"]),
+        )
+    return Job(
+        id=row["id"],
+        endpoint=row["endpoint"],
+        input=json.loads(row["input"]),
+        status=Status(row["status"]),
+        priority=row["priority"],
+        public_base=row["public_base"],
+        webhook_url=row["webhook_url"],
+        start_deadline=row["start_deadline"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        attempts=row["attempts"],
+        worker_id=row["worker_id"],
+        cancel_requested=bool(row["cancel_requested"]),
+        output=json.loads(row["output"]) if row["output"] is not None else None,
+        error=error,
+    )
+
+
+class JobStore:
+    """Thread-safe access to the jobs database (one connection per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode; only a power cut can lose the last commit.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: takes the write lock up front so read-then-write cannot race."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- submit and read ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        endpoint: str,
+        payload: dict[str, Any],
+        *,
+        public_base: str,
+        priority: int = PRIORITIES["normal"],
+        webhook_url: str | None = None,
+        start_deadline: float | None = None,
+    ) -> Job:
+        job_id = str(uuid.uuid4())
+        now = time.time()
+        with self._tx() as conn:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            conn.execute(
+                "INSERT INTO jobs (id, seq, endpoint, input, status, priority, public_base, webhook_url,"
+                " start_deadline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, seq, endpoint, json.dumps(payload), Status.IN_QUEUE, priority, public_base,
+                 webhook_url, start_deadline, now),
+            )
+        job = self.get(job_id)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _row_to_job(row) if row else None
+
+    def queue_position(self, job: Job) -> int:
+        """How many queued jobs will be started before this one (0 = next)."""
+        row = self._conn().execute(
+            "SELECT COUNT(*) FROM jobs WHERE status = ? AND (priority < ? OR (priority = ? AND seq < "
+            "(SELECT seq FROM jobs WHERE id = ?)))",
+            (Status.IN_QUEUE, job.priority, job.priority, job.id),
+        ).fetchone()
+        return int(row[0])
+
+    def count_queued(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (Status.IN_QUEUE,))
+                   .fetchone()[0])
+
+    # -- logs ---------------------------------------------------------------------------------
+
+    def add_log(self, job_id: str, message: str, level: str = "INFO") -> None:
+        self._conn().execute(
+            "INSERT INTO logs (job_id, ts, level, message) VALUES (?, ?, ?, ?)",
+            (job_id, time.time(), level, message),
+        )
+
+    def logs(self, job_id: str, after_id: int = 0) -> list[LogEntry]:
+        rows = self._conn().execute(
+            "SELECT id, ts, level, message FROM logs WHERE job_id = ? AND id > ? ORDER BY id",
+            (job_id, after_id),
+        ).fetchall()
+        return [LogEntry(r["id"], r["ts"], r["level"], r["message"]) for r in rows]
+
+    # -- cancel --------------------------------------------------------------------------------
+
+    def request_cancel(self, job_id: str) -> CancelOutcome:
+        """Queued jobs are cancelled at once; running ones are flagged and stop at the next step."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return CancelOutcome.NOT_FOUND
+            status = Status(row["status"])
+            if status is Status.COMPLETED:
+                return CancelOutcome.ALREADY_COMPLETED
+            if status is Status.IN_QUEUE:
+                _write_error(conn, job_id, cancelled_error(), None)
+                return CancelOutcome.OK
+            conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            return CancelOutcome.CANCELLATION_REQUESTED
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        row = self._conn().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    # -- worker side ---------------------------------------------------------------------------
+
+    def claim(self, worker_id: str) -> Job | None:
+        """Take the next queued job (priority, then arrival order); expire jobs past their start deadline."""
+        now = time.time()
+        with self._tx() as conn:
+            expired = conn.execute(
+                "SELECT id FROM jobs WHERE status = ? AND start_deadline IS NOT NULL AND start_deadline < ?",
+                (Status.IN_QUEUE, now),
+            ).fetchall()
+            for row in expired:
+                _write_error(conn, row["id"], start_timeout_error(), None)
+            row = conn.execute(
+                "SELECT id FROM jobs WHERE status = ? ORDER BY priority, seq LIMIT 1", (Status.IN_QUEUE,)
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET status = ?, worker_id = ?, started_at = ?, attempts = attempts + 1"
+                " WHERE id = ?",
+                (Status.IN_PROGRESS, worker_id, now, row["id"]),
+            )
+            job_id = row["id"]
+        return self.get(job_id)
+
+    def complete(self, job_id: str, worker_id: str, output: dict[str, Any]) -> bool:
+        """Record success; False if this worker no longer owns the job (requeued or failed meanwhile)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = ?, output = ?, completed_at = ? WHERE id = ? AND status = ?"
+                " AND worker_id = ?",
+                (Status.COMPLETED, json.dumps(output), time.time(), job_id, Status.IN_PROGRESS, worker_id),
+            )
+            return cur.rowcount == 1
+
+    def fail(self, job_id: str, worker_id: str | None, error: JobError) -> bool:
+        with self._tx() as conn:
+            return _write_error(conn, job_id, error, worker_id)
+
+    def requeue(self, job_id: str, worker_id: str, *, count_attempt: bool) -> bool:
+        """Give a running job back to the queue (graceful shutdown, or a lost worker with attempts left)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = ?, worker_id = NULL, started_at = NULL,"
+                " attempts = attempts - ? WHERE id = ? AND status = ? AND worker_id = ?",
+                (Status.IN_QUEUE, 0 if count_attempt else 1, job_id, Status.IN_PROGRESS, worker_id),
+            )
+            return cur.rowcount == 1
+
+    def recover_orphans(self, live_worker_ids: set[str], max_attempts: int) -> list[str]:
+        """Jobs marked running by a worker that no longer exists: requeue, or fail once out of attempts."""
+        touched: list[str] = []
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT id, worker_id, attempts, cancel_requested FROM jobs WHERE status = ?",
+                (Status.IN_PROGRESS,),
+            ).fetchall()
+            for row in rows:
+                if row["worker_id"] in live_worker_ids:
+                    continue
+                touched.append(row["id"])
+                if row["cancel_requested"]:
+                    _write_error(conn, row["id"], cancelled_error(), None)
+                elif row["attempts"] >= max_attempts:
+                    _write_error(conn, row["id"], worker_lost_error(row["attempts"]), None)
+                else:
+                    conn.execute(
+                        "UPDATE jobs SET status = ?, worker_id = NULL, started_at = NULL WHERE id = ?",
+                        (Status.IN_QUEUE, row["id"]),
+                    )
+        return touched
+
+    # -- worker registry (for /health) ---------------------------------------------------------
+
+    def set_worker_state(self, worker_id: str, pid: int, state: str, model: str | None = None,
+                         detail: str | None = None) -> None:
+        self._conn().execute(
+            "INSERT INTO workers (id, pid, state, model, detail, heartbeat) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, state = excluded.state,"
+            " model = excluded.model, detail = excluded.detail, heartbeat = excluded.heartbeat",
+            (worker_id, pid, state, model, detail, time.time()),
+        )
+
+    def heartbeat(self, worker_id: str) -> None:
+        self._conn().execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (time.time(), worker_id))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn().execute("SELECT * FROM workers ORDER BY id").fetchall()]
+
+    def clear_workers(self) -> None:
+        self._conn().execute("DELETE FROM workers")
+
+    def remove_worker(self, worker_id: str) -> None:
+        self._conn().execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+
+def _write_error(conn: sqlite3.Connection, job_id: str, error: JobError, worker_id: str | None) -> bool:
+    """Terminal failure; only from a non-terminal state, and only by the owning worker if one is named."""
+    sql = (
+        "UPDATE jobs SET status = ?, error = ?, error_type = ?, error_status = ?, error_body = ?,"
+        " completed_at = ? WHERE id = ? AND status != ?"
+    )
+    params: list[Any] = [Status.COMPLETED, error.message, error.error_type, error.status_code,
+                         json.dumps(error.body), time.time(), job_id, Status.COMPLETED]
+    if worker_id is not None:
+        sql += " AND worker_id = ?"
+        params.append(worker_id)
+    return conn.execute(sql, params).rowcount == 1

@@ -1,0 +1,280 @@
+"""fal's queue and run routes (fal-protocol.md §2): submit, status, status stream, result, cancel, run.
+
+This module deliberately has no `from __future__ import annotations`: FastAPI reads the per-endpoint input
+model from each generated handler's annotations at runtime.
+"""
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from server.endpoints import APP_ID, ENDPOINTS, Endpoint, parse_app_path, unsupported_reason
+from server.errors import ERRORS_DOC_URL
+from server.jobstore import PRIORITIES, CancelOutcome, Job, JobStore, LogEntry, Status
+from server.schemas import task_of
+
+STREAM_POLL_S = 0.25
+STREAM_KEEPALIVE_S = 15.0
+RUN_POLL_S = 0.25
+MAX_SEED = 2**31 - 1
+NOT_FOUND = {"detail": "Request not found"}
+
+
+def public_base(request: Request, override: str | None) -> str:
+    """The scheme://host[:port] the caller used, so every URL we return works for it."""
+    if override:
+        return override.rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def queue_urls(request: Request, override: str | None, job_id: str) -> dict[str, str]:
+    base = f"{public_base(request, override)}{request.state.queue_prefix}/{APP_ID}/requests/{job_id}"
+    return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
+
+
+def log_json(entry: LogEntry) -> dict[str, Any]:
+    return {
+        "message": entry.message,
+        "level": entry.level,
+        "source": "USER",
+        "timestamp": datetime.fromtimestamp(entry.ts, UTC).isoformat(),
+    }
+
+
+def status_body(job: Job, urls: dict[str, str], position: int, logs: list[LogEntry] | None) -> dict[str, Any]:
+    """fal-client reads queue_position for IN_QUEUE and requires the `logs` key otherwise (null is fine)."""
+    body: dict[str, Any] = {"status": job.status.value, "request_id": job.id, **urls}
+    if job.status is Status.IN_QUEUE:
+        body["queue_position"] = position
+        return body
+    body["logs"] = [log_json(e) for e in logs] if logs is not None else None
+    if job.status is Status.COMPLETED:
+        body["metrics"] = {"inference_time": job.inference_time}
+        if job.error is not None:
+            body["error"] = job.error.message
+            body["error_type"] = job.error.error_type
+    return body
+
+
+def absolute_urls(value: Any, base: str) -> Any:
+    """Outputs store this server's file links as paths; each caller gets them on the host it used."""
+    if isinstance(value, dict):
+        return {k: base + v if _is_local_link(k, v) else absolute_urls(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [absolute_urls(v, base) for v in value]
+    return value
+
+
+def _is_local_link(key: str, value: Any) -> bool:
+    return key == "url" and isinstance(value, str) and value.startswith("/")
+
+
+def result_response(job: Job, base: str) -> JSONResponse:
+    """The model's answer, or its error replayed with the status code and body it had."""
+    if job.status is not Status.COMPLETED:
+        return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
+    if job.error is None:
+        return JSONResponse(absolute_urls(job.output, base))
+    headers = {"X-Fal-Retryable": "false"}
+    if job.error.is_request_error:
+        headers["X-Fal-Error-Type"] = job.error.error_type
+    return JSONResponse(job.error.body, status_code=job.error.status_code, headers=headers)
+
+
+def unsupported_error(reason: str) -> JSONResponse:
+    item = {"loc": ["body"], "msg": reason, "type": "feature_not_supported",
+            "url": ERRORS_DOC_URL + "feature_not_supported"}
+    return JSONResponse({"detail": [item]}, status_code=422, headers={"X-Fal-Retryable": "false"})
+
+
+def parse_start_timeout(value: str | None) -> float | None:
+    if value is None:
+        return None
+    seconds = float(value)  # ValueError is answered as a 400 by the caller
+    if seconds <= 0:
+        raise ValueError(value)
+    return time.time() + seconds
+
+
+class QueueApi:
+    """Owns the routes; holds the store and settings the handlers need."""
+
+    def __init__(self, store: JobStore, public_url: str | None) -> None:
+        self.store = store
+        self.public_url = public_url
+        self.router = APIRouter()
+        for endpoint in ENDPOINTS.values():
+            self.router.add_api_route(
+                f"/queue/{endpoint.id}", self._submit_handler(endpoint), methods=["POST"],
+                summary=f"Submit a {endpoint.id} request to the queue", tags=["queue"],
+            )
+            self.router.add_api_route(
+                f"/run/{endpoint.id}", self._run_handler(endpoint), methods=["POST"],
+                response_model=endpoint.output_model,
+                summary=f"Run {endpoint.id} and wait for the result", tags=["run"],
+            )
+        prefix = "/queue/{app_path:path}/requests/{request_id}"
+        # Most specific first: the result route's path would also match the others.
+        for suffix, handler, method in (("/status/stream", self.status_stream, "GET"),
+                                        ("/status", self.status, "GET"),
+                                        ("/cancel", self.cancel, "PUT"),
+                                        ("", self.result, "GET")):
+            self.router.add_api_route(prefix + suffix, handler, methods=[method], tags=["queue"])
+
+    def include_in(self, app: FastAPI) -> None:
+        app.include_router(self.router)
+
+    # -- submit and run --------------------------------------------------------------------------
+
+    def _enqueue(self, request: Request, endpoint: Endpoint, payload: BaseModel, webhook: str | None,
+                 priority: str | None, start_timeout: str | None) -> Job | JSONResponse:
+        reason = unsupported_reason(task_of(endpoint.id, payload), payload)
+        if reason is not None:
+            return unsupported_error(reason)
+        try:
+            deadline = parse_start_timeout(start_timeout)
+        except ValueError:
+            return JSONResponse({"detail": f"Invalid request timeout header: {start_timeout!r}",
+                                 "error_type": "bad_request"}, status_code=400,
+                                headers={"X-Fal-Error-Type": "bad_request"})
+        data = payload.model_dump(mode="json")
+        if data.get("seed") is None:
+            # Chosen at submit so a retried attempt reproduces the same video.
+            data["seed"] = secrets.randbelow(MAX_SEED)
+        job = self.store.submit(
+            endpoint.id, data, public_base=public_base(request, self.public_url),
+            priority=PRIORITIES.get((priority or "normal").lower(), PRIORITIES["normal"]),
+            webhook_url=webhook, start_deadline=deadline,
+        )
+        request.state.fal_request_id = job.id
+        return job
+
+    def _submit_handler(self, endpoint: Endpoint) -> Callable[..., Any]:
+        def submit(
+            request: Request,
+            payload: endpoint.input_model,  # type: ignore[name-defined]
+            fal_webhook: str | None = Query(None, description="URL to POST the result to when done"),
+            x_fal_queue_priority: str | None = Header(None),
+            x_fal_request_timeout: str | None = Header(None),
+            x_fal_request_start_timeout: str | None = Header(None),
+        ) -> Any:
+            job = self._enqueue(request, endpoint, payload, fal_webhook, x_fal_queue_priority,
+                                x_fal_request_start_timeout or x_fal_request_timeout)
+            if isinstance(job, JSONResponse):
+                return job
+            body = {"status": job.status.value, "request_id": job.id,
+                    **queue_urls(request, self.public_url, job.id),
+                    "queue_position": self.store.queue_position(job)}
+            return JSONResponse(body)
+
+        return submit
+
+    def _run_handler(self, endpoint: Endpoint) -> Callable[..., Any]:
+        async def run(
+            request: Request,
+            payload: endpoint.input_model,  # type: ignore[name-defined]
+            x_fal_request_timeout: str | None = Header(None),
+        ) -> Any:
+            job = await run_in_threadpool(self._enqueue, request, endpoint, payload, None, "normal",
+                                          x_fal_request_timeout)
+            if isinstance(job, JSONResponse):
+                return job
+            while job.status is not Status.COMPLETED:
+                if await request.is_disconnected():
+                    # Like Cog: a sync caller that went away does not keep a GPU busy.
+                    await run_in_threadpool(self.store.request_cancel, job.id)
+                    return JSONResponse({"detail": "Client disconnected"}, status_code=499)
+                await asyncio.sleep(RUN_POLL_S)
+                job = await run_in_threadpool(self._get, job.id)
+            return result_response(job, public_base(request, self.public_url))
+
+        return run
+
+    # -- status, result, cancel ------------------------------------------------------------------
+
+    def _get(self, request_id: str) -> Job:
+        job = self.store.get(request_id)
+        assert job is not None, "jobs are never deleted while a request waits on them"
+        return job
+
+    def _lookup(self, request: Request, app_path: str, request_id: str) -> Job | None:
+        if parse_app_path(app_path) is None:
+            return None
+        job = self.store.get(request_id)
+        if job is not None:
+            request.state.fal_request_id = job.id
+        return job
+
+    def status(self, request: Request, app_path: str, request_id: str,
+               logs: str | None = Query(None, description="1/0/true/false: include logs")) -> JSONResponse:
+        job = self._lookup(request, app_path, request_id)
+        if job is None:
+            return JSONResponse(NOT_FOUND, status_code=404)
+        position = self.store.queue_position(job) if job.status is Status.IN_QUEUE else 0
+        entries = self.store.logs(job.id) if _truthy(logs) else None
+        body = status_body(job, queue_urls(request, self.public_url, job.id), position, entries)
+        return JSONResponse(body, status_code=200 if job.status is Status.COMPLETED else 202)
+
+    async def status_stream(self, request: Request, app_path: str, request_id: str,
+                            logs: str | None = Query(None)) -> Any:
+        job = await run_in_threadpool(self._lookup, request, app_path, request_id)
+        if job is None:
+            return JSONResponse(NOT_FOUND, status_code=404)
+        urls = queue_urls(request, self.public_url, job.id)
+        return StreamingResponse(self._events(request, job.id, urls, _truthy(logs)),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _events(self, request: Request, job_id: str, urls: dict[str, str],
+                      with_logs: bool) -> AsyncIterator[str]:
+        """One event per change; each carries only the log lines that are new since the last event."""
+        last_sent: tuple[Any, ...] | None = None
+        last_log_id = 0
+        last_write = time.monotonic()
+        while True:
+            job = await run_in_threadpool(self._get, job_id)
+            position = await run_in_threadpool(self.store.queue_position, job) \
+                if job.status is Status.IN_QUEUE else 0
+            new_logs = await run_in_threadpool(self.store.logs, job_id, last_log_id) if with_logs else None
+            key = (job.status, position, bool(new_logs))
+            if key != last_sent or new_logs:
+                if new_logs:
+                    last_log_id = new_logs[-1].id
+                body = status_body(job, urls, position, new_logs if with_logs else None)
+                yield f"data: {json.dumps(body)}\n\n"
+                last_sent, last_write = key, time.monotonic()
+            if job.status is Status.COMPLETED:
+                return  # fal closes the stream after COMPLETED; the JS client hangs otherwise
+            if time.monotonic() - last_write >= STREAM_KEEPALIVE_S:
+                yield ": keepalive\n\n"
+                last_write = time.monotonic()
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(STREAM_POLL_S)
+
+    def result(self, request: Request, app_path: str, request_id: str) -> JSONResponse:
+        job = self._lookup(request, app_path, request_id)
+        if job is None:
+            return JSONResponse(NOT_FOUND, status_code=404)
+        return result_response(job, public_base(request, self.public_url))
+
+    def cancel(self, request: Request, app_path: str, request_id: str) -> JSONResponse:
+        if self._lookup(request, app_path, request_id) is None:
+            return JSONResponse({"status": CancelOutcome.NOT_FOUND.value, **NOT_FOUND}, status_code=404)
+        outcome = self.store.request_cancel(request_id)
+        code = 400 if outcome is CancelOutcome.ALREADY_COMPLETED else 202
+        return JSONResponse({"status": outcome.value}, status_code=code)
+
+
+def _truthy(flag: str | None) -> bool:
+    """Clients spell the logs flag 1/0 (JS, fal SDK) or true/false (Python via httpx)."""
+    return flag is not None and flag.strip().lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,459 @@
+"""Request and response models of the `fal-ai/wan-vace-14b` endpoints.
+
+The contract is fal's endpoint page (root endpoint plus the depth, pose, inpainting, outpainting and reframe
+sub-paths): field names, defaults, ranges, enums and descriptions follow it. A few fields fal added later are
+accepted too (240p/360p, 1:1, `sampler`, `shift`). Unknown fields are ignored, as fal does, so clients written
+against a newer fal schema still work.
+
+This module is imported by the API process: keep it free of torch and other heavy imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+
+# Literal (not Enum) so OpenAPI shows the allowed values inline next to the field, as fal's schema does, and
+# the parsed values are plain strings the worker can compare and log without `.value`.
+Task = Literal["depth", "pose", "inpainting", "outpainting", "reframe"]
+Resolution = Literal["240p", "360p", "480p", "580p", "720p"]
+AspectRatio = Literal["auto", "16:9", "9:16", "1:1"]
+InterpolatorModel = Literal["rife", "film"]
+Sampler = Literal["unipc", "dpm++", "euler"]
+
+TASKS: tuple[str, ...] = get_args(Task)
+RESOLUTIONS: tuple[str, ...] = get_args(Resolution)
+ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
+INTERPOLATOR_MODELS: tuple[str, ...] = get_args(InterpolatorModel)
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "
+    "still, overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, "
+    "extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, malformed limbs, "
+    "fused fingers, still picture, cluttered background, three legs, many people in the background, "
+    "walking backwards"
+)
+
+# ------------------------------------------------------------------------------------------------------------
+# URL fields
+# ------------------------------------------------------------------------------------------------------------
+
+_URL_SCHEMES = ("http", "https", "data")
+
+
+def _preview(value: str, limit: int = 60) -> str:
+    # data: URIs can be megabytes long; never echo one whole into an error message.
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def _check_url(value: str, info: ValidationInfo) -> str:
+    """Check only the scheme and basic shape; fetching (and its limits) is the worker's job."""
+    name = info.field_name or "URL"
+    url = value.strip()
+    if not url:
+        raise ValueError(f"{name} is empty; send an http(s) URL or a data: URI")
+    scheme, sep, rest = url.partition(":")
+    if not sep or scheme.lower() not in _URL_SCHEMES:
+        raise ValueError(f"{name} must be an http(s) URL or a data: URI, got {_preview(url)!r}")
+    if scheme.lower() == "data":
+        if "," not in rest:
+            raise ValueError(f"{name} is not a valid data: URI (expected 'data:<mediatype>[;base64],<data>')")
+        return url
+    try:
+        host = urlsplit(url).netloc
+    except ValueError as exc:  # e.g. an unbalanced '[' in an IPv6 host
+        raise ValueError(f"{name} is not a valid URL ({exc}): {_preview(url)!r}") from exc
+    if not host:
+        raise ValueError(f"{name} has no host: {_preview(url)!r}")
+    return url
+
+
+# Surrounding whitespace is stripped; the value stays a plain string (http(s) URL or data: URI).
+InputUrl = Annotated[str, AfterValidator(_check_url)]
+
+# ------------------------------------------------------------------------------------------------------------
+# Descriptions shared by several models (text from fal's endpoint page)
+# ------------------------------------------------------------------------------------------------------------
+
+_PROMPT = "The text prompt to guide video generation."
+_MATCH_FRAMES = (
+    "If true, the number of frames in the generated video will match the number of frames in the input "
+    "video. If false, the number of frames will be determined by the num_frames parameter."
+)
+_MATCH_FPS = (
+    "If true, the frames per second of the generated video will match the input video. If false, the frames "
+    "per second will be determined by the frames_per_second parameter."
+)
+_VIDEO_URL = "URL to the source video file."
+_REF_IMAGES = "Urls to source reference image. If provided, the model will use this image as reference."
+
+# Field order of each input model, as on fal's page. Fields the page lists only on the root model sit where
+# the root lists them; fields fal added later (sampler, shift) come last.
+_BASE_HEAD = (
+    "prompt",
+    "negative_prompt",
+    "match_input_num_frames",
+    "num_frames",
+    "match_input_frames_per_second",
+    "frames_per_second",
+)
+_BASE_MIDDLE = ("seed", "resolution", "aspect_ratio", "num_inference_steps", "guidance_scale", "video_url")
+_CHECKS = ("enable_safety_checker", "enable_prompt_expansion")
+_LATER = ("sampler", "shift")
+_OUTPAINTING = ("expand_left", "expand_right", "expand_top", "expand_bottom", "expand_ratio")
+_REFRAME = ("zoom_factor", "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model")
+
+# fal's own example (root endpoint). Its video_url is "" there, which this server rejects, so a placeholder
+# URL stands in to keep the example valid.
+_EXAMPLE: dict[str, Any] = {
+    "prompt": (
+        "The video shows a man riding a horse on a vast grassland. He has long lavender hair and wears a "
+        "traditional dress of a white top and black pants. The animation style makes him look like he is "
+        "doing some kind of outdoor activity or performing. The background is a spectacular mountain range "
+        "and cloud sky, giving a sense of tranquility and vastness. The entire video is shot from a fixed "
+        "angle, focusing on the rider and his horse."
+    ),
+    "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
+    "match_input_num_frames": False,
+    "num_frames": 81,
+    "match_input_frames_per_second": False,
+    "frames_per_second": 16,
+    "task": "depth",
+    "resolution": "720p",
+    "aspect_ratio": "auto",
+    "num_inference_steps": 30,
+    "guidance_scale": 5,
+    "video_url": "https://example.com/control-video.mp4",
+    "enable_safety_checker": True,
+    "enable_prompt_expansion": False,
+    "preprocess": False,
+}
+
+
+def _fal_schema(order: tuple[str, ...], example: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """`json_schema_extra` that adds fal's `x-fal-order-properties` and an example.
+
+    It also lays out `properties` in the same order, so generated clients and docs list fields the way fal
+    does (pydantic would otherwise order mixin fields by MRO). A missing or extra name fails loudly here.
+    """
+
+    def extra(schema: dict[str, Any]) -> None:
+        props = schema["properties"]
+        if set(props) != set(order):
+            raise RuntimeError(f"x-fal-order-properties {order} does not match the fields {list(props)}")
+        schema["properties"] = {name: props[name] for name in order}
+        schema["x-fal-order-properties"] = list(order)
+        schema["examples"] = [example]
+
+    return extra
+
+
+def _input_config(order: tuple[str, ...], **example_extra: Any) -> ConfigDict:
+    example = {k: v for k, v in _EXAMPLE.items() if k in order} | example_extra
+    return ConfigDict(extra="ignore", json_schema_extra=_fal_schema(order, example))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Input models
+# ------------------------------------------------------------------------------------------------------------
+
+
+class _VACEBase(BaseModel):
+    """Fields every endpoint has."""
+
+    model_config = ConfigDict(extra="ignore")  # fal ignores unknown fields; so do we
+
+    prompt: str = Field(description=_PROMPT)
+    negative_prompt: str = Field(
+        default=DEFAULT_NEGATIVE_PROMPT, description="Negative prompt for video generation."
+    )
+    match_input_num_frames: bool = Field(default=False, description=_MATCH_FRAMES)
+    num_frames: int = Field(
+        default=81,
+        ge=81,
+        le=241,
+        description="Number of frames to generate. Must be between 81 to 241 (inclusive).",
+    )
+    match_input_frames_per_second: bool = Field(default=False, description=_MATCH_FPS)
+    frames_per_second: int = Field(
+        default=16,
+        ge=5,
+        le=30,
+        description=(
+            "Frames per second of the generated video. Must be between 5 to 30. "
+            "Ignored if match_input_frames_per_second is true."
+        ),
+    )
+    seed: int | None = Field(
+        default=None, description="Random seed for reproducibility. If None, a random seed is chosen."
+    )
+    resolution: Resolution = Field(
+        default="720p", description="Resolution of the generated video (240p, 360p, 480p, 580p or 720p)."
+    )
+    aspect_ratio: AspectRatio = Field(
+        default="auto",
+        description="Aspect ratio of the generated video (16:9, 9:16 or 1:1). auto follows the input video.",
+    )
+    num_inference_steps: int = Field(
+        default=30,
+        ge=2,
+        le=50,
+        description=(
+            "Number of inference steps for sampling. Higher values give better quality but take longer."
+        ),
+    )
+    guidance_scale: float = Field(
+        default=5.0,
+        ge=1.0,
+        le=10.0,
+        description=(
+            "Guidance scale for classifier-free guidance. Higher values encourage the model to generate "
+            "images closely related to the text prompt."
+        ),
+    )
+    video_url: InputUrl = Field(description=_VIDEO_URL)
+    # fal's example sends true; the checker itself is a server feature (see the server docs).
+    enable_safety_checker: bool = Field(
+        default=True, description="If set to true, the safety checker will be enabled."
+    )
+    enable_prompt_expansion: bool = Field(default=False, description="Whether to enable prompt expansion.")
+    # Later fal additions.
+    sampler: Sampler = Field(default="unipc", description="Sampler used for denoising.")
+    shift: float | None = Field(
+        default=None,
+        ge=1.0,
+        le=15.0,
+        description=(
+            "Flow-matching noise schedule shift. If not set, the server chooses it from the resolution."
+        ),
+    )
+
+
+class _PreprocessField(BaseModel):
+    preprocess: bool = Field(default=False, description="Whether to preprocess the input video.")
+
+
+class _MaskFields(BaseModel):
+    mask_video_url: InputUrl | None = Field(
+        default=None,
+        description="URL to the source mask file. If provided, the model will use this mask as a reference.",
+    )
+    mask_image_url: InputUrl | None = Field(
+        default=None,
+        description=(
+            "URL to the guiding mask file. If provided, the model will use this mask as a reference to "
+            "create masked video. If provided mask video url will be ignored."
+        ),
+    )
+
+
+class _ReferenceImagesField(BaseModel):
+    ref_image_urls: list[InputUrl] | None = Field(default=None, description=_REF_IMAGES)
+
+
+class _OutpaintingFields(BaseModel):
+    expand_left: bool = Field(default=False, description="Whether to expand the video to the left.")
+    expand_right: bool = Field(default=False, description="Whether to expand the video to the right.")
+    expand_top: bool = Field(default=False, description="Whether to expand the video to the top.")
+    expand_bottom: bool = Field(default=False, description="Whether to expand the video to the bottom.")
+    expand_ratio: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Amount of expansion. This is a float value between 0 and 1, where 0.25 adds 25% to the original "
+            "video size on the specified sides."
+        ),
+    )
+
+
+class _ReframeFields(BaseModel):
+    # fal publishes no bounds for zoom_factor; 0..1 mirrors expand_ratio, also relative to the canvas.
+    zoom_factor: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Zoom factor for the video. When this value is greater than 0, the video will be zoomed in by "
+            "this factor (in relation to the canvas size,) cutting off the edges of the video. A value of 0 "
+            "means no zoom. Must be between 0 and 1."
+        ),
+    )
+    temporal_downsample_factor: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description=(
+            "Temporal downsample factor for the video. This is an integer value that determines how many "
+            "frames to skip in the video. A value of 0 means no downsampling. For each downsample factor, "
+            "one upsample factor will automatically be applied."
+        ),
+    )
+    temporal_upsample_factor: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description=(
+            "Temporal upsample factor for the video. This is an integer value that determines how many "
+            "frames to interpolate between the original frames. A value of 0 means no interpolation."
+        ),
+    )
+    interpolator_model: InterpolatorModel = Field(
+        default="rife",
+        description="The model to use for frame interpolation. Options are 'rife' or 'film'.",
+    )
+
+
+class WanVACEInput(
+    _VACEBase, _MaskFields, _ReferenceImagesField, _PreprocessField, _OutpaintingFields, _ReframeFields
+):
+    """Root endpoint: any task, chosen by `task`. It also carries the outpainting and reframe fields so that
+    `task="outpainting"` / `task="reframe"` work here; each task ignores the fields of the others."""
+
+    model_config = _input_config(
+        (
+            *_BASE_HEAD,
+            "task",
+            *_BASE_MIDDLE,
+            "mask_video_url",
+            "mask_image_url",
+            "ref_image_urls",
+            *_CHECKS,
+            "preprocess",
+            *_OUTPAINTING,
+            *_REFRAME,
+            *_LATER,
+        ),
+        task="depth",
+    )
+
+    task: Task = Field(default="depth", description="Task type for the model.")
+    video_url: InputUrl = Field(
+        description=f"{_VIDEO_URL} If provided, the model will use this video as a reference."
+    )
+
+
+class WanVACEDepthRequest(_VACEBase, _PreprocessField):
+    model_config = _input_config((*_BASE_HEAD, *_BASE_MIDDLE, *_CHECKS, "preprocess", *_LATER))
+
+    video_url: InputUrl = Field(description=f"{_VIDEO_URL} Required for depth task.")
+
+
+class WanVACEPoseRequest(_VACEBase, _PreprocessField):
+    model_config = _input_config((*_BASE_HEAD, *_BASE_MIDDLE, *_CHECKS, "preprocess", *_LATER))
+
+    prompt: str = Field(
+        description=(
+            f"{_PROMPT} For pose task, the prompt should describe the desired pose and action of the subject "
+            "in the video."
+        )
+    )
+    video_url: InputUrl = Field(description=f"{_VIDEO_URL} Required for pose task.")
+
+
+class WanVACEInpaintingRequest(_VACEBase, _MaskFields, _ReferenceImagesField):
+    # mask_image_url is not on fal's inpainting page but is on the root one; accepted here so the sub-path can
+    # do everything the root endpoint does with task="inpainting".
+    model_config = _input_config(
+        (*_BASE_HEAD, *_BASE_MIDDLE, "mask_video_url", "mask_image_url", "ref_image_urls", *_CHECKS, *_LATER),
+        mask_video_url="https://example.com/mask-video.mp4",
+    )
+
+    video_url: InputUrl = Field(description=f"{_VIDEO_URL} Required for inpainting.")
+    mask_video_url: InputUrl = Field(description="URL to the source mask file. Required for inpainting.")
+
+
+class WanVACEOutpaintingRequest(_VACEBase, _ReferenceImagesField, _OutpaintingFields):
+    # ref_image_urls is not on fal's outpainting page; fal's later schema has it on every task.
+    model_config = _input_config(
+        (*_BASE_HEAD, *_BASE_MIDDLE, "ref_image_urls", *_CHECKS, *_OUTPAINTING, *_LATER),
+        expand_left=True,
+        expand_right=True,
+    )
+
+    video_url: InputUrl = Field(description=f"{_VIDEO_URL} Required for outpainting.")
+
+
+class WanVACEReframeRequest(_VACEBase, _ReframeFields):
+    model_config = _input_config(
+        (*_BASE_HEAD, *_BASE_MIDDLE, *_CHECKS, *_REFRAME, *_LATER), aspect_ratio="9:16"
+    )
+
+    # Reframe differs from the other tasks: the prompt is optional and the output keeps the input's length
+    # and fps.
+    prompt: str = Field(default="", description=f"{_PROMPT} Optional for reframing.")
+    match_input_num_frames: bool = Field(default=True, description=_MATCH_FRAMES)
+    match_input_frames_per_second: bool = Field(default=True, description=_MATCH_FPS)
+    video_url: InputUrl = Field(
+        description=f"{_VIDEO_URL} This video will be used as a reference for the reframe task."
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Output models
+# ------------------------------------------------------------------------------------------------------------
+
+
+class File(BaseModel):
+    url: str = Field(description="The URL where the file can be downloaded from.")
+    content_type: str | None = Field(default=None, description="The mime type of the file.")
+    file_name: str | None = Field(
+        default=None, description="The name of the file. It will be auto-generated if not provided."
+    )
+    file_size: int | None = Field(default=None, description="The size of the file in bytes.")
+    # Only set when the client asked for inline data; leaving a null out keeps responses as fal sends them.
+    file_data: str | None = Field(default=None, description="File data", exclude_if=lambda v: v is None)
+
+
+_OUTPUT_CONFIG = ConfigDict(json_schema_extra={"x-fal-order-properties": ["video", "prompt", "seed"]})
+
+
+class WanVACEResponse(BaseModel):
+    model_config = _OUTPUT_CONFIG
+
+    video: File = Field(description="The generated video file.")
+    prompt: str = Field(description="The prompt used for generation.")
+    seed: int = Field(description="The seed used for generation.")
+
+
+class WanVACEDepthResponse(WanVACEResponse):
+    video: File = Field(description="The generated depth video file.")
+
+
+class WanVACEPoseResponse(WanVACEResponse):
+    video: File = Field(description="The generated pose video file.")
+
+
+class WanVACEInpaintingResponse(WanVACEResponse):
+    video: File = Field(description="The generated inpainting video file.")
+
+
+class WanVACEOutpaintingResponse(WanVACEResponse):
+    video: File = Field(description="The generated outpainting video file.")
+
+
+class WanVACEReframeResponse(WanVACEResponse):
+    video: File = Field(description="The generated reframe video file.")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------------------
+
+
+def task_of(endpoint_id: str, payload: BaseModel) -> str:
+    """The task a request runs: a task sub-path of the endpoint id wins; on the root endpoint it is `task`.
+
+    Raises ValueError when neither names a task (a per-task payload sent to an id without a task sub-path).
+    """
+    tail = endpoint_id.strip("/").rsplit("/", 1)[-1]
+    if tail in TASKS:
+        return tail
+    task = getattr(payload, "task", None)
+    if task not in TASKS:
+        raise ValueError(f"cannot tell the task of {endpoint_id!r} from a {type(payload).__name__} payload")
+    return task

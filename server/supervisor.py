@@ -1,0 +1,112 @@
+"""Runs the GPU worker processes for the API process: start, watch, respawn, recover their jobs.
+
+The API process never imports torch; each worker is a separate Python process (`python -m server.worker`),
+so a CUDA crash or an OOM kill takes down only that worker while the API keeps answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from server.jobstore import JobStore
+from server.settings import Settings
+
+log = logging.getLogger("vace.supervisor")
+
+WATCH_INTERVAL_S = 0.5
+MAX_BACKOFF_S = 30.0
+STOP_GRACE_S = 30.0
+
+
+@dataclass
+class WorkerSlot:
+    name: str
+    env: dict[str, str]
+    worker_id: str = ""  # unique per spawn, so a stale process can never pass for its successor
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = field(default=0.0)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.slots = [WorkerSlot(f"worker-{i}", env) for i, env in enumerate(_worker_envs(settings))]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="vace-supervisor", daemon=True)
+
+    def start(self) -> None:
+        # Whatever was running when the server last stopped has no worker now: requeue or fail it.
+        recovered = self.store.recover_orphans(set(), self.settings.max_attempts)
+        if recovered:
+            log.warning("recovered %d interrupted job(s): %s", len(recovered), ", ".join(recovered))
+        self.store.clear_workers()
+        for slot in self.slots:
+            self._spawn(slot)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """SIGTERM lets a worker requeue its running job at the next step; SIGKILL after a grace period."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        procs = [s.process for s in self.slots if s.process and s.process.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for slot in self.slots:
+            self.store.remove_worker(slot.worker_id)
+        self.store.recover_orphans(set(), self.settings.max_attempts)
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        slot.worker_id = f"{slot.name}-{uuid.uuid4().hex[:8]}"
+        cmd = [sys.executable, "-m", "server.worker", "--worker-id", slot.worker_id,
+               "--settings", self.settings.to_json()]
+        env = {**os.environ, **self.settings.worker_env, **slot.env}
+        slot.process = subprocess.Popen(cmd, env=env)
+        log.info("started %s (pid %d)", slot.worker_id, slot.process.pid)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            for slot in self.slots:
+                proc = slot.process
+                if proc is not None and proc.poll() is None:
+                    continue
+                if proc is not None:
+                    self._on_exit(slot, proc.returncode)
+                if time.monotonic() >= slot.next_start and not self._stop.is_set():
+                    self._spawn(slot)
+
+    def _on_exit(self, slot: WorkerSlot, code: int) -> None:
+        log.error("%s exited with code %s; restarting", slot.worker_id, code)
+        self.store.remove_worker(slot.worker_id)
+        live = {s.worker_id for s in self.slots if s.process and s.process.poll() is None}
+        self.store.recover_orphans(live, self.settings.max_attempts)
+        slot.process = None
+        slot.restarts += 1
+        # Back off so a worker that cannot load its model does not spin.
+        slot.next_start = time.monotonic() + min(MAX_BACKOFF_S, 0.5 * 2 ** min(slot.restarts, 6))
+
+
+def _worker_envs(settings: Settings) -> list[dict[str, str]]:
+    """One worker per visible GPU when several are requested; each sees only its own device."""
+    gpus = settings.worker_env.get("VACE_GPUS", "")
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": g.strip()} for g in gpus.split(",") if g.strip()]
+    # num_workers 0 is an API-only server: jobs wait in the queue for a worker (tests, split deployments).
+    return [{} for _ in range(settings.num_workers)]

@@ -1,0 +1,153 @@
+"""A worker process: loads the model once, then claims and runs jobs until told to stop.
+
+Started by the supervisor as `python -m server.worker ...`; never imported by the API process.
+SIGTERM asks for a graceful stop: the running job is interrupted at its next denoising step and put back
+in the queue without spending an attempt, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+from server.errors import InputError, JobError, cancelled_error, internal_error, request_error
+from server.execute import Executor, JobHooks
+from server.fetch import Fetcher
+from server.filestore import FileStore
+from server.jobstore import Job, JobStore
+from server.settings import Settings
+
+log = logging.getLogger("vace.worker")
+
+IDLE_POLL_S = 0.2
+HEARTBEAT_S = 2.0
+
+
+class Worker:
+    def __init__(self, settings: Settings, worker_id: str) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.store = JobStore(settings.db_path)
+        self.stopping = threading.Event()
+        self.pid = os.getpid()
+
+    def load(self) -> Executor:
+        # Imported here so that `--help` and failures to start stay cheap and torch-free.
+        from pipelines.loader import load_pipeline, resolve_model
+
+        self.store.set_worker_state(self.worker_id, self.pid, "loading", self.settings.model)
+        model_dir = resolve_model(self.settings.model, self.settings.data_dir)
+        started = time.monotonic()
+        pipe = load_pipeline(model_dir, self.settings.device)
+        log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
+        self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
+        files = FileStore(self.settings.files_dir)
+        fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
+                          self.settings.download_timeout_s)
+        return Executor(pipe, fetcher, files, self.settings.work_dir)
+
+    def serve(self, executor: Executor) -> None:
+        threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
+        while not self.stopping.is_set():
+            job = self.store.claim(self.worker_id)
+            if job is None:
+                self.stopping.wait(IDLE_POLL_S)
+                continue
+            self.run_job(executor, job)
+
+    def run_job(self, executor: Executor, job: Job) -> None:
+        from pipelines.generate import GenerationCancelled
+
+        def job_log(message: str, level: str = "INFO") -> None:
+            self.store.add_log(job.id, message, level)
+
+        def should_cancel() -> bool:
+            return self.stopping.is_set() or self.store.is_cancel_requested(job.id)
+
+        job_log(f"Started on {self.worker_id} (attempt {job.attempts})")
+        try:
+            output = executor.run(job, JobHooks(log=job_log, should_cancel=should_cancel))
+        except GenerationCancelled:
+            if self.store.is_cancel_requested(job.id) or not self.stopping.is_set():
+                self.store.fail(job.id, self.worker_id, cancelled_error())
+            else:
+                job_log("Worker shutting down; request returned to the queue", "WARN")
+                self.store.requeue(job.id, self.worker_id, count_attempt=False)
+            return
+        except InputError as exc:
+            job_log(exc.message, "ERROR")
+            self.store.fail(job.id, self.worker_id, exc.to_job_error())
+            return
+        except Exception as exc:  # noqa: BLE001 - any model failure must end the job, not the worker
+            job_log(f"{type(exc).__name__}: {exc}", "ERROR")
+            traceback.print_exc()
+            self.store.fail(job.id, self.worker_id, _model_failure(exc))
+            return
+        job_log("Completed")
+        self.store.complete(job.id, self.worker_id, output)
+
+    def _heartbeat(self) -> None:
+        while not self.stopping.wait(HEARTBEAT_S):
+            self.store.heartbeat(self.worker_id)
+
+
+def _model_failure(exc: Exception) -> JobError:
+    """Out-of-memory is the one failure users can act on (smaller size or fewer frames): say so."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        _release_cuda_memory()
+        return request_error(
+            "Out of GPU memory for this request; try a lower resolution or fewer frames.",
+            "runner_server_error", 500,
+        )
+    return internal_error(f"Generation failed: {type(exc).__name__}: {exc}")
+
+
+def _release_cuda_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _die_with_parent() -> None:
+    """If the server is SIGKILLed, its workers must not live on claiming jobs nobody supervises.
+
+    The restarted server then finds their jobs orphaned and requeues them (at-least-once).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server.worker")
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--settings", required=True, help="the server's Settings as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings.from_json(args.settings)
+    _die_with_parent()
+    worker = Worker(settings, args.worker_id)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
+    try:
+        executor = worker.load()
+    except Exception as exc:  # noqa: BLE001 - report why the model did not load, then exit for a restart
+        worker.store.set_worker_state(args.worker_id, worker.pid, "failed", settings.model, str(exc))
+        log.error("could not load model: %s", exc)
+        return 3
+    worker.serve(executor)
+    worker.store.set_worker_state(args.worker_id, worker.pid, "stopped", settings.model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,610 @@
+"""Input/output models and the endpoint table, checked against fal's `fal-ai/wan-vace-14b` endpoint page."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel, ValidationError
+
+from server.endpoints import APP_ID, ENDPOINTS, Endpoint, parse_app_path, unsupported_reason
+from server.schemas import (
+    DEFAULT_NEGATIVE_PROMPT,
+    File,
+    WanVACEDepthRequest,
+    WanVACEDepthResponse,
+    WanVACEInpaintingRequest,
+    WanVACEInpaintingResponse,
+    WanVACEInput,
+    WanVACEOutpaintingRequest,
+    WanVACEOutpaintingResponse,
+    WanVACEPoseRequest,
+    WanVACEPoseResponse,
+    WanVACEReframeRequest,
+    WanVACEReframeResponse,
+    WanVACEResponse,
+    task_of,
+)
+
+# Copied from fal's page on purpose (not imported), so a typo in the module cannot hide here.
+FAL_NEGATIVE_PROMPT = (
+    "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "
+    "still, overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, "
+    "extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, malformed limbs, "
+    "fused fingers, still picture, cluttered background, three legs, many people in the background, "
+    "walking backwards"
+)
+
+VIDEO = "https://example.com/in.mp4"
+MASK = "https://example.com/mask.mp4"
+
+ALL_INPUTS: list[type[BaseModel]] = [
+    WanVACEInput,
+    WanVACEDepthRequest,
+    WanVACEPoseRequest,
+    WanVACEInpaintingRequest,
+    WanVACEOutpaintingRequest,
+    WanVACEReframeRequest,
+]
+PROMPT_REQUIRED = [m for m in ALL_INPUTS if m is not WanVACEReframeRequest]
+
+
+def minimal(model: type[BaseModel]) -> dict[str, Any]:
+    """The smallest valid body for a model."""
+    body: dict[str, Any] = {"prompt": "a horse", "video_url": VIDEO}
+    if model is WanVACEInpaintingRequest:
+        body["mask_video_url"] = MASK
+    return body
+
+
+def make(model: type[BaseModel], **fields: Any) -> Any:
+    return model.model_validate(minimal(model) | fields)
+
+
+def error_locs(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[Any, ...]]:
+    return [e["loc"] for e in exc.value.errors()]
+
+
+# --- defaults ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_shared_defaults_match_fal(model: type[BaseModel]) -> None:
+    m = make(model)
+    is_reframe = model is WanVACEReframeRequest
+    assert m.negative_prompt == FAL_NEGATIVE_PROMPT == DEFAULT_NEGATIVE_PROMPT
+    assert m.match_input_num_frames is is_reframe
+    assert m.num_frames == 81
+    assert m.match_input_frames_per_second is is_reframe
+    assert m.frames_per_second == 16
+    assert m.seed is None
+    assert m.resolution == "720p"
+    assert m.aspect_ratio == "auto"
+    assert m.num_inference_steps == 30
+    assert m.guidance_scale == 5.0
+    assert m.enable_safety_checker is True
+    assert m.enable_prompt_expansion is False
+    assert m.sampler == "unipc"
+    assert m.shift is None
+
+
+@pytest.mark.parametrize("model", [WanVACEInput, WanVACEDepthRequest, WanVACEPoseRequest])
+def test_preprocess_defaults_to_false(model: type[BaseModel]) -> None:
+    assert make(model).preprocess is False
+
+
+def test_root_defaults() -> None:
+    m = make(WanVACEInput)
+    assert m.task == "depth"
+    assert (m.mask_video_url, m.mask_image_url, m.ref_image_urls) == (None, None, None)
+    assert (m.expand_left, m.expand_right, m.expand_top, m.expand_bottom) == (False,) * 4
+    assert m.expand_ratio == 0.25
+    assert (m.zoom_factor, m.temporal_downsample_factor, m.temporal_upsample_factor) == (0.0, 0, 0)
+    assert m.interpolator_model == "rife"
+
+
+def test_inpainting_defaults() -> None:
+    m = make(WanVACEInpaintingRequest)
+    assert (m.mask_video_url, m.mask_image_url, m.ref_image_urls) == (MASK, None, None)
+
+
+def test_outpainting_defaults() -> None:
+    m = make(WanVACEOutpaintingRequest)
+    assert (m.expand_left, m.expand_right, m.expand_top, m.expand_bottom) == (False,) * 4
+    assert m.expand_ratio == 0.25
+    assert m.ref_image_urls is None
+
+
+def test_reframe_defaults_differ_from_other_tasks() -> None:
+    m = WanVACEReframeRequest.model_validate({"video_url": VIDEO})
+    assert m.prompt == ""
+    assert m.match_input_num_frames is True
+    assert m.match_input_frames_per_second is True
+    assert (m.zoom_factor, m.temporal_downsample_factor, m.temporal_upsample_factor) == (0.0, 0, 0)
+    assert m.interpolator_model == "rife"
+
+
+# Which task-specific fields each model has; the shared ones are checked by the defaults test.
+TASK_FIELDS = {
+    WanVACEInput: {
+        "task", "mask_video_url", "mask_image_url", "ref_image_urls", "preprocess", "expand_left",
+        "expand_right", "expand_top", "expand_bottom", "expand_ratio", "zoom_factor",
+        "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model",
+    },
+    WanVACEDepthRequest: {"preprocess"},
+    WanVACEPoseRequest: {"preprocess"},
+    WanVACEInpaintingRequest: {"mask_video_url", "mask_image_url", "ref_image_urls"},
+    WanVACEOutpaintingRequest: {
+        "ref_image_urls", "expand_left", "expand_right", "expand_top", "expand_bottom", "expand_ratio",
+    },
+    WanVACEReframeRequest: {
+        "zoom_factor", "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model",
+    },
+}  # fmt: skip
+SHARED_FIELDS = set(WanVACEDepthRequest.model_fields) - {"preprocess"}
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_each_model_has_exactly_its_fields(model: type[BaseModel]) -> None:
+    assert set(model.model_fields) == SHARED_FIELDS | TASK_FIELDS[model]
+
+
+# --- ranges ------------------------------------------------------------------------------------------------
+
+RANGES = [
+    # (model, field, rejected below, lowest, highest, rejected above)
+    (WanVACEInput, "num_frames", 80, 81, 241, 242),
+    (WanVACEInput, "frames_per_second", 4, 5, 30, 31),
+    (WanVACEInput, "num_inference_steps", 1, 2, 50, 51),
+    (WanVACEInput, "guidance_scale", 0.99, 1.0, 10.0, 10.01),
+    (WanVACEInput, "shift", 0.99, 1.0, 15.0, 15.01),
+    (WanVACEOutpaintingRequest, "expand_ratio", -0.01, 0.0, 1.0, 1.01),
+    (WanVACEReframeRequest, "zoom_factor", -0.01, 0.0, 1.0, 1.01),
+    (WanVACEReframeRequest, "temporal_downsample_factor", -1, 0, 5, 6),
+    (WanVACEReframeRequest, "temporal_upsample_factor", -1, 0, 5, 6),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "below", "low", "high", "above"), RANGES, ids=[r[1] for r in RANGES]
+)
+def test_range_boundaries(
+    model: type[BaseModel], field: str, below: Any, low: Any, high: Any, above: Any
+) -> None:
+    assert getattr(make(model, **{field: low}), field) == low
+    assert getattr(make(model, **{field: high}), field) == high
+    for bad in (below, above):
+        with pytest.raises(ValidationError) as exc:
+            make(model, **{field: bad})
+        assert error_locs(exc) == [(field,)]
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_num_frames_range_applies_to_every_endpoint(model: type[BaseModel]) -> None:
+    with pytest.raises(ValidationError):
+        make(model, num_frames=242)
+
+
+def test_seed_accepts_an_integer_and_null() -> None:
+    assert make(WanVACEInput, seed=1234).seed == 1234
+    assert make(WanVACEInput, seed=None).seed is None
+
+
+# --- enums -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["240p", "360p", "480p", "580p", "720p"])
+def test_resolution_accepts_fal_values_and_later_additions(value: str) -> None:
+    assert make(WanVACEDepthRequest, resolution=value).resolution == value
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("resolution", "1080p"),
+        ("aspect_ratio", "4:3"),
+        ("task", "segment"),
+        ("interpolator_model", "linear"),
+        ("sampler", "ddim"),
+    ],
+)
+def test_enum_rejects_unknown_values(field: str, bad: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        make(WanVACEInput, **{field: bad})
+    assert error_locs(exc) == [(field,)]
+
+
+@pytest.mark.parametrize("value", ["auto", "16:9", "9:16", "1:1"])
+def test_aspect_ratio_values(value: str) -> None:
+    assert make(WanVACEInput, aspect_ratio=value).aspect_ratio == value
+
+
+@pytest.mark.parametrize("task", ["depth", "pose", "inpainting", "outpainting", "reframe"])
+def test_root_accepts_every_task(task: str) -> None:
+    assert make(WanVACEInput, task=task).task == task
+
+
+@pytest.mark.parametrize(
+    ("field", "values"), [("interpolator_model", ["rife", "film"]), ("sampler", ["unipc", "dpm++", "euler"])]
+)
+def test_other_enum_values(field: str, values: list[str]) -> None:
+    for value in values:
+        assert getattr(make(WanVACEInput, **{field: value}), field) == value
+
+
+# --- required fields ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", PROMPT_REQUIRED, ids=lambda m: m.__name__)
+def test_prompt_is_required(model: type[BaseModel]) -> None:
+    body = minimal(model)
+    del body["prompt"]
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate(body)
+    assert error_locs(exc) == [("prompt",)]
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_video_url_is_required(model: type[BaseModel]) -> None:
+    body = minimal(model)
+    del body["video_url"]
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate(body)
+    assert error_locs(exc) == [("video_url",)]
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_null_video_url_is_rejected(model: type[BaseModel]) -> None:
+    with pytest.raises(ValidationError):
+        make(model, video_url=None)
+
+
+def test_mask_video_url_is_required_on_inpainting_only() -> None:
+    body = minimal(WanVACEInpaintingRequest)
+    del body["mask_video_url"]
+    with pytest.raises(ValidationError) as exc:
+        WanVACEInpaintingRequest.model_validate(body | {"mask_image_url": MASK})
+    assert error_locs(exc) == [("mask_video_url",)]
+    assert make(WanVACEInput, task="inpainting").mask_video_url is None
+
+
+# --- URL fields --------------------------------------------------------------------------------------------
+
+GOOD_URLS = [
+    "http://example.com/v.mp4",
+    "https://example.com/v.mp4?sig=1",
+    "HTTPS://EXAMPLE.COM/V.MP4",
+    "data:video/mp4;base64,AAAAIGZ0eXA=",
+    "data:,hello",
+]
+BAD_URLS = [
+    "",
+    "   ",
+    "ftp://example.com/v.mp4",
+    "file:///etc/passwd",
+    "example.com/v.mp4",
+    "http://",
+    "data:abc",
+]
+
+
+@pytest.mark.parametrize("url", GOOD_URLS)
+def test_http_https_and_data_urls_are_accepted(url: str) -> None:
+    assert make(WanVACEDepthRequest, video_url=url).video_url == url
+
+
+def test_surrounding_whitespace_is_stripped() -> None:
+    assert make(WanVACEDepthRequest, video_url=f"  {VIDEO}\n").video_url == VIDEO
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("field", ["video_url", "mask_video_url", "mask_image_url"])
+def test_bad_urls_are_rejected_with_the_field_named(field: str, url: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        make(WanVACEInput, **{field: url})
+    (error,) = exc.value.errors()
+    assert error["loc"] == (field,)
+    assert field in error["msg"]
+
+
+def test_empty_video_url_message_is_clear() -> None:
+    # fal's own example sends video_url: "", so this is the error many first requests will hit.
+    with pytest.raises(ValidationError) as exc:
+        make(WanVACEInput, video_url="")
+    assert "video_url is empty" in exc.value.errors()[0]["msg"]
+
+
+def test_bad_reference_image_url_is_located_by_index() -> None:
+    with pytest.raises(ValidationError) as exc:
+        make(WanVACEInpaintingRequest, ref_image_urls=["https://example.com/a.png", "ftp://b"])
+    (error,) = exc.value.errors()
+    assert error["loc"] == ("ref_image_urls", 1)
+    assert "ref_image_urls" in error["msg"]
+
+
+def test_reference_images_accept_urls_and_data_uris() -> None:
+    urls = ["https://example.com/a.png", "data:image/png;base64,iVBORw0KGgo="]
+    assert make(WanVACEOutpaintingRequest, ref_image_urls=urls).ref_image_urls == urls
+
+
+def test_long_bad_url_is_not_echoed_whole_in_the_message() -> None:
+    with pytest.raises(ValidationError) as exc:
+        make(WanVACEInput, video_url="gopher://" + "x" * 10_000)
+    assert len(exc.value.errors()[0]["msg"]) < 200
+
+
+# --- extra fields ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_unknown_fields_are_ignored(model: type[BaseModel]) -> None:
+    m = make(model, first_frame_url=VIDEO, acceleration="regular", not_a_field=1)
+    dumped = m.model_dump()
+    assert "first_frame_url" not in dumped and "not_a_field" not in dumped
+
+
+def test_fields_of_other_tasks_are_ignored_on_a_task_endpoint() -> None:
+    m = make(WanVACEDepthRequest, task="reframe", zoom_factor=0.5, mask_video_url=MASK)
+    assert not hasattr(m, "task") and not hasattr(m, "zoom_factor") and not hasattr(m, "mask_video_url")
+
+
+# --- JSON schema -------------------------------------------------------------------------------------------
+
+ROOT_ORDER_FROM_FAL = [
+    "prompt", "negative_prompt", "match_input_num_frames", "num_frames", "match_input_frames_per_second",
+    "frames_per_second", "task", "seed", "resolution", "aspect_ratio", "num_inference_steps",
+    "guidance_scale", "video_url", "mask_video_url", "mask_image_url", "ref_image_urls",
+    "enable_safety_checker", "enable_prompt_expansion", "preprocess",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_schema_has_fal_order_matching_properties(model: type[BaseModel]) -> None:
+    schema = model.model_json_schema()
+    order = schema["x-fal-order-properties"]
+    assert order == list(schema["properties"])
+    assert sorted(order) == sorted(model.model_fields)
+    assert order[:2] == ["prompt", "negative_prompt"]
+
+
+def test_root_order_follows_fal_then_additions() -> None:
+    order = WanVACEInput.model_json_schema()["x-fal-order-properties"]
+    assert order[: len(ROOT_ORDER_FROM_FAL)] == ROOT_ORDER_FROM_FAL
+    assert order[-2:] == ["sampler", "shift"]
+
+
+def test_outpainting_order_ends_with_expand_fields_before_additions() -> None:
+    order = WanVACEOutpaintingRequest.model_json_schema()["x-fal-order-properties"]
+    assert order[-7:] == [
+        "expand_left",
+        "expand_right",
+        "expand_top",
+        "expand_bottom",
+        "expand_ratio",
+        "sampler",
+        "shift",
+    ]
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_schema_example_is_a_valid_request(model: type[BaseModel]) -> None:
+    (example,) = model.model_json_schema()["examples"]
+    assert set(example) <= set(model.model_fields)
+    model.model_validate(example)
+
+
+def test_root_example_is_fals_example() -> None:
+    (example,) = WanVACEInput.model_json_schema()["examples"]
+    assert example["prompt"].startswith("The video shows a man riding a horse on a vast grassland.")
+    assert example["task"] == "depth" and example["guidance_scale"] == 5 and example["preprocess"] is False
+    assert example["negative_prompt"] == FAL_NEGATIVE_PROMPT
+
+
+def test_schema_required_fields() -> None:
+    assert sorted(WanVACEInput.model_json_schema()["required"]) == ["prompt", "video_url"]
+    assert sorted(WanVACEInpaintingRequest.model_json_schema()["required"]) == [
+        "mask_video_url",
+        "prompt",
+        "video_url",
+    ]
+    assert WanVACEReframeRequest.model_json_schema()["required"] == ["video_url"]
+
+
+def test_schema_shows_enums_and_bounds_inline() -> None:
+    props = WanVACEInput.model_json_schema()["properties"]
+    assert props["task"]["enum"] == ["depth", "pose", "inpainting", "outpainting", "reframe"]
+    assert props["task"]["default"] == "depth"
+    assert props["resolution"]["enum"] == ["240p", "360p", "480p", "580p", "720p"]
+    assert (props["num_frames"]["minimum"], props["num_frames"]["maximum"]) == (81, 241)
+    assert props["negative_prompt"]["default"] == FAL_NEGATIVE_PROMPT
+    assert props["prompt"]["description"] == "The text prompt to guide video generation."
+
+
+def test_fastapi_openapi_keeps_fal_extensions() -> None:
+    app = FastAPI()
+
+    @app.post("/depth", response_model=WanVACEDepthResponse)
+    def depth(body: WanVACEDepthRequest) -> Any:  # pragma: no cover - never called
+        raise NotImplementedError
+
+    schemas = app.openapi()["components"]["schemas"]
+    assert schemas["WanVACEDepthRequest"]["x-fal-order-properties"][0] == "prompt"
+    assert schemas["WanVACEDepthResponse"]["x-fal-order-properties"] == ["video", "prompt", "seed"]
+
+
+# --- output models -----------------------------------------------------------------------------------------
+
+
+def test_file_leaves_out_file_data_when_unset() -> None:
+    f = File(url="https://example.com/out.mp4", content_type="video/mp4", file_name="out.mp4", file_size=12)
+    assert f.model_dump() == {
+        "url": "https://example.com/out.mp4",
+        "content_type": "video/mp4",
+        "file_name": "out.mp4",
+        "file_size": 12,
+    }
+    assert "file_data" not in f.model_dump_json()
+    assert File(url="u", file_data="AAAA").model_dump()["file_data"] == "AAAA"
+
+
+def test_file_requires_url_only() -> None:
+    with pytest.raises(ValidationError):
+        File.model_validate({})
+    assert File(url="u").content_type is None
+
+
+RESPONSES = [
+    WanVACEResponse,
+    WanVACEDepthResponse,
+    WanVACEPoseResponse,
+    WanVACEInpaintingResponse,
+    WanVACEOutpaintingResponse,
+    WanVACEReframeResponse,
+]
+
+
+@pytest.mark.parametrize("model", RESPONSES, ids=lambda m: m.__name__)
+def test_responses_share_one_shape(model: type[BaseModel]) -> None:
+    body = {"video": {"url": "https://example.com/out.mp4"}, "prompt": "a horse", "seed": 42}
+    out = model.model_validate(body)
+    assert out.model_dump(exclude_none=True) == body
+    schema = model.model_json_schema()
+    assert sorted(schema["required"]) == ["prompt", "seed", "video"]
+    with pytest.raises(ValidationError):
+        model.model_validate({"video": body["video"], "prompt": "a horse"})
+
+
+def test_task_responses_describe_their_video() -> None:
+    assert WanVACEDepthResponse.model_fields["video"].description == "The generated depth video file."
+    assert WanVACEReframeResponse.model_fields["video"].description == "The generated reframe video file."
+
+
+# --- task_of -----------------------------------------------------------------------------------------------
+
+
+def test_task_of_root_uses_the_payload() -> None:
+    assert task_of(APP_ID, make(WanVACEInput)) == "depth"
+    assert task_of(APP_ID, make(WanVACEInput, task="inpainting")) == "inpainting"
+
+
+@pytest.mark.parametrize("endpoint_id", [e for e in ENDPOINTS if e != APP_ID])
+def test_task_of_sub_path_wins(endpoint_id: str) -> None:
+    endpoint = ENDPOINTS[endpoint_id]
+    assert task_of(endpoint_id, make(endpoint.input_model)) == endpoint.task
+    assert task_of(f"/{endpoint_id}/", make(endpoint.input_model)) == endpoint.task
+
+
+def test_task_of_without_a_task_raises() -> None:
+    with pytest.raises(ValueError, match="cannot tell the task"):
+        task_of(APP_ID, make(WanVACEDepthRequest))
+
+
+# --- endpoint table ----------------------------------------------------------------------------------------
+
+
+def test_endpoint_table() -> None:
+    assert APP_ID == "fal-ai/wan-vace-14b"
+    expected = {
+        APP_ID: (None, WanVACEInput, WanVACEResponse),
+        f"{APP_ID}/depth": ("depth", WanVACEDepthRequest, WanVACEDepthResponse),
+        f"{APP_ID}/pose": ("pose", WanVACEPoseRequest, WanVACEPoseResponse),
+        f"{APP_ID}/inpainting": ("inpainting", WanVACEInpaintingRequest, WanVACEInpaintingResponse),
+        f"{APP_ID}/outpainting": ("outpainting", WanVACEOutpaintingRequest, WanVACEOutpaintingResponse),
+        f"{APP_ID}/reframe": ("reframe", WanVACEReframeRequest, WanVACEReframeResponse),
+    }
+    assert {k: (e.task, e.input_model, e.output_model) for k, e in ENDPOINTS.items()} == expected
+    assert all(k == e.id for k, e in ENDPOINTS.items())
+
+
+def test_endpoint_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ENDPOINTS[APP_ID].task = "depth"  # type: ignore[misc]
+    assert isinstance(ENDPOINTS[APP_ID], Endpoint)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("fal-ai/wan-vace-14b", APP_ID),
+        ("/fal-ai/wan-vace-14b", APP_ID),
+        ("/fal-ai/wan-vace-14b/", APP_ID),
+        ("fal-ai/wan-vace-14b/depth", f"{APP_ID}/depth"),
+        ("/fal-ai/wan-vace-14b/pose/", f"{APP_ID}/pose"),
+        ("fal-ai/wan-vace-14b/inpainting/", f"{APP_ID}/inpainting"),
+        ("/fal-ai/wan-vace-14b/outpainting", f"{APP_ID}/outpainting"),
+        ("fal-ai/wan-vace-14b/reframe", f"{APP_ID}/reframe"),
+        ("", None),
+        ("/", None),
+        ("fal-ai", None),
+        ("fal-ai/wan-vace-1.3b", None),
+        ("fal-ai/wan-vace-14b/segment", None),
+        ("fal-ai/wan-vace-14b/depth/extra", None),
+        ("fal-ai/wan-vace-14b/requests/abc", None),
+        ("workflows/fal-ai/wan-vace-14b", None),
+        ("Fal-AI/Wan-VACE-14B", None),
+        ("fal-ai//wan-vace-14b", None),
+    ],
+)
+def test_parse_app_path(path: str, expected: str | None) -> None:
+    assert parse_app_path(path) == expected
+
+
+# --- unsupported_reason ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "task", "fields"),
+    [
+        (WanVACEDepthRequest, "depth", {}),
+        (WanVACEPoseRequest, "pose", {}),
+        (WanVACEInpaintingRequest, "inpainting", {}),
+        (WanVACEInpaintingRequest, "inpainting", {"mask_image_url": MASK}),
+        (WanVACEInput, "depth", {}),
+        (WanVACEInput, "inpainting", {"task": "inpainting", "mask_video_url": MASK}),
+        (WanVACEInput, "inpainting", {"task": "inpainting", "mask_image_url": MASK}),
+        # fal's default is true; the checker is not installed yet but must not block stock clients.
+        (WanVACEDepthRequest, "depth", {"enable_safety_checker": True}),
+        (WanVACEDepthRequest, "depth", {"sampler": "unipc", "shift": None}),
+        (WanVACEInpaintingRequest, "inpainting", {"ref_image_urls": ["https://example.com/a.png"]}),
+        # Fields of other tasks at their defaults are not a request for them.
+        (WanVACEInput, "pose", {"task": "pose", "expand_left": True}),
+    ],
+)
+def test_supported_requests(model: type[BaseModel], task: str, fields: dict[str, Any]) -> None:
+    assert unsupported_reason(task, make(model, **fields)) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "task", "fields", "expected"),
+    [
+        (WanVACEDepthRequest, "depth", {"preprocess": True}, "preprocess=true"),
+        (WanVACEPoseRequest, "pose", {"preprocess": True}, "preprocess=true"),
+        (WanVACEInput, "pose", {"task": "pose", "preprocess": True}, "preprocess=true"),
+        (WanVACEInput, "inpainting", {"task": "inpainting"}, "without a mask"),
+        (WanVACEOutpaintingRequest, "outpainting", {}, "outpainting"),
+        (WanVACEInput, "outpainting", {"task": "outpainting"}, "outpainting"),
+        (WanVACEReframeRequest, "reframe", {}, "reframe"),
+        (WanVACEInput, "reframe", {"task": "reframe"}, "reframe"),
+        (WanVACEDepthRequest, "depth", {"enable_prompt_expansion": True}, "enable_prompt_expansion"),
+        (WanVACEInput, "depth", {"zoom_factor": 0.2}, "zoom_factor"),
+        (WanVACEInput, "depth", {"temporal_downsample_factor": 1}, "temporal"),
+        (WanVACEInput, "pose", {"task": "pose", "temporal_upsample_factor": 2}, "temporal"),
+        (WanVACEDepthRequest, "depth", {"sampler": "euler"}, "sampler"),
+        (WanVACEInpaintingRequest, "inpainting", {"shift": 5.0}, "shift"),
+    ],
+)
+def test_unsupported_requests_get_a_clear_reason(
+    model: type[BaseModel], task: str, fields: dict[str, Any], expected: str
+) -> None:
+    reason = unsupported_reason(task, make(model, **fields))
+    assert reason is not None and expected in reason and "not supported yet" in reason
+
+
+def test_preprocess_reason_tells_the_client_what_to_send() -> None:
+    reason = unsupported_reason("depth", make(WanVACEDepthRequest, preprocess=True))
+    assert reason == (
+        "preprocess=true (running the depth/pose annotator) is not supported yet; "
+        "send a control video with preprocess=false"
+    )
