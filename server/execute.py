@@ -98,7 +98,8 @@ class Executor:
             prompt=params.prompt, negative_prompt=params.negative_prompt,
             video=conditioning.video, mask=conditioning.mask, reference_images=references,
             width=width, height=height, num_inference_steps=params.num_inference_steps,
-            guidance_scale=params.guidance_scale, seed=seed,
+            # Any int is a valid seed in the schema; torch's generator takes 64 bits.
+            guidance_scale=params.guidance_scale, seed=seed % 2**32,
         )
         started = time.monotonic()
 
