@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan, WanVACEPipeline
 
+from pipelines.download import verify_model_dir
+from pipelines.memory import (
+    AUTO,
+    MemoryPlan,
+    ModelSize,
+    apply_plan,
+    parse_memory_plan,
+    parse_vae_tiling,
+    plan_for_device,
+)
 from pipelines.tiny import ensure_tiny_pipeline
 
 PIPELINE_CLASS = "WanVACEPipeline"
 TINY_MODEL = "tiny"
+log = logging.getLogger(__name__)
 _HINT = "Run `vace download` or pass --model /path/to/Wan2.1-VACE-14B-diffusers"
 
 
@@ -50,6 +62,10 @@ def check_model_dir(model_dir: Path) -> Path:
         raise ModelNotFoundError(f"Unreadable {index} ({exc}). {_HINT}") from exc
     if class_name != PIPELINE_CLASS:
         raise ModelNotFoundError(f"{model_dir} holds a {class_name!r} model, not {PIPELINE_CLASS}. {_HINT}")
+    missing = verify_model_dir(model_dir)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ModelNotFoundError(f"Incomplete model at {model_dir}: missing {shown}. {_HINT}")
     return model_dir
 
 
@@ -60,17 +76,29 @@ def resolve_model(model: str, data_dir: Path) -> Path:
     return check_model_dir(Path(model))
 
 
-def apply_memory_plan(pipe: WanVACEPipeline, placement: Placement) -> WanVACEPipeline:
-    """Decide where the weights live during a run.
+def apply_memory_plan(
+    pipe: WanVACEPipeline, placement: Placement, memory_plan: str = AUTO, vae_tiling: str = AUTO
+) -> WanVACEPipeline:
+    """Decide where the weights live during a run (see pipelines/memory.py) and put them there.
 
-    Seam for the memory-planning work (CPU offload, group offload, VAE tiling): today everything simply goes
-    to `placement.device`.
+    `memory_plan` and `vae_tiling` are the --memory-plan and --vae-tiling values; "auto" sizes the plan from
+    the free memory of `placement.device` and the loaded model's own parameter counts.
     """
-    return pipe.to(placement.device)
+    size = ModelSize.from_pipeline(pipe)
+    plan: MemoryPlan = plan_for_device(placement.device, size, memory_plan, vae_tiling)
+    log.info("Memory plan on %s: %s", placement.device, plan.reason)
+    return apply_plan(pipe, plan, placement.device)
 
 
-def load_pipeline(model_dir: Path, device: str | None = None) -> WanVACEPipeline:
-    """Load a WanVACEPipeline from a local folder, with per-component dtypes chosen for the device."""
+def load_pipeline(
+    model_dir: Path, device: str | None = None, memory_plan: str = AUTO, vae_tiling: str = AUTO
+) -> WanVACEPipeline:
+    """Load a WanVACEPipeline from a local folder, with per-component dtypes and a memory plan for the device.
+
+    `memory_plan`: auto|all_on_gpu|model_offload|group_offload|sequential_offload; `vae_tiling`: auto|on|off.
+    Bad values raise ValueError before any weights are read.
+    """
+    parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling)  # fail fast, not after a minute of loading
     model_dir = check_model_dir(model_dir)
     placement = choose_placement(device)
     # Loaded on its own so it keeps float32 while the rest of the pipeline follows transformer_dtype.
@@ -81,4 +109,4 @@ def load_pipeline(model_dir: Path, device: str | None = None) -> WanVACEPipeline
         model_dir, vae=vae, dtype=placement.transformer_dtype, local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
-    return apply_memory_plan(pipe, placement)
+    return apply_memory_plan(pipe, placement, memory_plan, vae_tiling)

@@ -1,0 +1,319 @@
+"""Choose and apply a GPU memory plan for the Wan VACE pipeline.
+
+The plan is picked from numbers only (free/total GPU bytes, parameter counts, frame size), so it is testable
+without a GPU. The estimate for each plan is the peak over the phases of one request, in bytes:
+
+* weights (CUDA placement): transformer and text encoder in bf16 (2 B/param), VAE in fp32 (4 B/param).
+  14B: transformer 17.34 B params = 32.3 GiB; umt5-xxl 5.68 B unique params = 10.6 GiB (the often-quoted
+  6.73 B counts the token embedding twice: `shared` and `encoder.embed_tokens` are one tied tensor);
+  VAE 126.9 M = 0.47 GiB.
+* transformer activations per token (tokens = latent frames x H/16 x W/16; 75,600 at 720p/81 frames):
+  the VACE hints kept for the whole forward (num_vace_layers x dim x 2 B; about 6 GiB at 720p/81f, notes §1.5)
+  plus a block's working set: bf16 hidden/control/normed states and two fp32 upcasts (12 x dim B) and the
+  FFN intermediate with its GELU output (4 x ffn_dim B). 14B at 720p/81f: 14.0 GiB. CFG runs the cond and
+  uncond passes one after the other, so it does not double this.
+* VAE: 24 KiB per output pixel untiled (decode; measured 20.6 KiB/px on CPU with the real fp32 architecture,
+  independent of frame count because the decoder is causal and frame-chunked; rounded up for cuDNN
+  workspaces), a 256 x 256 tile when tiled, plus the decoded fp32 video twice (output and post-processing).
+* text encoder: 1 GiB of activations for 512 tokens (generous; the real figure is ~0.2 GiB).
+
+Usable memory is the free memory minus a margin of 8% of the card (at least 1 GiB) for allocator
+fragmentation and estimate error. Plans are tried fastest first, each without and then with VAE tiling.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+GiB = 2**30
+BF16_BYTES = 2
+FP32_BYTES = 4
+SAFETY_FRACTION = 0.08
+SAFETY_MIN_BYTES = 1 * GiB
+TEXT_ENCODER_ACTIVATION_BYTES = 1 * GiB
+VAE_BYTES_PER_PIXEL = 24 * 1024
+VAE_TILE_PIXELS = 256 * 256  # diffusers' AutoencoderKLWan default tile_sample_min_height/width
+# The plan is chosen once per worker, before any request is seen: size it for the largest frame the server
+# serves (720p) at fal's default length. Longer videos at 720p need proportionally more (see choose_plan).
+DEFAULT_FRAME_AREA = 1280 * 720
+REFERENCE_NUM_FRAMES = 81
+MAX_PROMPT_TOKENS = 512  # WanVACEPipeline.__call__'s max_sequence_length default
+
+
+class Offload(enum.StrEnum):
+    """Where weights live while a request runs. Values are the --memory-plan flag values."""
+
+    ALL_ON_GPU = "all_on_gpu"  # transformer + VAE resident; text encoder brought in only to encode prompts
+    MODEL_OFFLOAD = "model_offload"  # enable_model_cpu_offload: one whole model on the GPU at a time
+    GROUP_OFFLOAD = "group_offload"  # block-level group offloading, CUDA streams prefetch the next block
+    SEQUENTIAL_OFFLOAD = "sequential_offload"  # leaf-level group offloading: the smallest footprint
+
+
+AUTO = "auto"
+MEMORY_PLAN_CHOICES: tuple[str, ...] = (AUTO, *(o.value for o in Offload))
+VAE_TILING_CHOICES: tuple[str, ...] = (AUTO, "on", "off")
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """What the memory estimate needs to know about a model, in parameters and transformer dimensions."""
+
+    transformer_params: int
+    text_encoder_params: int  # unique parameters (tied embeddings once)
+    vae_params: int
+    transformer_block_params: int  # largest transformer block: the unit block-level offloading moves
+    transformer_leaf_params: int  # largest single module's own parameters: the unit leaf-level moves
+    dim: int
+    ffn_dim: int
+    num_vace_layers: int
+
+    @classmethod
+    def from_pipeline(cls, pipe: torch.nn.Module) -> ModelSize:
+        """Measure a loaded WanVACEPipeline (any size), so fine-tunes and the 1.3B model need no constants."""
+        tr = pipe.transformer
+        blocks = [*tr.blocks, *tr.vace_blocks]
+        return cls(
+            transformer_params=_count(tr),
+            text_encoder_params=_count(pipe.text_encoder),
+            vae_params=_count(pipe.vae),
+            transformer_block_params=max(_count(b) for b in blocks),
+            transformer_leaf_params=max(_count(m, recurse=False) for m in tr.modules()),
+            dim=tr.config.num_attention_heads * tr.config.attention_head_dim,
+            ffn_dim=tr.config.ffn_dim,
+            num_vace_layers=len(tr.config.vace_layers),
+        )
+
+
+def _count(module: torch.nn.Module, recurse: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters(recurse=recurse))
+
+
+# Counted on the meta device from the published configs (tests/pipelines/test_memory.py checks them).
+WAN_VACE_14B = ModelSize(
+    transformer_params=17_337_592_896,
+    text_encoder_params=5_680_910_336,
+    vae_params=126_892_531,
+    transformer_block_params=403_833_344,
+    transformer_leaf_params=157_317_120,  # condition_embedder.time_proj, 5120 -> 6 x 5120
+    dim=5120,
+    ffn_dim=13824,
+    num_vace_layers=8,
+)
+WAN_VACE_1_3B = ModelSize(
+    transformer_params=2_153_972_032,
+    text_encoder_params=5_680_910_336,
+    vae_params=126_892_531,
+    transformer_block_params=51_162_368,
+    transformer_leaf_params=14_164_992,
+    dim=1536,
+    ffn_dim=8960,
+    num_vace_layers=15,
+)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    offload: Offload
+    vae_tiling: bool
+    reason: str = ""  # one line with the figures, for the worker log
+
+
+_PLAN_ATTR = "_vace_memory_plan"
+
+
+def plan_of(pipe: torch.nn.Module) -> MemoryPlan:
+    """The plan apply_plan() applied to `pipe` (everything on its device if none was)."""
+    return getattr(pipe, _PLAN_ATTR, None) or MemoryPlan(Offload.ALL_ON_GPU, False, "no plan applied")
+
+
+def num_tokens(frame_area: int, num_frames: int) -> int:
+    """Transformer sequence length: 4x temporal and 8x spatial VAE compression, then 2x2 patches."""
+    latent_frames = (num_frames - 1) // 4 + 1
+    return latent_frames * (frame_area // (16 * 16))
+
+
+def transformer_activation_bytes(size: ModelSize, tokens: int) -> int:
+    hints = size.num_vace_layers * size.dim * BF16_BYTES
+    working_set = 12 * size.dim + 4 * size.ffn_dim
+    return tokens * (hints + working_set)
+
+
+def vae_activation_bytes(frame_area: int, num_frames: int, tiled: bool) -> int:
+    pixels = min(frame_area, VAE_TILE_PIXELS) if tiled else frame_area
+    decoded_video = num_frames * 3 * frame_area * FP32_BYTES
+    return pixels * VAE_BYTES_PER_PIXEL + 2 * decoded_video
+
+
+def phase_peaks(
+    offload: Offload, vae_tiling: bool, size: ModelSize, frame_area: int, num_frames: int
+) -> dict[str, int]:
+    """Estimated GPU bytes in each phase of a request (prompt encoding, VAE, denoising) under a plan."""
+    dit = size.transformer_params * BF16_BYTES
+    te = size.text_encoder_params * BF16_BYTES
+    vae = size.vae_params * FP32_BYTES
+    act = transformer_activation_bytes(size, num_tokens(frame_area, num_frames))
+    vae_act = vae_activation_bytes(frame_area, num_frames, vae_tiling)
+    te_act = TEXT_ENCODER_ACTIVATION_BYTES
+    if offload is Offload.ALL_ON_GPU:
+        return {"encode": dit + vae + te + te_act, "vae": dit + vae + vae_act, "denoise": dit + vae + act}
+    if offload is Offload.MODEL_OFFLOAD:
+        # The text encoder's hook only offloads it when the transformer starts, so it is still resident while
+        # the VAE encodes the control video; the transformer is offloaded when the VAE decodes.
+        return {"encode": te + te_act, "vae": te + vae + vae_act, "denoise": dit + vae + act}
+    # Group offloading: the VAE stays on the GPU (excluded: it is small, and diffusers warns against streams
+    # with tiling). The text encoder has no ModuleList at its top level, so block-level offloading moves it as
+    # one group; leaf-level moves one module at a time. Two units are resident: the running one and the one
+    # being prefetched on the side stream.
+    if offload is Offload.GROUP_OFFLOAD:
+        unit, te_peak = size.transformer_block_params * BF16_BYTES, te + te_act
+    else:
+        unit, te_peak = size.transformer_leaf_params * BF16_BYTES, te_act
+    return {"encode": vae + te_peak, "vae": vae + vae_act, "denoise": vae + 2 * unit + act}
+
+
+def usable_bytes(free_bytes: int, total_bytes: int) -> int:
+    return free_bytes - max(SAFETY_MIN_BYTES, int(SAFETY_FRACTION * total_bytes))
+
+
+def choose_plan(
+    free_bytes: int,
+    total_bytes: int,
+    model_params: ModelSize,
+    frame_area: int | None = None,
+    *,
+    num_frames: int = REFERENCE_NUM_FRAMES,
+    offload: Offload | None = None,
+) -> MemoryPlan:
+    """The fastest plan whose estimated peak fits, preferring no VAE tiling within a plan.
+
+    `frame_area` (width x height) defaults to 720p, the largest size served. `offload` fixes the strategy
+    (a --memory-plan override) and leaves only the tiling to choose. If nothing fits, the smallest plan is
+    returned with a reason saying so: it may still run, since the estimate is deliberately generous.
+    """
+    area = DEFAULT_FRAME_AREA if frame_area is None else frame_area
+    usable = usable_bytes(free_bytes, total_bytes)
+    candidates = [offload] if offload is not None else list(Offload)
+    for candidate in candidates:
+        for tiling in (False, True):
+            need = max(phase_peaks(candidate, tiling, model_params, area, num_frames).values())
+            if need <= usable:
+                reason = _reason(candidate, tiling, need, usable, area, num_frames)
+                return MemoryPlan(candidate, tiling, reason)
+    last = candidates[-1]
+    need = max(phase_peaks(last, True, model_params, area, num_frames).values())
+    reason = _reason(last, True, need, usable, area, num_frames) + " (does not fit the estimate: may run OOM)"
+    return MemoryPlan(last, True, reason)
+
+
+def _reason(offload: Offload, tiling: bool, need: int, usable: int, area: int, frames: int) -> str:
+    return (
+        f"{offload.value}, VAE tiling {'on' if tiling else 'off'}: estimated peak {need / GiB:.1f} GiB of "
+        f"{usable / GiB:.1f} GiB usable for {area} px x {frames} frames"
+    )
+
+
+def parse_memory_plan(value: str) -> Offload | None:
+    """--memory-plan value -> a fixed strategy, or None for auto."""
+    if value not in MEMORY_PLAN_CHOICES:
+        raise ValueError(f"--memory-plan must be one of {', '.join(MEMORY_PLAN_CHOICES)}; got {value!r}")
+    return None if value == AUTO else Offload(value)
+
+
+def parse_vae_tiling(value: str) -> bool | None:
+    """--vae-tiling value -> forced on/off, or None for auto."""
+    if value not in VAE_TILING_CHOICES:
+        raise ValueError(f"--vae-tiling must be one of {', '.join(VAE_TILING_CHOICES)}; got {value!r}")
+    return None if value == AUTO else value == "on"
+
+
+def plan_for_device(
+    device: str,
+    model_params: ModelSize,
+    memory_plan: str = AUTO,
+    vae_tiling: str = AUTO,
+    frame_area: int | None = None,
+) -> MemoryPlan:
+    """Resolve the flags into a plan for `device`, measuring free memory on CUDA."""
+    offload, tiling = parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling)
+    if torch.device(device).type != "cuda":
+        # No GPU budget to plan for: everything lives in RAM. Tiling only if asked for (it saves RAM too).
+        if offload is not None:
+            log.warning("--memory-plan %s ignored on %s: everything stays in RAM", offload.value, device)
+        return MemoryPlan(Offload.ALL_ON_GPU, bool(tiling), "everything in RAM (no GPU memory to plan)")
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    plan = choose_plan(free, total, model_params, frame_area, offload=offload)
+    if tiling is not None and tiling != plan.vae_tiling:
+        forced = f"{plan.reason}; VAE tiling forced {'on' if tiling else 'off'}"
+        plan = MemoryPlan(plan.offload, tiling, forced)
+    return plan
+
+
+def apply_plan(pipe: torch.nn.Module, plan: MemoryPlan, device: str) -> torch.nn.Module:
+    """Place the pipeline's weights as `plan` says, with diffusers' own offloading calls. Returns `pipe`."""
+    target = torch.device(device)
+    setattr(pipe, _PLAN_ATTR, plan)  # read back by encode_prompts(plan=None) and plan_of()
+    if plan.vae_tiling:
+        pipe.vae.enable_tiling()
+    else:
+        pipe.vae.disable_tiling()
+    if target.type != "cuda":
+        return pipe.to(device)
+    if plan.offload is Offload.ALL_ON_GPU:
+        # The text encoder waits in RAM; encode_prompts() brings it in for each request and sends it back.
+        pipe.transformer.to(target)
+        pipe.vae.to(target)
+        pipe.text_encoder.to("cpu")
+    elif plan.offload is Offload.MODEL_OFFLOAD:
+        pipe.enable_model_cpu_offload(device=target)
+    else:
+        level = "block_level" if plan.offload is Offload.GROUP_OFFLOAD else "leaf_level"
+        pipe.enable_group_offload(
+            onload_device=target,
+            offload_device=torch.device("cpu"),
+            offload_type=level,
+            num_blocks_per_group=1 if level == "block_level" else None,
+            use_stream=True,  # prefetch the next group while this one computes; CUDA only, checked above
+            exclude_modules=["vae"],  # 0.5 GiB; kept on the GPU, which also moves it there
+        )
+    return pipe
+
+
+def encode_prompts(
+    pipe: torch.nn.Module,
+    prompt: str,
+    negative_prompt: str,
+    plan: MemoryPlan | None = None,
+    *,
+    do_classifier_free_guidance: bool = True,
+    max_sequence_length: int = MAX_PROMPT_TOKENS,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode both prompts, honouring the plan; pass the results as prompt_embeds/negative_prompt_embeds.
+
+    Under all_on_gpu the text encoder is moved to the GPU for the encode and back to RAM right after (even
+    on error), so its 10.6 GiB are free for the denoising activations. Under the offload plans diffusers'
+    hooks move it. Call the pipeline with prompt=None and negative_prompt=None alongside the embeddings.
+    `plan=None` uses the plan load_pipeline applied.
+    """
+    plan = plan or plan_of(pipe)
+    device = pipe._execution_device
+    swap = plan.offload is Offload.ALL_ON_GPU and device.type != "cpu"
+    if swap:
+        pipe.text_encoder.to(device)
+    try:
+        with torch.inference_mode():
+            return pipe.encode_prompt(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                do_classifier_free_guidance=do_classifier_free_guidance,
+                max_sequence_length=max_sequence_length,
+                device=device,
+            )
+    finally:
+        if swap:
+            pipe.text_encoder.to("cpu")
