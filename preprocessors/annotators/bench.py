@@ -1,0 +1,96 @@
+"""Per-frame cost of each annotator on random frames: `python -m preprocessors.annotators.bench [folder]`.
+
+Without a folder it builds the tiny random models in a temporary directory (their costs show the fixed
+overheads at real frame sizes, not the real models' costs). With a folder laid out as in `layout`, it times
+whichever real models are there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from preprocessors.annotators import layout
+
+
+def _time(fn, repeats: int = 2) -> float:
+    fn()  # warm-up: first calls pay for allocator and kernel set-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("folder", nargs="?", type=Path)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.folder is not None:
+        run(args, args.folder)
+        return
+    from preprocessors.annotators.tiny import build_tiny_annotators
+
+    with tempfile.TemporaryDirectory(prefix="vace-annotators-") as tmp:  # the tiny OpenPose file is 210 MB
+        run(args, build_tiny_annotators(Path(tmp)))
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
+    n = args.frames
+    frames = np.random.default_rng(0).integers(0, 256, size=(n, args.height, args.width, 3), dtype=np.uint8)
+    print(f"{n} frames of {args.width}x{args.height}, models from {root}")
+
+    def report(name: str, seconds: float, per: int, unit: str = "frame") -> None:
+        print(f"  {name:<34} {seconds / per * 1000:9.1f} ms per {unit}")
+
+    from preprocessors.annotators.depth import load_depth_anything, load_midas
+
+    for name, load in ((layout.DEPTH_ANYTHING, load_depth_anything), (layout.MIDAS, load_midas)):
+        if (root / name).is_dir():
+            est = load(root / name, args.device)
+            report(f"depth {name}", _time(lambda est=est: est.estimate(frames)), n)
+    if (root / layout.OPENPOSE).is_dir():
+        from preprocessors.annotators.pose_detect import load_openpose_body
+
+        det = load_openpose_body(root / layout.OPENPOSE, args.device)
+        report("pose openpose body (detect+render)", _time(lambda: det.annotate(frames[:1]), 1), 1)
+    from preprocessors.annotators.pose_render import Pose, render_pose_video
+
+    body = np.concatenate([np.random.default_rng(1).random((18, 2)), np.ones((18, 1))], axis=1)
+    poses = [[Pose(body.astype(np.float32))] for _ in range(n)]
+    report("pose render only", _time(lambda: render_pose_video(poses, args.height, args.width)), n)
+    from preprocessors.interpolation.film import load_film
+    from preprocessors.interpolation.rife import load_rife
+
+    for name, load in ((layout.FILM, load_film), (layout.RIFE, load_rife)):
+        if (root / name).is_dir():
+            interp = load(root / name, args.device)
+            secs = _time(lambda interp=interp: interp.interpolate(frames, 1))
+            report(f"interpolate {name} (factor 1)", secs, n - 1, "new frame")
+    if (root / layout.NSFW).is_dir():
+        from preprocessors.annotators.safety import load_safety_checker
+
+        checker = load_safety_checker(root / layout.NSFW, args.device)
+        video = np.repeat(frames, -(-81 // n), axis=0)[:81]
+        report("safety check (8 of 81 frames)", _time(lambda: checker.check_frames(video)), 1, "video")
+    if (root / layout.PROMPT_LLM).is_dir():
+        from preprocessors.annotators.prompt_expansion import load_prompt_expander
+
+        exp = load_prompt_expander(root / layout.PROMPT_LLM, args.device)
+        secs = _time(lambda: exp.expand_prompt("a cat walks on a wall", "depth"), 1)
+        report("prompt expansion", secs, 1, "prompt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Frame interpolation (FILM, RIFE) behind one API: `Interpolator.interpolate(frames, factor)`."""
