@@ -11,6 +11,8 @@ import torch
 from diffusers import WanVACEPipeline
 from PIL import Image
 
+from pipelines.schedulers import SAMPLERS, build_scheduler
+
 # Wan's VAE compresses time 4x (so lengths are 4k+1) and space 8x, and the transformer patches 2x2.
 TEMPORAL_STRIDE = 4
 SPATIAL_MULTIPLE = 16
@@ -32,6 +34,8 @@ class GenerationRequest:
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    sampler: str = "unipc"  # fal's names: unipc, dpm++, euler
+    flow_shift: float | None = None  # None: the loaded scheduler's own shift
 
     @property
     def num_frames(self) -> int:
@@ -53,6 +57,10 @@ class GenerationRequest:
             raise ValueError("guidance_scale must be a finite number")
         if not 0 <= self.seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.flow_shift is not None and not (np.isfinite(self.flow_shift) and self.flow_shift > 0):
+            raise ValueError(f"flow_shift must be a positive number, got {self.flow_shift}")
 
 
 def _check_size(width: int, height: int) -> None:
@@ -145,6 +153,10 @@ def generate(
     refs = [Image.fromarray(r) for r in req.reference_images] or None  # the pipeline rejects an empty list
     # A CPU generator gives the same initial noise whatever device the model runs on.
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
+    loaded = pipe.scheduler
+    # This request's own scheduler for the duration of the call; the loaded one is put back afterwards, so
+    # one request's sampler/shift never leaks into the next.
+    pipe.scheduler = _request_scheduler(loaded, req)
     try:
         with torch.inference_mode():
             out = pipe(
@@ -167,4 +179,15 @@ def generate(
         # so the next job starts from a clean state.
         pipe.maybe_free_model_hooks()
         raise
+    finally:
+        pipe.scheduler = loaded
     return _to_uint8(out.frames[0])
+
+
+def _request_scheduler(loaded: Any, req: GenerationRequest) -> Any:
+    config = loaded.config
+    shift = req.flow_shift
+    if shift is None:
+        # Flow-matching UniPC/DPM++ call it flow_shift, FlowMatchEuler shift.
+        shift = config.get("flow_shift") or config.get("shift") or 1.0
+    return build_scheduler(config, req.sampler, float(shift))

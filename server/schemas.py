@@ -2,8 +2,9 @@
 
 The contract is fal's endpoint page (root endpoint plus the depth, pose, inpainting, outpainting and reframe
 sub-paths): field names, defaults, ranges, enums and descriptions follow it. A few fields fal added later are
-accepted too (240p/360p, 1:1, `sampler`, `shift`). Unknown fields are ignored, as fal does, so clients written
-against a newer fal schema still work.
+accepted too (240p/360p, 1:1, `sampler`, `shift`). One field is this server's own extension, not fal's:
+`paste_back` on the inpainting, outpainting and reframe models (and the root). Unknown fields are ignored,
+as fal does, so clients written against a newer fal schema still work.
 
 This module is imported by the API process: keep it free of torch and other heavy imports.
 """
@@ -104,6 +105,7 @@ _BASE_HEAD = (
 _BASE_MIDDLE = ("seed", "resolution", "aspect_ratio", "num_inference_steps", "guidance_scale", "video_url")
 _CHECKS = ("enable_safety_checker", "enable_prompt_expansion")
 _LATER = ("sampler", "shift")
+_OURS = ("paste_back",)  # this server's extensions come after everything fal has
 _OUTPAINTING = ("expand_left", "expand_right", "expand_top", "expand_bottom", "expand_ratio")
 _REFRAME = ("zoom_factor", "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model")
 
@@ -228,7 +230,8 @@ class _VACEBase(BaseModel):
         ge=1.0,
         le=15.0,
         description=(
-            "Flow-matching noise schedule shift. If not set, the server chooses it from the resolution."
+            "Flow-matching noise schedule shift. If not set, the server chooses it from the resolution: "
+            "3.0 up to 480p, 4.0 at 580p, 5.0 at 720p."
         ),
     )
 
@@ -247,6 +250,20 @@ class _MaskFields(BaseModel):
         description=(
             "URL to the guiding mask file. If provided, the model will use this mask as a reference to "
             "create masked video. If provided mask video url will be ignored."
+        ),
+    )
+
+
+class _PasteBackField(BaseModel):
+    # Our extension (fal's long-reframe app has a field of this name); off by default so a stock fal request
+    # gets the model's output untouched.
+    paste_back: bool = Field(
+        default=False,
+        description=(
+            "Extension of this server, not part of fal's schema. If true, the original input pixels are "
+            "copied back over the generated video wherever nothing was to be generated (outside the "
+            "inpainting mask; the source area of outpainting and reframe), so those regions match the input "
+            "exactly."
         ),
     )
 
@@ -309,7 +326,8 @@ class _ReframeFields(BaseModel):
 
 
 class WanVACEInput(
-    _VACEBase, _MaskFields, _ReferenceImagesField, _PreprocessField, _OutpaintingFields, _ReframeFields
+    _VACEBase, _MaskFields, _ReferenceImagesField, _PreprocessField, _OutpaintingFields, _ReframeFields,
+    _PasteBackField,
 ):
     """Root endpoint: any task, chosen by `task`. It also carries the outpainting and reframe fields so that
     `task="outpainting"` / `task="reframe"` work here; each task ignores the fields of the others."""
@@ -327,6 +345,7 @@ class WanVACEInput(
             *_OUTPAINTING,
             *_REFRAME,
             *_LATER,
+            *_OURS,
         ),
         task="depth",
     )
@@ -355,11 +374,12 @@ class WanVACEPoseRequest(_VACEBase, _PreprocessField):
     video_url: InputUrl = Field(description=f"{_VIDEO_URL} Required for pose task.")
 
 
-class WanVACEInpaintingRequest(_VACEBase, _MaskFields, _ReferenceImagesField):
+class WanVACEInpaintingRequest(_VACEBase, _MaskFields, _ReferenceImagesField, _PasteBackField):
     # mask_image_url is not on fal's inpainting page but is on the root one; accepted here so the sub-path can
     # do everything the root endpoint does with task="inpainting".
     model_config = _input_config(
-        (*_BASE_HEAD, *_BASE_MIDDLE, "mask_video_url", "mask_image_url", "ref_image_urls", *_CHECKS, *_LATER),
+        (*_BASE_HEAD, *_BASE_MIDDLE, "mask_video_url", "mask_image_url", "ref_image_urls", *_CHECKS, *_LATER,
+         *_OURS),
         mask_video_url="https://example.com/mask-video.mp4",
     )
 
@@ -367,10 +387,10 @@ class WanVACEInpaintingRequest(_VACEBase, _MaskFields, _ReferenceImagesField):
     mask_video_url: InputUrl = Field(description="URL to the source mask file. Required for inpainting.")
 
 
-class WanVACEOutpaintingRequest(_VACEBase, _ReferenceImagesField, _OutpaintingFields):
+class WanVACEOutpaintingRequest(_VACEBase, _ReferenceImagesField, _OutpaintingFields, _PasteBackField):
     # ref_image_urls is not on fal's outpainting page; fal's later schema has it on every task.
     model_config = _input_config(
-        (*_BASE_HEAD, *_BASE_MIDDLE, "ref_image_urls", *_CHECKS, *_OUTPAINTING, *_LATER),
+        (*_BASE_HEAD, *_BASE_MIDDLE, "ref_image_urls", *_CHECKS, *_OUTPAINTING, *_LATER, *_OURS),
         expand_left=True,
         expand_right=True,
     )
@@ -378,9 +398,9 @@ class WanVACEOutpaintingRequest(_VACEBase, _ReferenceImagesField, _OutpaintingFi
     video_url: InputUrl = Field(description=f"{_VIDEO_URL} Required for outpainting.")
 
 
-class WanVACEReframeRequest(_VACEBase, _ReframeFields):
+class WanVACEReframeRequest(_VACEBase, _ReframeFields, _PasteBackField):
     model_config = _input_config(
-        (*_BASE_HEAD, *_BASE_MIDDLE, *_CHECKS, *_REFRAME, *_LATER), aspect_ratio="9:16"
+        (*_BASE_HEAD, *_BASE_MIDDLE, *_CHECKS, *_REFRAME, *_LATER, *_OURS), aspect_ratio="9:16"
     )
 
     # Reframe differs from the other tasks: the prompt is optional and the output keeps the input's length

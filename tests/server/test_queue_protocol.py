@@ -69,7 +69,8 @@ def test_missing_prompt_is_422(live_server: LiveServer) -> None:
 
 def test_features_not_built_yet_are_refused_at_submit(live_server: LiveServer) -> None:
     with live_server.client() as client:
-        response = client.post(f"/queue/{APP}/outpainting", json=depth_input("https://example.com/v.mp4"))
+        response = client.post(f"/queue/{APP}/reframe",
+                               json=depth_input("https://example.com/v.mp4", temporal_downsample_factor=2))
         depth_preprocess = client.post(f"/queue/{APP}/depth",
                                        json=depth_input("https://example.com/v.mp4", preprocess=True))
     assert response.status_code == 422

@@ -131,16 +131,18 @@ TASK_FIELDS = {
     WanVACEInput: {
         "task", "mask_video_url", "mask_image_url", "ref_image_urls", "preprocess", "expand_left",
         "expand_right", "expand_top", "expand_bottom", "expand_ratio", "zoom_factor",
-        "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model",
+        "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model", "paste_back",
     },
     WanVACEDepthRequest: {"preprocess"},
     WanVACEPoseRequest: {"preprocess"},
-    WanVACEInpaintingRequest: {"mask_video_url", "mask_image_url", "ref_image_urls"},
+    WanVACEInpaintingRequest: {"mask_video_url", "mask_image_url", "ref_image_urls", "paste_back"},
     WanVACEOutpaintingRequest: {
         "ref_image_urls", "expand_left", "expand_right", "expand_top", "expand_bottom", "expand_ratio",
+        "paste_back",
     },
     WanVACEReframeRequest: {
         "zoom_factor", "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model",
+        "paste_back",
     },
 }  # fmt: skip
 SHARED_FIELDS = set(WanVACEDepthRequest.model_fields) - {"preprocess"}
@@ -372,12 +374,12 @@ def test_schema_has_fal_order_matching_properties(model: type[BaseModel]) -> Non
 def test_root_order_follows_fal_then_additions() -> None:
     order = WanVACEInput.model_json_schema()["x-fal-order-properties"]
     assert order[: len(ROOT_ORDER_FROM_FAL)] == ROOT_ORDER_FROM_FAL
-    assert order[-2:] == ["sampler", "shift"]
+    assert order[-3:] == ["sampler", "shift", "paste_back"]
 
 
 def test_outpainting_order_ends_with_expand_fields_before_additions() -> None:
     order = WanVACEOutpaintingRequest.model_json_schema()["x-fal-order-properties"]
-    assert order[-7:] == [
+    assert order[-8:] == [
         "expand_left",
         "expand_right",
         "expand_top",
@@ -385,6 +387,7 @@ def test_outpainting_order_ends_with_expand_fields_before_additions() -> None:
         "expand_ratio",
         "sampler",
         "shift",
+        "paste_back",  # this server's extension, after all of fal's fields
     ]
 
 
@@ -570,6 +573,16 @@ def test_parse_app_path(path: str, expected: str | None) -> None:
         (WanVACEInpaintingRequest, "inpainting", {"ref_image_urls": ["https://example.com/a.png"]}),
         # Fields of other tasks at their defaults are not a request for them.
         (WanVACEInput, "pose", {"task": "pose", "expand_left": True}),
+        # Fields of other tasks are ignored (each task reads only its own).
+        (WanVACEInput, "depth", {"zoom_factor": 0.2}),
+        (WanVACEOutpaintingRequest, "outpainting", {"expand_left": True}),
+        (WanVACEInput, "outpainting", {"task": "outpainting", "expand_bottom": True, "expand_ratio": 1.0}),
+        (WanVACEReframeRequest, "reframe", {}),
+        (WanVACEReframeRequest, "reframe", {"zoom_factor": 1.0, "paste_back": True}),
+        (WanVACEInput, "reframe", {"task": "reframe", "aspect_ratio": "9:16", "zoom_factor": 0.3}),
+        (WanVACEDepthRequest, "depth", {"sampler": "euler"}),
+        (WanVACEDepthRequest, "depth", {"sampler": "dpm++", "shift": 7.5}),
+        (WanVACEInpaintingRequest, "inpainting", {"shift": 5.0, "paste_back": True}),
     ],
 )
 def test_supported_requests(model: type[BaseModel], task: str, fields: dict[str, Any]) -> None:
@@ -583,16 +596,10 @@ def test_supported_requests(model: type[BaseModel], task: str, fields: dict[str,
         (WanVACEPoseRequest, "pose", {"preprocess": True}, "preprocess=true"),
         (WanVACEInput, "pose", {"task": "pose", "preprocess": True}, "preprocess=true"),
         (WanVACEInput, "inpainting", {"task": "inpainting"}, "without a mask"),
-        (WanVACEOutpaintingRequest, "outpainting", {}, "outpainting"),
-        (WanVACEInput, "outpainting", {"task": "outpainting"}, "outpainting"),
-        (WanVACEReframeRequest, "reframe", {}, "reframe"),
-        (WanVACEInput, "reframe", {"task": "reframe"}, "reframe"),
         (WanVACEDepthRequest, "depth", {"enable_prompt_expansion": True}, "enable_prompt_expansion"),
-        (WanVACEInput, "depth", {"zoom_factor": 0.2}, "zoom_factor"),
         (WanVACEInput, "depth", {"temporal_downsample_factor": 1}, "temporal"),
         (WanVACEInput, "pose", {"task": "pose", "temporal_upsample_factor": 2}, "temporal"),
-        (WanVACEDepthRequest, "depth", {"sampler": "euler"}, "sampler"),
-        (WanVACEInpaintingRequest, "inpainting", {"shift": 5.0}, "shift"),
+        (WanVACEReframeRequest, "reframe", {"temporal_downsample_factor": 2}, "temporal"),
     ],
 )
 def test_unsupported_requests_get_a_clear_reason(
@@ -600,6 +607,28 @@ def test_unsupported_requests_get_a_clear_reason(
 ) -> None:
     reason = unsupported_reason(task, make(model, **fields))
     assert reason is not None and expected in reason and "not supported yet" in reason
+
+
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [
+        (WanVACEOutpaintingRequest, {}),  # fal's defaults: every side off
+        (WanVACEInput, {"task": "outpainting"}),
+        (WanVACEOutpaintingRequest, {"expand_top": True, "expand_ratio": 0.0}),
+    ],
+)
+def test_outpainting_with_nothing_to_expand_is_refused(
+    model: type[BaseModel], fields: dict[str, Any]
+) -> None:
+    reason = unsupported_reason("outpainting", make(model, **fields))
+    assert reason is not None and "nothing to expand" in reason and "expand_left" in reason
+
+
+def test_paste_back_is_our_extension_default_off() -> None:
+    for model in (WanVACEInput, WanVACEInpaintingRequest, WanVACEOutpaintingRequest, WanVACEReframeRequest):
+        assert make(model).paste_back is False
+        assert "Extension of this server" in model.model_fields["paste_back"].description
+    assert "paste_back" not in WanVACEDepthRequest.model_fields
 
 
 def test_preprocess_reason_tells_the_client_what_to_send() -> None:
