@@ -11,6 +11,7 @@ import torch
 from diffusers import WanVACEPipeline
 from PIL import Image
 
+from pipelines.memory import encode_prompts
 from pipelines.schedulers import SAMPLERS, build_scheduler
 
 # Wan's VAE compresses time 4x (so lengths are 4k+1) and space 8x, and the transformer patches 2x2.
@@ -158,10 +159,15 @@ def generate(
     # one request's sampler/shift never leaks into the next.
     pipe.scheduler = _request_scheduler(loaded, req)
     try:
+        # Encoded here rather than inside the call so the memory plan can move the text encoder off the GPU
+        # before denoising (all_on_gpu); the frames are the same either way.
+        prompt_embeds, negative_embeds = encode_prompts(
+            pipe, req.prompt, req.negative_prompt, do_classifier_free_guidance=req.guidance_scale > 1.0
+        )
         with torch.inference_mode():
             out = pipe(
-                prompt=req.prompt,
-                negative_prompt=req.negative_prompt,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
                 video=_video_tensor(req.video),
                 mask=_mask_tensor(req.mask),
                 reference_images=refs,

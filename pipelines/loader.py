@@ -21,6 +21,7 @@ from pipelines.memory import (
     plan_for_device,
 )
 from pipelines.tiny import ensure_tiny_pipeline
+from pipelines.vae_cache import install_zero_input_cache
 
 PIPELINE_CLASS = "WanVACEPipeline"
 TINY_MODEL = "tiny"
@@ -109,4 +110,5 @@ def load_pipeline(
         model_dir, vae=vae, dtype=placement.transformer_dtype, local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
+    install_zero_input_cache(pipe.vae)  # depth/pose jobs skip re-encoding their constant all-zero stream
     return apply_memory_plan(pipe, placement, memory_plan, vae_tiling)
