@@ -19,8 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import torch  # noqa: E402
+from diffusers import WanVACEPipeline  # noqa: E402
 
-from pipelines.loader import choose_placement, load_pipeline, resolve_model  # noqa: E402
+from pipelines.loader import choose_placement, resolve_model  # noqa: E402
+from tests.server.conftest import moving_bar_frames  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,17 +50,23 @@ def main() -> None:
     model_dir = resolve_model(args.model, args.data_dir)  # builds the tiny model on first use
     print(f"resolve: {time.perf_counter() - started:.2f} s ({model_dir})")
     started = time.perf_counter()
-    pipe = load_pipeline(model_dir, placement.device)
+    # Plain diffusers, as a user without this server would load it: none of the server's optimisations.
+    pipe = WanVACEPipeline.from_pretrained(
+        model_dir, dtype=placement.transformer_dtype, local_files_only=True
+    ).to(placement.device)
+    pipe.vae.to(placement.vae_dtype)
+    pipe.set_progress_bar_config(disable=True)
     print(f"load: {time.perf_counter() - started:.2f} s")
 
-    # Same input form as pipelines.generate: (B, F, C, H, W) in [0, 1]. Gray video + white mask: generate all.
-    video = torch.full((1, args.frames, 3, args.height, args.width), 0.5)
+    # A depth/pose-style job: the control video everywhere (the moving bar of benchmarks/api_job.py), mask
+    # all white. (B, F, C, H, W) in [0, 1], the same form pipelines.generate passes.
+    frames = moving_bar_frames(args.frames, args.width, args.height)
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None].float() / 255.0
     mask = torch.ones(1, args.frames, 1, args.height, args.width)
     started = time.perf_counter()
     with torch.inference_mode():
         frames = pipe(
-            prompt="a cat walking on a beach",
-            negative_prompt="blurry",
+            prompt="benchmark",
             video=video,
             mask=mask,
             height=args.height,

@@ -8,30 +8,53 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from server.addressing import FalAddressingMiddleware
+from server.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
+from server.auth import ApiKeyMiddleware
 from server.endpoints import ENDPOINTS
 from server.filestore import FILES_ROUTE, FileStore
 from server.jobstore import JobStore
 from server.queue_api import QueueApi
+from server.retention import RetentionSweeper
 from server.settings import Settings
+from server.storage_api import StorageApi
 from server.supervisor import Supervisor
+from server.webhooks import WebhookDispatcher, load_or_create_secret
 
 HEARTBEAT_STALE_S = 15.0
+# What the JS client sends from a browser (fal-protocol.md §6.2), plus the other x-fal-* request headers.
+CORS_HEADERS = [
+    "authorization", "content-type", "accept", "x-fal-queue-priority", "x-fal-target-url",
+    "x-fal-runner-hint", "x-fal-request-timeout", "x-fal-request-start-timeout",
+    "x-fal-object-lifecycle-preference", "x-fal-object-lifecycle", "x-fal-file-name", "x-fal-store-io",
+    "x-fal-no-retry", "x-fal-disable-fallbacks",
+]
 
 
 def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     store = JobStore(settings.db_path)
     files = FileStore(settings.files_dir)
     supervisor = Supervisor(settings, store) if run_workers else None
+    webhooks = WebhookDispatcher(
+        store, load_or_create_secret(settings.webhook_secret_path),
+        max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s,
+        retry_max_s=settings.webhook_retry_max_s, timeout_s=settings.webhook_timeout_s,
+    )
+
+    retention = RetentionSweeper(store, settings.files_dir, settings.work_dir, settings.retention_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if supervisor is not None:
             supervisor.start()
+        webhooks.start()
+        retention.start()
         yield
+        await run_in_threadpool(webhooks.stop)
+        await run_in_threadpool(retention.stop)
         if supervisor is not None:
             await run_in_threadpool(supervisor.stop)
 
@@ -43,10 +66,22 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         lifespan=lifespan,
         redirect_slashes=False,  # fal's SDKs follow no redirects; trailing slashes are stripped instead
     )
+    # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
+    # CORS (outermost) answers preflights and decorates the 401s.
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(FalAddressingMiddleware)
+    # Added last, so outermost: preflights are answered before addressing, and every answer is exposed.
+    app.add_middleware(
+        CORSMiddleware, allow_origins=[o.strip() for o in settings.cors_allow_origins.split(",")],
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"], allow_headers=CORS_HEADERS,
+        expose_headers=[REQUEST_ID_HEADER, "x-fal-error-type", "x-fal-request-timeout-type", "etag"],
+        max_age=600,
+    )
     app.state.store = store
     app.state.settings = settings
     QueueApi(store, settings.public_url).include_in(app)
+    storage = StorageApi(files, settings.uploads_dir, settings.max_upload_bytes, settings.public_url)
+    app.include_router(storage.router)
 
     @app.get("/health", tags=["server"])
     def health() -> JSONResponse:

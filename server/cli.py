@@ -35,8 +35,18 @@ def _serve(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts, public_url=args.public_url, worker_env=worker_env,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    certfile, keyfile = args.ssl_certfile, args.ssl_keyfile
+    if args.ssl_self_signed:
+        from server.tls import ensure_self_signed
+
+        cert, key = ensure_self_signed(settings.data_dir / "tls", args.host)
+        certfile, keyfile = str(cert), str(key)
+        print(f"TLS with a self-signed certificate: clients trust it with SSL_CERT_FILE={cert}", flush=True)
+    if bool(certfile) != bool(keyfile):
+        print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=60)
+                timeout_graceful_shutdown=60, ssl_certfile=certfile, ssl_keyfile=keyfile)
     return 0
 
 
@@ -68,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="attempts for a job whose worker dies before it is failed")
     serve.add_argument("--public-url", default=None, help="base URL for returned links, e.g. behind a proxy")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
+    serve.add_argument("--ssl-keyfile", default=None, help="the PEM private key for --ssl-certfile")
+    serve.add_argument("--ssl-self-signed", action="store_true",
+                       help="serve HTTPS with a certificate created once under <data-dir>/tls/")
     serve.set_defaults(func=_serve)
 
     download = sub.add_parser("download", help="fetch model weights with huggingface_hub")

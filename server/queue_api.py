@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.endpoints import APP_ID, ENDPOINTS, Endpoint, parse_app_path, unsupported_reason
 from server.errors import ERRORS_DOC_URL
-from server.jobstore import PRIORITIES, CancelOutcome, Job, JobStore, LogEntry, Status
+from server.jobstore import PRIORITIES, CancelOutcome, Job, JobStatus, JobStore, LogEntry, Status
 from server.schemas import task_of
 
 STREAM_POLL_S = 0.25
@@ -50,7 +50,8 @@ def log_json(entry: LogEntry) -> dict[str, Any]:
     }
 
 
-def status_body(job: Job, urls: dict[str, str], position: int, logs: list[LogEntry] | None) -> dict[str, Any]:
+def status_body(job: JobStatus, urls: dict[str, str], position: int,
+                logs: list[LogEntry] | None) -> dict[str, Any]:
     """fal-client reads queue_position for IN_QUEUE and requires the `logs` key otherwise (null is fine)."""
     body: dict[str, Any] = {"status": job.status.value, "request_id": job.id, **urls}
     if job.status is Status.IN_QUEUE:
@@ -59,9 +60,9 @@ def status_body(job: Job, urls: dict[str, str], position: int, logs: list[LogEnt
     body["logs"] = [log_json(e) for e in logs] if logs is not None else None
     if job.status is Status.COMPLETED:
         body["metrics"] = {"inference_time": job.inference_time}
-        if job.error is not None:
-            body["error"] = job.error.message
-            body["error_type"] = job.error.error_type
+        if job.error_message is not None:
+            body["error"] = job.error_message
+            body["error_type"] = job.error_type
     return body
 
 
@@ -214,23 +215,36 @@ class QueueApi:
             request.state.fal_request_id = job.id
         return job
 
-    def status(self, request: Request, app_path: str, request_id: str,
-               logs: str | None = Query(None, description="1/0/true/false: include logs")) -> JSONResponse:
-        job = self._lookup(request, app_path, request_id)
+    def _poll(self, job_id: str, log_after: int | None) -> tuple[JobStatus, int, list[LogEntry] | None]:
+        """One status read: the light row, the queue position and (if asked) the log lines after an id."""
+        job = self.store.get_status(job_id)
         if job is None:
-            return JSONResponse(NOT_FOUND, status_code=404)
+            raise LookupError(job_id)
         position = self.store.queue_position(job) if job.status is Status.IN_QUEUE else 0
-        entries = self.store.logs(job.id) if _truthy(logs) else None
+        entries = self.store.logs(job_id, log_after) if log_after is not None else None
+        return job, position, entries
+
+    async def status(self, request: Request, app_path: str, request_id: str,
+                     logs: str | None = Query(None, description="1/0/true/false")) -> JSONResponse:
+        # Clients poll this at up to 10 Hz each: a few indexed reads on the event loop (WAL readers never
+        # wait for the writer) are cheaper than a hop to the thread pool, and the job's input is not read.
+        try:
+            if parse_app_path(app_path) is None:
+                raise LookupError(app_path)
+            job, position, entries = self._poll(request_id, 0 if _truthy(logs) else None)
+        except LookupError:
+            return JSONResponse(NOT_FOUND, status_code=404)
+        request.state.fal_request_id = request_id
         body = status_body(job, queue_urls(request, self.public_url, job.id), position, entries)
         return JSONResponse(body, status_code=200 if job.status is Status.COMPLETED else 202)
 
     async def status_stream(self, request: Request, app_path: str, request_id: str,
                             logs: str | None = Query(None)) -> Any:
-        job = await run_in_threadpool(self._lookup, request, app_path, request_id)
-        if job is None:
+        if parse_app_path(app_path) is None or self.store.get_status(request_id) is None:
             return JSONResponse(NOT_FOUND, status_code=404)
-        urls = queue_urls(request, self.public_url, job.id)
-        return StreamingResponse(self._events(request, job.id, urls, _truthy(logs)),
+        request.state.fal_request_id = request_id
+        urls = queue_urls(request, self.public_url, request_id)
+        return StreamingResponse(self._events(request, request_id, urls, _truthy(logs)),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -241,16 +255,12 @@ class QueueApi:
         last_log_id = 0
         last_write = time.monotonic()
         while True:
-            job = await run_in_threadpool(self._get, job_id)
-            position = await run_in_threadpool(self.store.queue_position, job) \
-                if job.status is Status.IN_QUEUE else 0
-            new_logs = await run_in_threadpool(self.store.logs, job_id, last_log_id) if with_logs else None
+            job, position, new_logs = self._poll(job_id, last_log_id if with_logs else None)
             key = (job.status, position, bool(new_logs))
             if key != last_sent or new_logs:
                 if new_logs:
                     last_log_id = new_logs[-1].id
-                body = status_body(job, urls, position, new_logs if with_logs else None)
-                yield f"data: {json.dumps(body)}\n\n"
+                yield f"data: {json.dumps(status_body(job, urls, position, new_logs))}\n\n"
                 last_sent, last_write = key, time.monotonic()
             if job.status is Status.COMPLETED:
                 return  # fal closes the stream after COMPLETED; the JS client hangs otherwise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,21 @@ class Settings:
     max_input_bytes: int = 2 * 1024**3
     download_timeout_s: float = 60.0
     worker_env: dict[str, str] = field(default_factory=dict)
+    # Uploads (server/storage_api.py): the largest single file a client may upload.
+    max_upload_bytes: int = 2 * 1024**3
+    # Browsers calling /api/fal/proxy or upload URLs from another origin: comma-separated, or "*".
+    cors_allow_origins: str = "*"
+    # Webhook retries (server/webhooks.py): delay base * 2**attempt, capped; tests shorten it by env var.
+    webhook_max_attempts: int = 10
+    webhook_retry_base_s: float = field(default_factory=lambda: _env_float("VACE_WEBHOOK_RETRY_BASE_S", 15.0))
+    webhook_retry_max_s: float = 1800.0
+    webhook_timeout_s: float = 15.0
+    # Security and retention (server/fetch.py, server/auth.py, server/retention.py).
+    # Hostnames or CIDRs that input URLs may reach even though they are private/loopback (SSRF guard).
+    fetch_allow_hosts: tuple[str, ...] = field(default_factory=lambda: env_list("VACE_FETCH_ALLOW_HOSTS"))
+    # API keys (`Authorization: Key <key>` or `Bearer <key>`); empty = no authentication.
+    api_keys: tuple[str, ...] = field(default_factory=lambda: env_list("VACE_API_KEYS"), repr=False)
+    retention_s: float = 7 * 24 * 3600.0  # finished jobs, their files and logs are deleted after this
 
     @property
     def db_path(self) -> Path:
@@ -36,10 +52,20 @@ class Settings:
         """Scratch space for downloaded inputs; a job's folder is removed when it ends."""
         return self.data_dir / "work"
 
+    @property
+    def uploads_dir(self) -> Path:
+        """Upload slots and multipart parts until they are assembled into files_dir."""
+        return self.data_dir / "uploads"
+
+    @property
+    def webhook_secret_path(self) -> Path:
+        return self.data_dir / "webhook_secret"
+
     def to_json(self) -> str:
         """How the supervisor hands the whole configuration to a worker process."""
         data = asdict(self)
         data["data_dir"] = str(self.data_dir)
+        data.pop("api_keys")  # workers need no keys, and argv is visible to every local user
         return json.dumps(data)
 
     @classmethod
@@ -47,3 +73,13 @@ class Settings:
         data = json.loads(text)
         data["data_dir"] = Path(data["data_dir"])
         return cls(**data)
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated environment variable as a tuple of non-empty, stripped items."""
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())

@@ -64,7 +64,7 @@ def start_server(data_dir: Path, *, port: int | None = None, workers: int = 1,
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "server.cli", "serve", "--model", "tiny", "--data-dir", str(data_dir),
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VACE_FETCH_ALLOW_HOSTS": "127.0.0.1"}  # media_server
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     server = LiveServer(proc, port, data_dir, log_path)

@@ -67,16 +67,18 @@ def test_missing_prompt_is_422(live_server: LiveServer) -> None:
     assert response.json()["detail"][0]["loc"] == ["body", "prompt"]
 
 
-def test_features_not_built_yet_are_refused_at_submit(live_server: LiveServer) -> None:
+def test_requests_that_cannot_be_served_are_refused_at_submit(live_server: LiveServer) -> None:
+    """Refused before any GPU time is spent, in FastAPI's detail-list form."""
     with live_server.client() as client:
-        response = client.post(f"/queue/{APP}/reframe",
-                               json=depth_input("https://example.com/v.mp4", temporal_downsample_factor=2))
-        depth_preprocess = client.post(f"/queue/{APP}/depth",
-                                       json=depth_input("https://example.com/v.mp4", preprocess=True))
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["type"] == "feature_not_supported"
-    assert depth_preprocess.status_code == 422
-    assert "preprocess" in depth_preprocess.json()["detail"][0]["msg"]
+        url = "https://example.com/v.mp4"
+        nothing_to_expand = client.post(f"/queue/{APP}/outpainting", json=depth_input(url))
+        no_mask = client.post(f"/queue/{APP}", json=depth_input(url, task="inpainting"))
+    for response in (nothing_to_expand, no_mask):
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["type"] == "feature_not_supported"
+        assert response.headers["x-fal-request-id"]
+    assert "expand" in nothing_to_expand.json()["detail"][0]["msg"]
+    assert "mask" in no_mask.json()["detail"][0]["msg"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,298 @@
+"""Uploads in the shapes both fal clients speak (fal-protocol.md §4), stored in this server's FileStore.
+
+- JS `fal.storage.upload` and Python's `fal` fallback: `POST /storage/upload/initiate` returns an
+  `upload_url` on this server and the final `file_url`; the client then `PUT`s the bytes to `upload_url`.
+  Over 90 MB JS uses `initiate-multipart`, `PUT {upload_url}/{n}` and `POST {upload_url}/complete`.
+- Python's default `fal_v3` path: `POST /storage/auth/token` for a CDN token, then `POST /files/upload`
+  with the raw body (or `/files/upload/multipart` + `PUT {access_url}/multipart/{id}/{n}` over 100 MB).
+
+Every finished upload is a normal `/files/{token}/{name}` file, so it can be passed back as `video_url`
+and the worker reads it from disk (server/fetch.py) instead of over HTTP.
+Tokens and upload ids are not checked yet: authentication is a later issue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from server.filestore import FileStore
+from server.queue_api import public_base
+
+CDN_TOKEN_TTL_S = 3600
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_CHUNK = 1 << 20
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """An upload slot handed out by an initiate call: where the bytes will end up."""
+
+    upload_id: str
+    dest: Path  # files/{token}/{name}: reserved at initiate, written atomically later
+    content_type: str
+
+
+class Uploads:
+    """Upload slots and multipart parts on disk, so they survive an API restart."""
+
+    def __init__(self, files: FileStore, root: Path, max_bytes: int) -> None:
+        self.files = files
+        self.root = root
+        self.max_bytes = max_bytes
+        root.mkdir(parents=True, exist_ok=True)
+
+    def create(self, file_name: str, content_type: str) -> PendingUpload:
+        upload_id = secrets.token_urlsafe(24)
+        dest = self.files.new_path(file_name)
+        folder = self.root / upload_id
+        folder.mkdir()
+        meta = {"dest": str(dest), "content_type": content_type, "created_at": time.time()}
+        (folder / "meta.json").write_text(json.dumps(meta))
+        return PendingUpload(upload_id, dest, content_type)
+
+    def get(self, upload_id: str) -> PendingUpload | None:
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            return None
+        meta_path = self.root / upload_id / "meta.json"
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text())
+        return PendingUpload(upload_id, Path(meta["dest"]), meta["content_type"])
+
+    async def write(self, request: Request, dest: Path) -> int:
+        """Stream the request body into `dest` (temp file + rename), refusing more than max_bytes."""
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > self.max_bytes:
+            raise UploadTooLarge()
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".upload-")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                # Local-disk writes of 1 MB chunks are fast enough to do on the event loop.
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise UploadTooLarge()
+                    out.write(chunk)
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return size
+
+    def part_path(self, upload: PendingUpload, part_number: int) -> Path:
+        return self.root / upload.upload_id / f"part-{part_number:05d}"
+
+    def assemble(self, upload: PendingUpload, parts: list[dict[str, Any]]) -> str | None:
+        """Join the listed parts by partNumber into the final file; an error message if a part is wrong."""
+        # Python's client uploads parts concurrently and lists them in completion order.
+        parts = sorted(parts, key=lambda p: int(p.get("partNumber", 0)))
+        numbers = [int(p.get("partNumber", 0)) for p in parts]
+        if not numbers or numbers[0] < 1 or len(set(numbers)) != len(numbers):
+            return "parts must list each partNumber (1, 2, ...) once"
+        total = sum(self.part_path(upload, n).stat().st_size for n in numbers
+                    if self.part_path(upload, n).is_file())
+        if total > self.max_bytes:
+            return f"upload is larger than the {self.max_bytes} byte limit"
+        fd, tmp = tempfile.mkstemp(dir=upload.dest.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for part in parts:
+                    path = self.part_path(upload, int(part["partNumber"]))
+                    if not path.is_file():
+                        return f"part {part['partNumber']} was never uploaded"
+                    if _strip_quotes(str(part.get("etag", ""))) != file_etag(path):
+                        return f"part {part['partNumber']} etag does not match"
+                    with open(path, "rb") as src:
+                        shutil.copyfileobj(src, out, _CHUNK)
+            os.replace(tmp, upload.dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        shutil.rmtree(self.root / upload.upload_id, ignore_errors=True)
+        return None
+
+
+def file_etag(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _strip_quotes(etag: str) -> str:
+    return etag.strip().removeprefix("W/").strip('"')
+
+
+def _default_name(content_type: str) -> str:
+    ext = mimetypes.guess_extension(content_type.split(";")[0].strip()) or ".bin"
+    return f"upload{ext}"
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"Upload is larger than the {limit} byte limit",
+                         "error_type": "file_too_large"}, status_code=413)
+
+
+def _not_found() -> JSONResponse:
+    return JSONResponse({"detail": "Upload not found"}, status_code=404)
+
+
+class StorageApi:
+    """Owns the storage routes."""
+
+    def __init__(self, files: FileStore, uploads_dir: Path, max_bytes: int, public_url: str | None) -> None:
+        self.files = files
+        self.uploads = Uploads(files, uploads_dir, max_bytes)
+        self.public_url = public_url
+        self.router = APIRouter(tags=["storage"])
+        add = self.router.add_api_route
+        add("/storage/upload/initiate", self.initiate, methods=["POST"])
+        add("/storage/upload/initiate-multipart", self.initiate, methods=["POST"])
+        add("/storage/upload/{upload_id}", self.put_whole, methods=["PUT"])
+        add("/storage/upload/{upload_id}/complete", self.complete, methods=["POST"])
+        add("/storage/upload/{upload_id}/{part_number}", self.put_part, methods=["PUT"])
+        add("/storage/auth/token", self.cdn_token, methods=["POST"])
+        add("/files/upload", self.cdn_upload, methods=["POST"])
+        add("/files/upload/multipart", self.cdn_multipart_create, methods=["POST"])
+        add("/files/{token}/{name}/multipart/{upload_id}/complete", self.cdn_multipart_complete,
+            methods=["POST"])
+        add("/files/{token}/{name}/multipart/{upload_id}/{part_number}", self.cdn_multipart_part,
+            methods=["PUT"])
+
+    def _base(self, request: Request) -> str:
+        return public_base(request, self.public_url)
+
+    def _file_url(self, request: Request, dest: Path) -> str:
+        return self._base(request) + self.files.relative_url(dest)
+
+    # -- rest.fal.ai style: initiate, then PUT to the returned upload_url ------------------------------
+
+    async def initiate(self, request: Request) -> JSONResponse:
+        """`storage_type` (fal-cdn-v3 or gcs) makes no difference here: both end up in the FileStore."""
+        body = await _json_body(request)
+        content_type = str(body.get("content_type") or "application/octet-stream")
+        file_name = str(body.get("file_name") or _default_name(content_type))
+        upload = self.uploads.create(file_name, content_type)
+        return JSONResponse({
+            "upload_url": f"{self._base(request)}/storage/upload/{upload.upload_id}",
+            "file_url": self._file_url(request, upload.dest),
+        })
+
+    async def put_whole(self, request: Request, upload_id: str) -> JSONResponse:
+        upload = self.uploads.get(upload_id)
+        if upload is None:
+            return _not_found()
+        try:
+            size = await self.uploads.write(request, upload.dest)
+        except UploadTooLarge:
+            return _too_large(self.uploads.max_bytes)
+        return JSONResponse({"file_url": self._file_url(request, upload.dest), "size": size})
+
+    async def put_part(self, request: Request, upload_id: str, part_number: int) -> JSONResponse:
+        upload = self.uploads.get(upload_id)
+        if upload is None or part_number < 1:
+            return _not_found()
+        path = self.uploads.part_path(upload, part_number)
+        try:
+            await self.uploads.write(request, path)
+        except UploadTooLarge:
+            return _too_large(self.uploads.max_bytes)
+        etag = file_etag(path)
+        # JS reads the JSON body, Python's CDN multipart reads the ETag header: send both.
+        return JSONResponse({"partNumber": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+
+    async def complete(self, request: Request, upload_id: str) -> JSONResponse:
+        upload = self.uploads.get(upload_id)
+        if upload is None:
+            return _not_found()
+        parts = (await _json_body(request)).get("parts")
+        if not isinstance(parts, list):
+            return JSONResponse({"detail": "Body must be {\"parts\": [{partNumber, etag}, ...]}"},
+                                status_code=400)
+        problem = self.uploads.assemble(upload, parts)
+        if problem is not None:
+            code = 413 if "limit" in problem else 400
+            return JSONResponse({"detail": problem}, status_code=code)
+        return JSONResponse({"file_url": self._file_url(request, upload.dest)})
+
+    # -- v3.fal.media style (Python's default): token, then POST the raw body ------------------------
+
+    def cdn_token(self, request: Request) -> JSONResponse:
+        expires = datetime.now(UTC) + timedelta(seconds=CDN_TOKEN_TTL_S)
+        return JSONResponse({"token": secrets.token_urlsafe(24), "token_type": "Bearer",
+                             "base_url": self._base(request), "expires_at": expires.isoformat()})
+
+    def _cdn_name(self, request: Request) -> tuple[str, str]:
+        content_type = request.headers.get("content-type") or "application/octet-stream"
+        return request.headers.get("x-fal-file-name") or _default_name(content_type), content_type
+
+    async def cdn_upload(self, request: Request) -> JSONResponse:
+        name, content_type = self._cdn_name(request)
+        upload = self.uploads.create(name, content_type)
+        try:
+            await self.uploads.write(request, upload.dest)
+        except UploadTooLarge:
+            return _too_large(self.uploads.max_bytes)
+        finally:
+            shutil.rmtree(self.uploads.root / upload.upload_id, ignore_errors=True)
+        return JSONResponse({"access_url": self._file_url(request, upload.dest)})
+
+    def cdn_multipart_create(self, request: Request) -> JSONResponse:
+        name, content_type = self._cdn_name(request)
+        upload = self.uploads.create(name, content_type)
+        return JSONResponse({"access_url": self._file_url(request, upload.dest),
+                             "uploadId": upload.upload_id})
+
+    def _cdn_upload(self, token: str, name: str, upload_id: str) -> PendingUpload | None:
+        """The upload id must belong to the file URL it is addressed under."""
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload.dest != self.files.root / token / name:
+            return None
+        return upload
+
+    async def cdn_multipart_part(self, request: Request, token: str, name: str, upload_id: str,
+                                 part_number: int) -> JSONResponse:
+        if self._cdn_upload(token, name, upload_id) is None:
+            return _not_found()
+        return await self.put_part(request, upload_id, part_number)
+
+    async def cdn_multipart_complete(self, request: Request, token: str, name: str,
+                                     upload_id: str) -> JSONResponse:
+        if self._cdn_upload(token, name, upload_id) is None:
+            return _not_found()
+        response = await self.complete(request, upload_id)
+        if response.status_code != 200:
+            return response
+        return JSONResponse({"access_url": self._file_url(request, self.files.root / token / name)})

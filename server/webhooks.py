@@ -1,0 +1,155 @@
+"""Webhook delivery (fal-protocol.md §3): POST fal's payload to `?fal_webhook=URL` once a job completes.
+
+A daemon thread in the API process polls the job store, so delivery never holds up a job or a worker,
+and pending deliveries (attempt count, next time) live in SQLite and resume after a restart.
+
+Each POST is signed with HMAC-SHA256 using a secret generated once into `<data dir>/webhook_secret`:
+
+    X-Fal-Webhook-Request-Id: <request_id>
+    X-Fal-Webhook-User-Id:    self-hosted
+    X-Fal-Webhook-Timestamp:  <unix seconds>
+    X-Fal-Webhook-Signature:  hex(HMAC_SHA256(secret, message))
+    message = "{request_id}\\n{user_id}\\n{timestamp}\\n{sha256_hex(raw body)}"
+
+The signed message has the same four lines as fal's (which signs it with Ed25519); see docs/clients.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.jobstore import Job, JobStore, WebhookStore
+from server.queue_api import absolute_urls
+
+log = logging.getLogger("vace.webhooks")
+
+POLL_S = 0.5
+MAX_AGE_S = 24 * 3600.0  # jobs completed longer ago than this (e.g. while the server was down) are skipped
+USER_ID = "self-hosted"
+USER_AGENT = "vace-server-webhooks/1"
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The signing secret: 32 random bytes as hex, created once with owner-only permissions."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        os.replace(path.with_suffix(".tmp"), path)
+    return path.read_text().strip().encode()
+
+
+def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
+    return f"{request_id}\n{user_id}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
+
+
+def sign(secret: bytes, request_id: str, timestamp: str, body: bytes, user_id: str = USER_ID) -> str:
+    return hmac.new(secret, signed_message(request_id, user_id, timestamp, body), hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, headers: Any, body: bytes, *, tolerance_s: float = 300.0) -> bool:
+    """What a receiver does (usable as-is from Python); `headers` is any case-insensitive mapping."""
+    try:
+        timestamp = headers["x-fal-webhook-timestamp"]
+        if abs(time.time() - int(timestamp)) > tolerance_s:
+            return False
+        expected = sign(secret, headers["x-fal-webhook-request-id"], timestamp, body,
+                        headers.get("x-fal-webhook-user-id", USER_ID))
+    except (KeyError, ValueError):
+        return False
+    return hmac.compare_digest(expected, headers.get("x-fal-webhook-signature", ""))
+
+
+def webhook_payload(job: Job) -> dict[str, Any]:
+    """fal's body: status OK with the result, or ERROR with the error body the result route replays."""
+    base = {"request_id": job.id, "gateway_request_id": job.id}
+    if job.error is None:
+        return {**base, "status": "OK", "payload": absolute_urls(job.output, job.public_base), "error": None}
+    return {**base, "status": "ERROR", "payload": job.error.body,
+            "error": f"Invalid status code: {job.error.status_code}"}
+
+
+class WebhookDispatcher:
+    """Finds completed jobs with a webhook, delivers, and retries with exponential backoff."""
+
+    def __init__(self, jobs: JobStore, secret: bytes, *, max_attempts: int, retry_base_s: float,
+                 retry_max_s: float, timeout_s: float) -> None:
+        self.jobs = jobs
+        self.deliveries = WebhookStore(jobs)
+        self.secret = secret
+        self.max_attempts = max_attempts
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.timeout_s = timeout_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 5)
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=self.timeout_s, follow_redirects=False,
+                          headers={"User-Agent": USER_AGENT}) as client:
+            while not self._stop.is_set():
+                try:
+                    self.run_once(client)
+                except Exception:  # a bad row or a locked database must not kill delivery for good
+                    log.exception("webhook delivery pass failed")
+                self._stop.wait(POLL_S)
+
+    def run_once(self, client: httpx.Client) -> None:
+        self.deliveries.enqueue_completed(MAX_AGE_S)
+        for delivery in self.deliveries.due():
+            if self._stop.is_set():
+                return
+            job = self.jobs.get(delivery.job_id)
+            if job is None or job.webhook_url is None:
+                self.deliveries.mark_failed_attempt(delivery.job_id, None, "job is gone", None)
+                continue
+            self._deliver(client, job, delivery.attempts)
+
+    def _deliver(self, client: httpx.Client, job: Job, attempts_before: int) -> None:
+        assert job.webhook_url is not None
+        body = json.dumps(webhook_payload(job)).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Fal-Webhook-Request-Id": job.id,
+            "X-Fal-Webhook-User-Id": USER_ID,
+            "X-Fal-Webhook-Timestamp": timestamp,
+            "X-Fal-Webhook-Signature": sign(self.secret, job.id, timestamp, body),
+        }
+        status: int | None = None
+        try:
+            response = client.post(job.webhook_url, content=body, headers=headers)
+            status = response.status_code
+            if 200 <= status < 300:
+                self.deliveries.mark_delivered(job.id, status)
+                return
+            error = f"HTTP {status}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        attempts = attempts_before + 1
+        next_at = None
+        if attempts < self.max_attempts:
+            next_at = time.time() + min(self.retry_base_s * 2 ** (attempts - 1), self.retry_max_s)
+        log.warning("webhook for %s failed (attempt %d/%d): %s", job.id, attempts, self.max_attempts, error)
+        self.deliveries.mark_failed_attempt(job.id, status, error, next_at)

@@ -1,0 +1,68 @@
+"""Webhook bookkeeping without a server: retries are persisted and resume in a new dispatcher (a restart)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from server.errors import InputError
+from server.jobstore import JobStore, WebhookStore
+from server.webhooks import WebhookDispatcher, load_or_create_secret, verify
+
+
+def dispatcher(store: JobStore, secret: bytes) -> WebhookDispatcher:
+    return WebhookDispatcher(store, secret, max_attempts=3, retry_base_s=0.2, retry_max_s=1.0, timeout_s=5.0)
+
+
+def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    secret = load_or_create_secret(tmp_path / "webhook_secret")
+    assert load_or_create_secret(tmp_path / "webhook_secret") == secret
+    assert (tmp_path / "webhook_secret").stat().st_mode & 0o077 == 0
+
+    ok = store.submit("fal-ai/wan-vace-14b", {"prompt": "x"}, public_base="http://h:1",
+                      webhook_url="http://receiver/ok")
+    bad = store.submit("fal-ai/wan-vace-14b", {"prompt": "x"}, public_base="http://h:1",
+                       webhook_url="http://receiver/bad")
+    plain = store.submit("fal-ai/wan-vace-14b", {"prompt": "x"}, public_base="http://h:1")
+    for _ in (ok, bad, plain):
+        assert store.claim("w1") is not None
+    store.complete(ok.id, "w1", {"video": {"url": "/files/t/out.mp4"}, "seed": 1})
+    error = InputError("video_url", "not a video", "unsupported_video_format").to_job_error()
+    store.fail(bad.id, "w1", error)
+    store.complete(plain.id, "w1", {"seed": 2})
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/ok" and sum(r.url.path == "/ok" for r in seen) == 1:
+            return httpx.Response(503)  # the first attempt fails; the retry succeeds
+        return httpx.Response(200 if request.url.path == "/ok" else 500)
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    dispatcher(store, secret).run_once(client)
+    deliveries = WebhookStore(store)
+    first = deliveries.get(ok.id)
+    assert first is not None and (first.state, first.attempts, first.last_status) == ("pending", 1, 503)
+    assert deliveries.get(plain.id) is None
+
+    time.sleep(0.25)
+    restarted = dispatcher(JobStore(tmp_path / "jobs.sqlite3"), secret)  # a fresh process, same file
+    restarted.run_once(client)
+    assert deliveries.get(ok.id).state == "delivered"  # type: ignore[union-attr]
+    ok_posts = [r for r in seen if r.url.path == "/ok"]
+    assert len(ok_posts) == 2
+    body = json.loads(ok_posts[-1].content)
+    assert body == {"request_id": ok.id, "gateway_request_id": ok.id, "status": "OK", "error": None,
+                    "payload": {"video": {"url": "http://h:1/files/t/out.mp4"}, "seed": 1}}
+    assert verify(secret, ok_posts[-1].headers, ok_posts[-1].content)
+
+    time.sleep(0.5)
+    restarted.run_once(client)
+    failed = deliveries.get(bad.id)
+    assert failed is not None and (failed.state, failed.attempts) == ("failed", 3)
+    assert json.loads(seen[-1].content)["status"] == "ERROR"
