@@ -1,0 +1,174 @@
+"""Retention (server/retention.py): what a sweep deletes and, above all, what it leaves alone."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.errors import internal_error
+from server.filestore import FileStore
+from server.jobstore import Job, JobStore, Status, WebhookStore
+from server.retention import RetentionSweeper, output_tokens, sweep
+
+DAY = 24 * 3600.0
+TTL = 7 * DAY
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "jobs.sqlite3")
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "files")
+
+
+def output_file(files: FileStore, name: str = "out.mp4", data: bytes = b"x" * 100) -> str:
+    path = files.new_path(name)
+    path.write_bytes(data)
+    return files.relative_url(path)
+
+
+def finished(store: JobStore, output: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
+             error: bool = False) -> Job:
+    job = store.submit("fal-ai/wan-vace-14b/depth", payload or {"prompt": "p"}, public_base="http://h")
+    claimed = store.claim("w1")
+    assert claimed is not None and claimed.id == job.id
+    store.add_log(job.id, "step 1/2")
+    if error:
+        store.fail(job.id, "w1", internal_error("boom"))
+    else:
+        store.complete(job.id, "w1", output or {})
+    done = store.get(job.id)
+    assert done is not None and done.status is Status.COMPLETED and done.completed_at is not None
+    return done
+
+
+def age(path: Path, seconds: float) -> None:
+    """Make a folder and everything in it look `seconds` old."""
+    stamp = time.time() - seconds
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (stamp, stamp))
+
+
+def test_expired_jobs_lose_rows_logs_and_files(store: JobStore, files: FileStore) -> None:
+    url = output_file(files)
+    job = finished(store, {"video": {"url": url, "file_size": 100}, "seed": 1})
+    before = sweep(store, files.root, job.completed_at + TTL - 1, retention_s=TTL)
+    assert before.jobs_deleted == 0 and store.get(job.id) is not None
+    report = sweep(store, files.root, job.completed_at + TTL + 1, retention_s=TTL)
+    assert (report.jobs_deleted, report.files_deleted, report.bytes_freed) == (1, 1, 100)
+    assert store.get(job.id) is None
+    assert store.logs(job.id) == []
+    assert list(files.root.iterdir()) == []
+
+
+def test_failed_and_cancelled_jobs_expire_too(store: JobStore, files: FileStore) -> None:
+    failed = finished(store, error=True)
+    cancelled = store.submit("fal-ai/wan-vace-14b/depth", {"prompt": "p"}, public_base="http://h")
+    store.request_cancel(cancelled.id)
+    report = sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL)
+    assert report.jobs_deleted == 2
+    assert store.get(failed.id) is None and store.get(cancelled.id) is None
+
+
+def test_queued_and_running_jobs_are_never_touched(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+    running = store.submit("fal-ai/wan-vace-14b/depth", {"prompt": "p"}, public_base="http://h")
+    assert store.claim("w1") is not None
+    input_url = output_file(files, "input.mp4")  # an upload the queued job will read
+    queued = store.submit("fal-ai/wan-vace-14b/depth", {"video_url": "http://h" + input_url},
+                          public_base="http://h")
+    age(files.root / input_url.split("/")[2], TTL * 2)
+    work = tmp_path / "work"
+    (work / running.id).mkdir(parents=True)
+    (work / running.id / "video_url").write_bytes(b"v")
+    age(work / running.id, DAY * 30)
+    report = sweep(store, files.root, time.time() + TTL * 10, retention_s=TTL, work_root=work)
+    assert report.jobs_deleted == 0 and report.files_deleted == 0 and report.work_dirs_deleted == 0
+    assert store.get(running.id).status is Status.IN_PROGRESS  # type: ignore[union-attr]
+    assert store.get(queued.id).status is Status.IN_QUEUE  # type: ignore[union-attr]
+    assert (work / running.id / "video_url").exists()
+    assert files.resolve_url_path(input_url) is not None
+
+
+def test_an_output_reused_by_a_newer_job_stays(store: JobStore, files: FileStore) -> None:
+    url = output_file(files)
+    old = finished(store, {"video": {"url": url}})
+    newer = store.submit("fal-ai/wan-vace-14b/depth", {"video_url": "http://h" + url}, public_base="http://h")
+    report = sweep(store, files.root, old.completed_at + TTL + 1, retention_s=TTL)
+    assert report.jobs_deleted == 1 and store.get(newer.id) is not None
+    assert files.resolve_url_path(url) is not None
+
+
+def test_old_unreferenced_files_go_recent_ones_stay(store: JobStore, files: FileStore) -> None:
+    old_upload = output_file(files, "old.mp4")
+    new_upload = output_file(files, "new.mp4")
+    age(files.root / old_upload.split("/")[2], TTL + 60)
+    report = sweep(store, files.root, time.time(), retention_s=TTL)
+    assert report.files_deleted == 1
+    assert files.resolve_url_path(old_upload) is None
+    assert files.resolve_url_path(new_upload) is not None
+
+
+def test_orphaned_work_folders_older_than_a_day_go(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    for name, seconds in (("dead-job", DAY + 60), ("fresh-job", 60)):
+        (work / name).mkdir(parents=True)
+        (work / name / "video_url").write_bytes(b"v" * 10)
+        age(work / name, seconds)
+    (work / "stray-file").write_bytes(b"")  # only folders are job scratch space
+    report = sweep(store, files.root, time.time(), retention_s=TTL, work_root=work)
+    assert report.work_dirs_deleted == 1
+    assert sorted(p.name for p in work.iterdir()) == ["fresh-job", "stray-file"]
+
+
+def test_webhook_delivery_rows_go_with_their_job(store: JobStore, files: FileStore) -> None:
+    webhooks = WebhookStore(store)
+    job = store.submit("fal-ai/wan-vace-14b/depth", {"prompt": "p"}, public_base="http://h",
+                       webhook_url="http://hook.test/")
+    store.claim("w1")
+    store.complete(job.id, "w1", {})
+    assert webhooks.enqueue_completed(3600) == 1
+    sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL)
+    assert webhooks.get(job.id) is None
+
+
+def test_large_backlogs_are_cleared_in_one_pass(store: JobStore, files: FileStore,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("server.retention.BATCH", 3)
+    for _ in range(7):
+        finished(store)
+    assert sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL).jobs_deleted == 7
+
+
+def test_output_tokens_finds_links_anywhere() -> None:
+    output = {"video": {"url": "/files/abc_-1/out.mp4"}, "frames": [{"url": "http://h:1/files/t2/f.png?x=1"}],
+              "prompt": "see /files/not/a link", "seed": 3}
+    assert output_tokens(output) == {"abc_-1", "t2"}
+    assert output_tokens(None) == set()
+
+
+def test_files_outside_the_store_are_never_deleted(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+    outside = tmp_path / "precious.mp4"
+    outside.write_bytes(b"keep")
+    finished(store, {"video": {"url": "/files/../precious.mp4"}})
+    finished(store, {"video": {"url": "/files/..%2F/precious.mp4"}})
+    sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL)
+    assert outside.read_bytes() == b"keep"
+
+
+def test_sweeper_thread_runs_and_stops(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+    job = finished(store)
+    sweeper = RetentionSweeper(store, files.root, tmp_path / "work", retention_s=0.0, interval_s=0.05)
+    sweeper.start()
+    deadline = time.monotonic() + 10
+    while store.get(job.id) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sweeper.stop()
+    assert store.get(job.id) is None
+    assert sweeper._thread is None
