@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from server.settings import DEFAULT_MODEL_DIR, Settings
+from server.settings import DEFAULT_MODEL_DIR, MEMORY_PLANS, VAE_TILING, Settings
 
 DEFAULT_REPO = "Wan-AI/Wan2.1-VACE-14B-diffusers"
 
@@ -33,6 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir.resolve(), model=model if model == "tiny" else str(Path(model).resolve()),
         host=args.host, port=args.port, device=args.device, num_workers=args.workers,
         max_attempts=args.max_attempts, public_url=args.public_url, worker_env=worker_env,
+        memory_plan=args.memory_plan, vae_tiling=args.vae_tiling,
+        **({"api_keys": tuple(args.api_key)} if args.api_key else {}),
+        **({"fetch_allow_hosts": tuple(args.fetch_allow)} if args.fetch_allow else {}),
+        retention_s=args.retention_hours * 3600.0,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     certfile, keyfile = args.ssl_certfile, args.ssl_keyfile
@@ -77,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-attempts", type=int, default=2,
                        help="attempts for a job whose worker dies before it is failed")
     serve.add_argument("--public-url", default=None, help="base URL for returned links, e.g. behind a proxy")
+    serve.add_argument("--memory-plan", choices=MEMORY_PLANS, default="auto",
+                       help="GPU placement; auto picks from free memory (see pipelines/memory.py)")
+    serve.add_argument("--vae-tiling", choices=VAE_TILING, default="auto")
+    serve.add_argument("--api-key", action="append", default=[],
+                       help="require `Authorization: Key <key>` (repeatable; also VACE_API_KEYS)")
+    serve.add_argument("--fetch-allow", action="append", default=[],
+                       help="host or CIDR that input URLs may reach although private (repeatable; "
+                            "also VACE_FETCH_ALLOW_HOSTS)")
+    serve.add_argument("--retention-hours", type=float, default=7 * 24.0,
+                       help="finished jobs and their files are deleted after this long (default 7 days)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
     serve.add_argument("--ssl-keyfile", default=None, help="the PEM private key for --ssl-certfile")

@@ -8,6 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL_DIR = Path("weights") / "Wan2.1-VACE-14B-diffusers"
+# The worker's choices (pipelines/memory.py), repeated here because the API process must not import torch;
+# tests/server/test_settings.py keeps the two lists equal.
+MEMORY_PLANS = ("auto", "all_on_gpu", "model_offload", "group_offload", "sequential_offload")
+VAE_TILING = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,8 @@ class Settings:
     max_input_bytes: int = 2 * 1024**3
     download_timeout_s: float = 60.0
     worker_env: dict[str, str] = field(default_factory=dict)
+    memory_plan: str = "auto"  # one of MEMORY_PLANS: how the model is placed on the GPU
+    vae_tiling: str = "auto"  # one of VAE_TILING
     # Uploads (server/storage_api.py): the largest single file a client may upload.
     max_upload_bytes: int = 2 * 1024**3
     # Browsers calling /api/fal/proxy or upload URLs from another origin: comma-separated, or "*".
@@ -72,7 +78,8 @@ class Settings:
     def from_json(cls, text: str) -> Settings:
         data = json.loads(text)
         data["data_dir"] = Path(data["data_dir"])
-        return cls(**data)
+        # JSON has no tuples; every sequence field is a tuple so Settings stays hashable and immutable.
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _env_float(name: str, default: float) -> float:

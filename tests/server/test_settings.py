@@ -1,0 +1,46 @@
+"""Settings and CLI: what the API process accepts is what the worker understands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.memory import MEMORY_PLAN_CHOICES, VAE_TILING_CHOICES
+from server.cli import build_parser
+from server.settings import MEMORY_PLANS, VAE_TILING, Settings
+
+
+def test_memory_choices_match_the_worker() -> None:
+    assert MEMORY_PLANS == MEMORY_PLAN_CHOICES
+    assert VAE_TILING == VAE_TILING_CHOICES
+
+
+def test_settings_round_trip_to_the_worker_without_keys(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, model="tiny", memory_plan="group_offload", vae_tiling="on",
+                        api_keys=("secret",), fetch_allow_hosts=("10.0.0.0/8",), retention_s=60.0)
+    text = settings.to_json()
+    assert "secret" not in text, "worker argv is visible to every local user"
+    again = Settings.from_json(text)
+    assert again.memory_plan == "group_offload" and again.vae_tiling == "on"
+    assert again.fetch_allow_hosts == ("10.0.0.0/8",) and again.retention_s == 60.0
+    assert again.data_dir == tmp_path
+
+
+def test_serve_flags_parse() -> None:
+    args = build_parser().parse_args(["serve", "--model", "tiny", "--memory-plan", "model_offload",
+                                      "--api-key", "a", "--api-key", "b", "--fetch-allow", "127.0.0.1",
+                                      "--retention-hours", "48"])
+    assert args.memory_plan == "model_offload" and args.api_key == ["a", "b"]
+    assert args.fetch_allow == ["127.0.0.1"] and args.retention_hours == 48.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--memory-plan", "everything_on_cpu"])
+
+
+def test_serve_without_model_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["serve"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "vace download" in err and "--model tiny" in err and len(err.strip().splitlines()) == 1
