@@ -1,4 +1,4 @@
-"""The endpoint ids this server answers to, their models, and what this release cannot run yet.
+"""The endpoint ids this server answers to, their models, and what this release refuses at submit.
 
 Kept free of heavy imports: the API process imports it.
 """
@@ -63,8 +63,9 @@ def parse_app_path(path: str) -> str | None:
 # ------------------------------------------------------------------------------------------------------------
 # Features requested but not built yet. One row per gap: delete the row when the feature ships.
 # Rows are checked in order and the first match is reported, so task-level gaps come before field-level ones.
-# Deliberately absent: enable_safety_checker=true (fal's default; the checker is documented as not installed
-# yet, so rejecting it would break every stock client) and ref_image_urls (the pipeline supports them).
+# Everything else runs: preprocess=true (depth/pose annotators), prompt expansion, the safety checker and
+# reframe's temporal factors. A model the operator has not installed fails the job with a message naming
+# `vace download --annotators` (the API process cannot see the worker's folders).
 # The one row that is not a missing feature (outpainting with nothing to expand) says so in its message.
 # ------------------------------------------------------------------------------------------------------------
 
@@ -81,11 +82,6 @@ def _expands(payload: BaseModel) -> bool:
 
 _UNSUPPORTED: tuple[tuple[Callable[[str, BaseModel], bool], str], ...] = (
     (
-        lambda task, p: task in ("depth", "pose") and bool(_get(p, "preprocess", False)),
-        "preprocess=true (running the depth/pose annotator) is not supported yet; "
-        "send a control video with preprocess=false",
-    ),
-    (
         lambda task, p: task == "inpainting" and not (_get(p, "mask_video_url") or _get(p, "mask_image_url")),
         "inpainting without a mask (automatic mask tracking) is not supported yet; "
         "send mask_video_url or mask_image_url",
@@ -96,18 +92,6 @@ _UNSUPPORTED: tuple[tuple[Callable[[str, BaseModel], bool], str], ...] = (
         lambda task, p: task == "outpainting" and not _expands(p),
         "outpainting with nothing to expand: set at least one of expand_left, expand_right, expand_top, "
         "expand_bottom to true and expand_ratio > 0",
-    ),
-    (
-        lambda task, p: bool(_get(p, "enable_prompt_expansion", False)),
-        "enable_prompt_expansion=true is not supported yet; "
-        "send the full prompt with enable_prompt_expansion=false",
-    ),
-    (
-        lambda task, p: bool(
-            _get(p, "temporal_downsample_factor", 0) or _get(p, "temporal_upsample_factor", 0)
-        ),
-        "temporal_downsample_factor/temporal_upsample_factor > 0 (frame interpolation) is not supported yet; "
-        "send 0 for both",
     ),
 )
 

@@ -1,13 +1,17 @@
 """Turn one job's validated input into an output video. Runs inside a worker process only.
 
-The steps read top to bottom: fetch inputs, decode, fit the input to the target fps/length, build the task's
-conditioning at the target size (cover-crop for depth/pose/inpainting, a canvas for outpainting/reframe),
-generate with the request's sampler and flow shift, trim back to the requested length, optionally paste the
-kept pixels back, encode and store.
+The steps read top to bottom: load the models the request needs (annotators, interpolator, safety checker,
+prompt LLM; a missing one fails here, before any work), fetch inputs, decode, fit the input to the target
+fps/length (reframe: keep every (d+1)-th frame), check the input's safety, expand the prompt, build the
+task's conditioning at the target size (cover-crop for depth/pose/inpainting, with the depth/pose annotator
+when `preprocess`; a canvas for outpainting/reframe), generate with the request's sampler and flow shift,
+trim back to the requested length, optionally paste the kept pixels back, interpolate (reframe), check the
+output's safety, encode and store.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -18,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.annotators import AnnotatorConfig, Annotators, ControlAnnotator
 from pipelines.generate import GenerationCancelled, GenerationRequest, generate
 from pipelines.schedulers import default_flow_shift
+from preprocessors.annotators._common import AnnotatorNotFoundError
 from preprocessors.canvas import (
     Placement,
     canvas_size,
@@ -30,6 +36,7 @@ from preprocessors.canvas import (
 )
 from preprocessors.composite import paste_back
 from preprocessors.conditioning import Conditioning, control_conditioning, inpainting_conditioning
+from preprocessors.interpolation.timeline import Timeline
 from preprocessors.masks import binarize_mask
 from preprocessors.sizing import pipeline_num_frames, target_size
 from preprocessors.spatial import resize_cover
@@ -50,12 +57,21 @@ from server.jobstore import Job
 from server.schemas import task_of
 
 MAX_FRAMES = 241  # the schema's upper bound; also bounds match_input_num_frames
+SAFETY_SAMPLE = 8  # frames the safety checker looks at, evenly spaced, first and last included
+CONTENT_POLICY = "content_policy_violation"
+NOT_INSTALLED = "feature_not_supported"
+log = logging.getLogger("vace.execute")
 
 
 @dataclass(frozen=True)
 class JobHooks:
     log: Callable[[str], None]
     should_cancel: Callable[[], bool]
+    warn: Callable[[str], None] | None = None  # a WARN line in the job's logs; defaults to `log`
+
+    def warning(self, message: str) -> None:
+        log.warning(message)  # the operator sees it in the worker's log too
+        (self.warn or self.log)(message)
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,16 @@ SizeRule = Callable[[str, str, int, int], tuple[int, int]]
 
 
 @dataclass
+class _Models:
+    """What a request needs beyond the pipeline, loaded before any work so a missing one fails fast."""
+
+    control: ControlAnnotator | None = None  # depth/pose with preprocess
+    interpolator: Any = None  # reframe with temporal factors
+    checker: Any = None  # enable_safety_checker (None also when missing and the operator allows that)
+    expander: Any = None  # enable_prompt_expansion
+
+
+@dataclass
 class _Prepared:
     """The task's conditioning plus the source pixels at the generation size (for paste-back)."""
 
@@ -93,13 +119,15 @@ class _Prepared:
 
 class Executor:
     def __init__(self, pipe: Any, fetcher: Fetcher, files: FileStore, work_dir: Path,
-                 sizes: SizeRule = target_size) -> None:
+                 sizes: SizeRule = target_size, annotators: Annotators | None = None) -> None:
         self.pipe = pipe
         self.fetcher = fetcher
         self.files = files
         self.work_dir = work_dir
         # Tests swap in a rule with tiny sizes; the server always uses fal's presets.
         self.sizes = sizes
+        # Without a registry every annotator is "not installed" (the safety checker then follows its policy).
+        self.annotators = annotators or Annotators(AnnotatorConfig(root=None))
 
     def run(self, job: Job, hooks: JobHooks) -> dict[str, Any]:
         """Generate, encode to H.264 and store; returns fal's output dict."""
@@ -122,28 +150,45 @@ class Executor:
         params = endpoint.input_model.model_validate(job.input)
         task = task_of(endpoint.id, params)
         seed = int(job.input["seed"])
+        models = self._load_models(task, params, hooks)
 
-        # 1. Inputs, fitted to the output fps and length (the size depends on the task).
+        # 1. Inputs, fitted to the output fps and length (the size depends on the task). Reframe's temporal
+        #    downsampling then keeps every (d+1)-th frame for generation.
         hooks.log("Fetching inputs")
         video_path = self.fetcher.fetch(params.video_url, "video_url", scratch)
         info = _probe(video_path)
         timing = _timing(params, info.fps, info.num_frames)
-        frames = self._load_video(video_path, "video_url", info.fps, timing)
+        timeline = _timeline(task, params, timing)
+        frames = timeline.keyframes(self._load_video(video_path, "video_url", info.fps, timing))
+        generated = Timing(fps=timeline.generated_fps, num_frames=timeline.generated_frames)
+        references = [self._load_image(url, "ref_image_urls", scratch, i)
+                      for i, url in enumerate(getattr(params, "ref_image_urls", None) or [])]
+        _check_cancel(hooks)
+        if models.checker is not None:
+            _check_safety(models.checker, frames, "video_url", "input video", hooks)
+            for image in references:
+                _check_safety(models.checker, image[None], "ref_image_urls", "reference image", hooks)
+        prompt = params.prompt
+        if models.expander is not None:
+            prompt = models.expander.expand_prompt(params.prompt, task)
+            hooks.log(f"Expanded prompt: {prompt}")
         _check_cancel(hooks)
 
         # 2. Conditioning for the task, at the pipeline's 4k+1 length.
-        frames = fit_length(frames, pipeline_num_frames(timing.num_frames))
-        prepared = self._prepare(task, params, frames, timing, scratch)
+        frames = fit_length(frames, pipeline_num_frames(generated.num_frames))
+        prepared = self._prepare(task, params, frames, generated, scratch, models.control, hooks)
         hooks.log(f"Input {info.width}x{info.height} @ {info.fps:g} fps, {info.num_frames} frames -> "
                   f"{prepared.width}x{prepared.height} @ {timing.fps:g} fps, {timing.num_frames} frames")
-        references = [self._load_image(url, "ref_image_urls", scratch, i)
-                      for i, url in enumerate(getattr(params, "ref_image_urls", None) or [])]
+        if timeline.factor:
+            hooks.log(f"Generating every {timeline.keep_every} frame(s): {generated.num_frames} frames at "
+                      f"{generated.fps:g} fps, then {params.interpolator_model} adds {timeline.factor} "
+                      f"between each pair: {timeline.output_frames} frames at {timeline.output_fps:g} fps")
         _check_cancel(hooks)
 
         # 3. Generation.
         shift = params.shift if params.shift is not None else default_flow_shift(params.resolution)
         request = GenerationRequest(
-            prompt=params.prompt, negative_prompt=params.negative_prompt,
+            prompt=prompt, negative_prompt=params.negative_prompt,
             video=prepared.conditioning.video, mask=prepared.conditioning.mask, reference_images=references,
             width=prepared.width, height=prepared.height, num_inference_steps=params.num_inference_steps,
             # Any int is a valid seed in the schema; torch's generator takes 64 bits.
@@ -158,12 +203,47 @@ class Executor:
 
         output = generate(self.pipe, request, on_step=on_step, should_cancel=hooks.should_cancel)
 
-        # 4. Trim the 4k+1 padding away; optionally restore the kept pixels exactly.
-        count = timing.num_frames
+        # 4. Trim the 4k+1 padding away; optionally restore the kept pixels exactly (on the generated frames,
+        #    so interpolated in-betweens blend pasted pixels); interpolate; check what leaves the server.
+        count = generated.num_frames
         output = output[:count]
         if getattr(params, "paste_back", False):
             output = paste_back(output, prepared.source[:count], prepared.conditioning.mask[:count])
-        return Generated(task=task, frames=output, timing=timing, prompt=params.prompt, seed=seed)
+        if timeline.factor:
+            _check_cancel(hooks)
+            started = time.monotonic()
+            output = models.interpolator.interpolate(output, timeline.factor)[: timeline.output_frames]
+            hooks.log(f"Interpolated to {len(output)} frames in {time.monotonic() - started:.1f}s")
+        if models.checker is not None:
+            _check_safety(models.checker, output, None, "generated video", hooks)
+        out_timing = Timing(fps=timeline.output_fps, num_frames=timeline.output_frames)
+        return Generated(task=task, frames=output, timing=out_timing, prompt=prompt, seed=seed)
+
+    def _load_models(self, task: str, params: Any, hooks: JobHooks) -> _Models:
+        models = _Models()
+        reg = self.annotators
+        if task in ("depth", "pose") and params.preprocess:
+            hooks.log(f"Loading the {task} annotator")
+            models.control = _require(lambda: reg.control(task), "preprocess", f"preprocess=true ({task})")
+        if _timeline(task, params, Timing(16.0, 1)).factor:
+            name = params.interpolator_model
+            models.interpolator = _require(lambda: reg.interpolator(name), "interpolator_model",
+                                           f"temporal factors with interpolator_model={name}")
+        if params.enable_prompt_expansion:
+            models.expander = _require(reg.prompt_expander, "enable_prompt_expansion",
+                                       "enable_prompt_expansion=true")
+        if params.enable_safety_checker:
+            try:
+                models.checker = reg.safety()
+            except AnnotatorNotFoundError as exc:
+                if reg.config.safety_missing == "refuse":
+                    raise InputError(
+                        "enable_safety_checker",
+                        f"enable_safety_checker=true, but this server has no safety checker ({exc})",
+                        NOT_INSTALLED,
+                    ) from exc
+                hooks.warning(f"Safety checker not installed, running unchecked ({exc})")
+        return models
 
     def _store(self, job: Job, generated: Generated, hooks: JobHooks) -> dict[str, Any]:
         fps = generated.timing.fps
@@ -181,8 +261,8 @@ class Executor:
             "seed": generated.seed,
         }
 
-    def _prepare(self, task: str, params: Any, frames: np.ndarray, timing: Timing,
-                 scratch: Path) -> _Prepared:
+    def _prepare(self, task: str, params: Any, frames: np.ndarray, timing: Timing, scratch: Path,
+                 control: ControlAnnotator | None, hooks: JobHooks) -> _Prepared:
         src_h, src_w = frames.shape[1:3]
         if task == "outpainting":
             exp = expansion(src_w, src_h, left=params.expand_left, right=params.expand_right,
@@ -196,6 +276,13 @@ class Executor:
             return _placed(frames, reframe_placement(src_w, src_h, width, height, params.zoom_factor))
         frames = resize_cover(frames, width, height)
         if task in ("depth", "pose"):
+            if control is not None:
+                # Annotate the real frames only; the 4k+1 padding holds the last one, so hold its annotation.
+                started = time.monotonic()
+                annotated = control(frames[: timing.num_frames])
+                took = time.monotonic() - started
+                hooks.log(f"Annotated {timing.num_frames} frames ({task}) in {took:.1f}s")
+                frames = fit_length(annotated, len(frames))
             return _Prepared(control_conditioning(frames), frames, width, height)
         if task == "inpainting":
             mask = self._mask(params, frames, timing, scratch)
@@ -247,6 +334,38 @@ def _probe(path: Path, field: str = "video_url") -> Any:
         return probe_video(path)
     except VideoDecodeError as exc:
         raise InputError(field, str(exc), "unsupported_video_format") from exc
+
+
+def _timeline(task: str, params: Any, timing: Timing) -> Timeline:
+    """Only reframe has temporal factors; other tasks (on the root endpoint) ignore them."""
+    if task != "reframe":
+        return Timeline(timing.fps, timing.num_frames)
+    return Timeline(timing.fps, timing.num_frames, params.temporal_downsample_factor,
+                    params.temporal_upsample_factor)
+
+
+def _require(load: Callable[[], Any], field_name: str, feature: str) -> Any:
+    """Load a model the request asked for; a missing one is a clear error naming the download command."""
+    try:
+        return load()
+    except AnnotatorNotFoundError as exc:
+        raise InputError(field_name, f"{feature} needs a model this server has not installed: {exc}",
+                         NOT_INSTALLED) from exc
+
+
+def _check_safety(checker: Any, frames: np.ndarray, field_name: str | None, what: str,
+                  hooks: JobHooks) -> None:
+    verdict = checker.check_frames(frames, sample=SAFETY_SAMPLE)
+    hooks.log(f"Safety check of the {what}: NSFW score {verdict.score:.3f} (frame {verdict.frame_index})")
+    if verdict.flagged:
+        raise InputError(
+            field_name,
+            f"The {what} was flagged by the safety checker (NSFW score {verdict.score:.2f} at frame "
+            f"{verdict.frame_index}); " + ("nothing was generated." if field_name else "it is not returned."),
+            CONTENT_POLICY,
+            {"stage": "input" if field_name else "output", "nsfw_score": round(verdict.score, 4),
+             "frame_index": verdict.frame_index},
+        )
 
 
 def _timing(params: Any, input_fps: float, input_frames: int) -> Timing:

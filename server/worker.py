@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from server.errors import InputError, JobError, cancelled_error, internal_error, request_error
 from server.execute import Executor, JobHooks
@@ -22,6 +23,9 @@ from server.fetch import Fetcher
 from server.filestore import FileStore
 from server.jobstore import Job, JobStore
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.annotators import Annotators
 
 log = logging.getLogger("vace.worker")
 
@@ -42,15 +46,26 @@ class Worker:
         from pipelines.loader import load_pipeline, resolve_model
 
         self.store.set_worker_state(self.worker_id, self.pid, "loading", self.settings.model)
+        annotators = self._annotators()  # a bad VACE_* setting fails the start, before the model loads
         model_dir = resolve_model(self.settings.model, self.settings.data_dir)
         started = time.monotonic()
-        pipe = load_pipeline(model_dir, self.settings.device)
+        pipe = load_pipeline(model_dir, self.settings.device, self.settings.memory_plan,
+                             self.settings.vae_tiling)
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
         files = FileStore(self.settings.files_dir)
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
                           self.settings.download_timeout_s)
-        return Executor(pipe, fetcher, files, self.settings.work_dir)
+        return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators)
+
+    def _annotators(self) -> Annotators:
+        """Annotator models are loaded on first use; the configuration (environment) is checked now."""
+        from pipelines.annotators import AnnotatorConfig, Annotators
+
+        config = AnnotatorConfig.for_worker(self.settings.model, self.settings.data_dir, self.settings.device)
+        log.info("%s annotators: %s (depth %s, safety checker missing: %s, threshold %g)", self.worker_id,
+                 config.root, config.depth_backend, config.safety_missing, config.safety_threshold)
+        return Annotators(config)
 
     def serve(self, executor: Executor) -> None:
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
@@ -72,7 +87,8 @@ class Worker:
 
         job_log(f"Started on {self.worker_id} (attempt {job.attempts})")
         try:
-            output = executor.run(job, JobHooks(log=job_log, should_cancel=should_cancel))
+            hooks = JobHooks(log=job_log, should_cancel=should_cancel, warn=lambda m: job_log(m, "WARN"))
+            output = executor.run(job, hooks)
         except GenerationCancelled:
             if self.store.is_cancel_requested(job.id) or not self.stopping.is_set():
                 self.store.fail(job.id, self.worker_id, cancelled_error())
@@ -135,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_json(args.settings)
     _die_with_parent()
+    # Generation is batch work: the API process, which clients poll at 10 Hz, gets the CPU first.
+    os.nice(10)
     worker = Worker(settings, args.worker_id)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())

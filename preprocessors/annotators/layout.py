@@ -1,7 +1,7 @@
 """Where each annotator's files live under the annotators folder (e.g. weights/annotators/).
 
 One sub-folder per model, named here once so `vace download --annotators`, the loaders' callers and the
-tiny builders agree. weights/ANNOTATORS.md lists the source repository and files of each.
+tiny builders agree. weights/README.md lists the source repository and files of each.
 """
 
 from __future__ import annotations

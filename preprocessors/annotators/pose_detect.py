@@ -5,7 +5,7 @@ the checkpoint (the real state-dict names, e.g. `conv1_1.weight`, `Mconv7_stage6
 network plus OpenPose's part-affinity grouping. That code handles one image at a time, so frames are not
 batched; the network runs on `device`, the grouping on the CPU. Face and hand networks are not loaded: the
 face model (`facenet.pth`) is another full-size checkpoint, and VACE's body+face output came from DWPose,
-which cannot run here (see weights/ANNOTATORS.md).
+which cannot run here (see weights/README.md).
 
 Note on scores: OpenPose reports the heatmap peak as a keypoint's score, and only keeps peaks above 0.1;
 the renderer's 0.3 threshold (VACE's, set for DWPose scores) therefore drops somewhat more than

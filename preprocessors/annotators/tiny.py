@@ -174,6 +174,10 @@ def build_tiny_nsfw_classifier(dest: Path, size: int = 32) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         model = ViTForImageClassification(config).eval()
+        # A random head scores near 0.5 and would flag tiny jobs at random: bias it firmly to `normal`
+        # (nsfw probability about 3e-4), so the default threshold passes and a threshold of 0 flags.
+        with torch.no_grad():
+            model.classifier.bias.copy_(torch.tensor([4.0, -4.0]))
     model.save_pretrained(dest)
     ViTImageProcessor(
         size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2
@@ -249,17 +253,9 @@ def build_tiny_rife(dest: Path) -> Path:
     return dest
 
 
-def build_tiny_annotators(root: Path, include_openpose: bool = True) -> Path:
-    """Every tiny annotator under `root`, one sub-folder each (names from `layout`); returns `root`.
-
-    Folders that already exist are left alone, so a second call only fills in what is missing. Each model is
-    written to a temporary sibling and renamed into place, so a folder is either complete or absent.
-    `include_openpose=False` skips the 210 MB OpenPose file.
-    """
+def _builders(include_openpose: bool = True) -> dict:
     from preprocessors.annotators import layout
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     builders = {
         layout.DEPTH_ANYTHING: build_tiny_depth_anything,
         layout.MIDAS: build_tiny_midas,
@@ -270,18 +266,45 @@ def build_tiny_annotators(root: Path, include_openpose: bool = True) -> Path:
     }
     if include_openpose:
         builders[layout.OPENPOSE] = build_tiny_openpose_body
-    for name, build in builders.items():
-        if (root / name).exists():
-            continue
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-        try:
-            build(tmp / "model")
-            os.rename(tmp / "model", root / name)  # fails, harmlessly, if another process got there first
-        except FileExistsError:
-            pass
-        except OSError:
-            if not (root / name).is_dir():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return builders
+
+
+def ensure_tiny_annotator(root: Path, name: str) -> Path:
+    """`root / name`, building that one tiny model first if it is missing; returns the folder.
+
+    The model is written to a temporary sibling and renamed into place, so a folder is either complete or
+    absent, and concurrent builders (several workers) are harmless: the first rename wins.
+    """
+    builders = _builders()
+    if name not in builders:
+        raise KeyError(f"no tiny builder for {name!r}; known: {sorted(builders)}")
+    root = Path(root)
+    folder = root / name
+    if folder.exists():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        builders[name](tmp / "model")
+        os.rename(tmp / "model", folder)  # fails, harmlessly, if another process got there first
+    except FileExistsError:
+        pass
+    except OSError:
+        if not folder.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def build_tiny_annotators(root: Path, include_openpose: bool = True) -> Path:
+    """Every tiny annotator under `root`, one sub-folder each (names from `layout`); returns `root`.
+
+    Folders that already exist are left alone, so a second call only fills in what is missing.
+    `include_openpose=False` skips the 210 MB OpenPose file (about 5 s to write).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in _builders(include_openpose):
+        ensure_tiny_annotator(root, name)
     return root

@@ -567,7 +567,7 @@ def test_parse_app_path(path: str, expected: str | None) -> None:
         (WanVACEInput, "depth", {}),
         (WanVACEInput, "inpainting", {"task": "inpainting", "mask_video_url": MASK}),
         (WanVACEInput, "inpainting", {"task": "inpainting", "mask_image_url": MASK}),
-        # fal's default is true; the checker is not installed yet but must not block stock clients.
+        # fal's default is true; the worker runs the checker (or the operator's missing-weights policy).
         (WanVACEDepthRequest, "depth", {"enable_safety_checker": True}),
         (WanVACEDepthRequest, "depth", {"sampler": "unipc", "shift": None}),
         (WanVACEInpaintingRequest, "inpainting", {"ref_image_urls": ["https://example.com/a.png"]}),
@@ -583,6 +583,14 @@ def test_parse_app_path(path: str, expected: str | None) -> None:
         (WanVACEDepthRequest, "depth", {"sampler": "euler"}),
         (WanVACEDepthRequest, "depth", {"sampler": "dpm++", "shift": 7.5}),
         (WanVACEInpaintingRequest, "inpainting", {"shift": 5.0, "paste_back": True}),
+        # Annotators, prompt expansion and frame interpolation run in the worker.
+        (WanVACEDepthRequest, "depth", {"preprocess": True}),
+        (WanVACEPoseRequest, "pose", {"preprocess": True}),
+        (WanVACEInput, "pose", {"task": "pose", "preprocess": True}),
+        (WanVACEDepthRequest, "depth", {"enable_prompt_expansion": True}),
+        (WanVACEInput, "depth", {"temporal_downsample_factor": 1}),
+        (WanVACEReframeRequest, "reframe", {"temporal_downsample_factor": 2, "temporal_upsample_factor": 1,
+                                            "interpolator_model": "film"}),
     ],
 )
 def test_supported_requests(model: type[BaseModel], task: str, fields: dict[str, Any]) -> None:
@@ -592,14 +600,7 @@ def test_supported_requests(model: type[BaseModel], task: str, fields: dict[str,
 @pytest.mark.parametrize(
     ("model", "task", "fields", "expected"),
     [
-        (WanVACEDepthRequest, "depth", {"preprocess": True}, "preprocess=true"),
-        (WanVACEPoseRequest, "pose", {"preprocess": True}, "preprocess=true"),
-        (WanVACEInput, "pose", {"task": "pose", "preprocess": True}, "preprocess=true"),
         (WanVACEInput, "inpainting", {"task": "inpainting"}, "without a mask"),
-        (WanVACEDepthRequest, "depth", {"enable_prompt_expansion": True}, "enable_prompt_expansion"),
-        (WanVACEInput, "depth", {"temporal_downsample_factor": 1}, "temporal"),
-        (WanVACEInput, "pose", {"task": "pose", "temporal_upsample_factor": 2}, "temporal"),
-        (WanVACEReframeRequest, "reframe", {"temporal_downsample_factor": 2}, "temporal"),
     ],
 )
 def test_unsupported_requests_get_a_clear_reason(
@@ -629,11 +630,3 @@ def test_paste_back_is_our_extension_default_off() -> None:
         assert make(model).paste_back is False
         assert "Extension of this server" in model.model_fields["paste_back"].description
     assert "paste_back" not in WanVACEDepthRequest.model_fields
-
-
-def test_preprocess_reason_tells_the_client_what_to_send() -> None:
-    reason = unsupported_reason("depth", make(WanVACEDepthRequest, preprocess=True))
-    assert reason == (
-        "preprocess=true (running the depth/pose annotator) is not supported yet; "
-        "send a control video with preprocess=false"
-    )

@@ -1,0 +1,49 @@
+"""The worker's annotator registry: lazy, cached, tiny models built on demand, clear errors when missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.annotators import AnnotatorConfig, Annotators
+from preprocessors.annotators import layout
+from preprocessors.annotators._common import AnnotatorNotFoundError
+
+
+def test_tiny_registry_builds_only_what_is_used_and_caches(tmp_path: Path) -> None:
+    registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True))
+    checker = registry.safety()
+    assert registry.safety() is checker
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [layout.NSFW]
+    # The tiny checker is biased to "normal": the default threshold passes, threshold 0 flags.
+    frames = np.random.default_rng(0).integers(0, 256, size=(3, 40, 60, 3), dtype=np.uint8)
+    verdict = checker.check_frames(frames)
+    assert not verdict.flagged and verdict.score < 0.01
+    strict = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True, safety_threshold=0.0))
+    assert strict.safety().check_frames(frames).flagged
+    depth = registry.control("depth")(frames)
+    assert depth.shape == frames.shape and (tmp_path / layout.MIDAS).is_dir()
+    assert not (tmp_path / layout.DEPTH_ANYTHING).exists() and not (tmp_path / layout.OPENPOSE).exists()
+
+
+@pytest.mark.parametrize("get", [
+    lambda r: r.depth(), lambda r: r.pose(), lambda r: r.interpolator("rife"),
+    lambda r: r.interpolator("film"), lambda r: r.safety(), lambda r: r.prompt_expander(),
+])
+def test_missing_folders_name_the_download_command(tmp_path: Path, get) -> None:
+    registry = Annotators(AnnotatorConfig(root=tmp_path / "nothing-here", device="cpu"))
+    with pytest.raises(AnnotatorNotFoundError, match="vace download --annotators"):
+        get(registry)
+    with pytest.raises(AnnotatorNotFoundError, match="vace download --annotators"):
+        get(Annotators(AnnotatorConfig(root=None)))
+
+
+def test_depth_backend_choice(tmp_path: Path) -> None:
+    registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True,
+                                          depth_backend="depth-anything-v2"))
+    registry.depth()
+    assert (tmp_path / layout.DEPTH_ANYTHING).is_dir() and not (tmp_path / layout.MIDAS).exists()
+    with pytest.raises(ValueError, match="VACE_DEPTH_MODEL"):
+        AnnotatorConfig(root=tmp_path, depth_backend="zoe")

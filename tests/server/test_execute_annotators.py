@@ -1,0 +1,292 @@
+"""The Executor's annotator paths in-process, at tiny sizes: preprocess (depth, pose), reframe's temporal
+factors, the safety checker (flagged input/output, missing weights under both policies), prompt expansion.
+
+Most tests replace the pipeline call with a stand-in that returns its conditioning video as the output
+(`echo`), so they can see exactly what would be generated from and what happens afterwards; one reframe job
+runs the real tiny pipeline and encodes the MP4. The annotators are the real tiny models, built on first
+use by the registry as `vace serve --model tiny` builds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import server.execute as execute
+from pipelines.annotators import AnnotatorConfig, Annotators
+from pipelines.generate import GenerationRequest
+from pipelines.loader import load_pipeline
+from preprocessors.annotators import layout
+from preprocessors.video_io import read_video, write_mp4
+from server.endpoints import APP_ID
+from server.errors import InputError
+from server.execute import Executor, JobHooks
+from server.fetch import Fetcher
+from server.filestore import FileStore
+from tests.server.test_execute_equivalence import job, shrink, tiny_sizes, uri
+
+SRC_W, SRC_H, FRAMES, FPS = 192, 96, 7, 16
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, np.ndarray]:
+    """A 7-frame 192x96 video at 16 fps (as a data URI) and its decoded frames."""
+    rng = np.random.default_rng(3)
+    frames = np.repeat(rng.integers(0, 256, (FRAMES, SRC_H // 8, SRC_W // 8, 3), dtype=np.uint8), 8, axis=1)
+    frames = np.repeat(frames, 8, axis=2)
+    path = tmp_path_factory.mktemp("annotator-media") / "source.mp4"
+    write_mp4(frames, FPS, path)
+    decoded, _ = read_video(path)
+    return uri(path.read_bytes(), "video/mp4"), decoded
+
+
+@pytest.fixture(scope="module")
+def tiny_annotators(tmp_path_factory: pytest.TempPathFactory) -> Annotators:
+    return Annotators(AnnotatorConfig(root=tmp_path_factory.mktemp("annotators"), device="cpu", tiny=True))
+
+
+def make_executor(tmp_path: Path, annotators: Annotators | None, pipe: Any = None) -> Executor:
+    files = FileStore(tmp_path / "files")
+    fetcher = Fetcher(files, tmp_path / "work", max_bytes=50 << 20, timeout_s=10.0)
+    return Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes, annotators=annotators)
+
+
+@pytest.fixture
+def echo(monkeypatch: pytest.MonkeyPatch) -> list[GenerationRequest]:
+    """Replace generation by "output = the conditioning video"; records every request."""
+    seen: list[GenerationRequest] = []
+
+    def fake_generate(pipe: Any, request: GenerationRequest, **_: Any) -> np.ndarray:
+        seen.append(request)
+        return np.rint(request.video * 255).astype(np.uint8)
+
+    monkeypatch.setattr(execute, "generate", fake_generate)
+    return seen
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.logs: list[str] = []
+        self.warnings: list[str] = []
+
+    def hooks(self) -> JobHooks:
+        return JobHooks(self.logs.append, lambda: False, warn=self.warnings.append)
+
+
+def run(executor: Executor, endpoint: str, payload: dict[str, Any], hooks: Hooks | None = None) -> Any:
+    return executor.generate_frames(job(endpoint, payload), (hooks or Hooks()).hooks())
+
+
+def request(video: str, **extra: Any) -> dict[str, Any]:
+    return {"prompt": "a dancer on a stage", "video_url": video, "match_input_num_frames": True,
+            "match_input_frames_per_second": True, "resolution": "240p", "num_inference_steps": 2, **extra}
+
+
+# --- preprocess: the annotator's output is the control video -----------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["depth", "pose"])
+def test_preprocess_runs_the_annotator_on_the_fitted_frames(
+    task: str, tmp_path: Path, tiny_annotators: Annotators, source, echo
+) -> None:
+    video, frames = source
+    hooks = Hooks()
+    out = run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/{task}", request(video, preprocess=True),
+              hooks)
+    # The annotator sees the 7 real frames at the target size (96x48); the 4k+1 padding holds the last result.
+    # (The first and last frames are enough to check: OpenPose costs about 0.6 s a frame here.)
+    expected = tiny_annotators.control(task)(shrink(frames, 96, 48)[[0, -1]])
+    (req,) = echo
+    control = np.rint(req.video * 255).astype(np.uint8)
+    assert len(control) == 9
+    np.testing.assert_array_equal(control[[0, 6, 7, 8]], expected[[0, 1, 1, 1]])
+    assert (req.mask == 1).all()
+    assert out.frames.shape == (FRAMES, 48, 96, 3) and out.timing.num_frames == FRAMES
+    assert f"Annotated {FRAMES} frames ({task})" in " ".join(hooks.logs)
+
+
+def test_without_preprocess_the_input_is_the_control_video(tmp_path: Path, tiny_annotators, source, echo):
+    video, frames = source
+    run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/depth", request(video))
+    np.testing.assert_array_equal(np.rint(echo[0].video[:FRAMES] * 255).astype(np.uint8),
+                                  shrink(frames, 96, 48))
+
+
+# --- reframe: temporal factors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("down", "up", "model", "generated", "out_frames", "out_fps"),
+    [
+        (1, 0, "rife", 4, 7, 16.0),  # keep frames 0,2,4,6; interpolate back to 7 frames at 16 fps
+        (2, 0, "film", 3, 7, 16.0),  # frames 0,3,6
+        (0, 1, "rife", 7, 13, 32.0),  # no downsampling: twice as many frames, twice the fps, same duration
+        (1, 1, "film", 4, 10, 24.0),  # 2 new frames per gap of 2 input frames: 1.5x the fps
+    ],
+)
+def test_reframe_temporal_factors(tmp_path: Path, tiny_annotators, source, echo, down, up, model, generated,
+                                  out_frames, out_fps) -> None:
+    video, frames = source
+    payload = {"video_url": video, "aspect_ratio": "16:9", "interpolator_model": model,
+               "num_inference_steps": 2, "temporal_downsample_factor": down,
+               "temporal_upsample_factor": up}
+    out = run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/reframe", payload)
+    (req,) = echo
+    # The kept frames (2:1 into the 96x48 frame: the whole picture, no band) are what is generated from.
+    kept = np.rint(req.video[:generated] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(kept, shrink(frames[:: down + 1], 96, 48)[:generated])
+    assert len(req.video) == -(-(generated - 1) // 4) * 4 + 1  # 4k+1
+    assert (out.timing.num_frames, out.timing.fps) == (out_frames, out_fps)
+    assert len(out.frames) == out_frames
+    # Generated frames are kept unchanged at every (d+u+1)-th output position.
+    np.testing.assert_array_equal(out.frames[:: down + up + 1], kept[: len(out.frames[:: down + up + 1])])
+
+
+def test_temporal_factors_on_the_root_endpoint_apply_to_reframe_only(tmp_path: Path, tiny_annotators, source,
+                                                                      echo) -> None:
+    video, _ = source
+    out = run(make_executor(tmp_path, tiny_annotators), APP_ID,
+              request(video, task="depth", temporal_downsample_factor=2))
+    assert len(echo[0].video) == 9 and out.timing.num_frames == FRAMES
+
+
+def test_reframe_downsampled_job_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_annotators, source):
+    """Real tiny pipeline, real RIFE, encoded: the MP4 has the base length and fps."""
+    video, _ = source
+    executor = make_executor(tmp_path, tiny_annotators, load_pipeline(tiny_model_dir, device="cpu"))
+    payload = {"video_url": video, "aspect_ratio": "9:16", "num_inference_steps": 2, "guidance_scale": 1.0,
+               "temporal_downsample_factor": 1}
+    hooks = Hooks()
+    output = executor.run(job(f"{APP_ID}/reframe", payload), hooks.hooks())
+    decoded, fps = read_video(executor.files.resolve_url_path(output["video"]["url"]))
+    assert decoded.shape == (FRAMES, 96, 48, 3) and fps == FPS
+    assert "Generating every 2 frame(s): 4 frames at 8 fps" in " ".join(hooks.logs)
+
+
+# --- safety checker ----------------------------------------------------------------------------------------
+
+
+def test_flagged_input_ends_before_generation(tmp_path: Path, source, echo) -> None:
+    video, _ = source
+    strict = Annotators(AnnotatorConfig(root=tmp_path / "annotators", device="cpu", tiny=True,
+                                        safety_threshold=0.0))  # every probability is >= 0: all flagged
+    with pytest.raises(InputError) as caught:
+        run(make_executor(tmp_path, strict), f"{APP_ID}/depth", request(video))
+    error = caught.value.to_job_error()
+    assert (error.status_code, error.error_type) == (422, "content_policy_violation")
+    detail = error.body["detail"][0]
+    assert detail["loc"] == ["body", "video_url"] and detail["type"] == "content_policy_violation"
+    assert detail["ctx"]["stage"] == "input" and "flagged by the safety checker" in detail["msg"]
+    assert echo == []
+
+
+class OutputFlagger:
+    """A checker that passes the input and flags the generated video (told apart by call order)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def check_frames(self, frames: np.ndarray, sample: int = 8) -> Any:
+        from preprocessors.annotators.safety import SafetyVerdict
+
+        self.calls += 1
+        return SafetyVerdict(flagged=self.calls > 1, score=0.9 if self.calls > 1 else 0.0, frame_index=0)
+
+
+def test_flagged_output_is_not_returned(tmp_path: Path, tiny_annotators, source, echo) -> None:
+    video, _ = source
+    registry = Annotators(tiny_annotators.config)
+    registry._loaded[layout.NSFW] = OutputFlagger()
+    with pytest.raises(InputError) as caught:
+        run(make_executor(tmp_path, registry), f"{APP_ID}/depth", request(video))
+    detail = caught.value.to_job_error().body["detail"][0]
+    assert detail["loc"] == ["body"] and detail["ctx"]["stage"] == "output"
+    assert len(echo) == 1  # it was generated, then withheld
+
+
+def test_checker_passes_and_can_be_disabled(tmp_path: Path, tiny_annotators, source, echo) -> None:
+    video, _ = source
+    executor = make_executor(tmp_path, tiny_annotators)
+    on, off = Hooks(), Hooks()
+    run(executor, f"{APP_ID}/depth", request(video), on)
+    run(executor, f"{APP_ID}/depth", request(video, enable_safety_checker=False), off)
+    checks = [m for m in on.logs if m.startswith("Safety check")]
+    assert len(checks) == 2 and "input video" in checks[0] and "generated video" in checks[1]
+    assert not any(m.startswith("Safety check") for m in off.logs)
+
+
+def test_missing_checker_warns_by_default(tmp_path: Path, source, echo) -> None:
+    video, _ = source
+    hooks = Hooks()
+    registry = Annotators(AnnotatorConfig(root=tmp_path / "empty"))
+    out = run(make_executor(tmp_path, registry), f"{APP_ID}/depth", request(video), hooks)
+    assert len(out.frames) == FRAMES
+    (warning,) = hooks.warnings
+    assert "running unchecked" in warning and "vace download --annotators" in warning
+
+
+def test_missing_checker_refused_when_the_operator_says_so(tmp_path: Path, echo) -> None:
+    registry = Annotators(AnnotatorConfig(root=tmp_path / "empty", safety_missing="refuse"))
+    # An unreachable URL: the refusal comes first, before any download.
+    with pytest.raises(InputError) as caught:
+        run(make_executor(tmp_path, registry), f"{APP_ID}/depth", request("http://127.0.0.1:9/x.mp4"))
+    detail = caught.value.to_job_error().body["detail"][0]
+    assert detail["type"] == "feature_not_supported" and detail["loc"] == ["body", "enable_safety_checker"]
+    assert "vace download --annotators" in detail["msg"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "extra", "field"),
+    [
+        ("depth", {"preprocess": True}, "preprocess"),
+        ("pose", {"preprocess": True}, "preprocess"),
+        ("depth", {"enable_prompt_expansion": True}, "enable_prompt_expansion"),
+        ("reframe", {"temporal_upsample_factor": 1, "interpolator_model": "film"}, "interpolator_model"),
+    ],
+)
+def test_missing_model_is_a_clear_error_before_any_work(tmp_path: Path, echo, endpoint, extra, field) -> None:
+    registry = Annotators(AnnotatorConfig(root=tmp_path / "empty"))
+    payload = request("http://127.0.0.1:9/x.mp4", enable_safety_checker=False, **extra)
+    with pytest.raises(InputError) as caught:
+        run(make_executor(tmp_path, registry), f"{APP_ID}/{endpoint}", payload)
+    detail = caught.value.to_job_error().body["detail"][0]
+    assert detail["type"] == "feature_not_supported" and detail["loc"] == ["body", field]
+    assert "vace download --annotators" in detail["msg"] and str(tmp_path / "empty") in detail["msg"]
+
+
+# --- prompt expansion --------------------------------------------------------------------------------------
+
+
+def test_prompt_expansion_feeds_and_returns_the_expanded_prompt(tmp_path: Path, tiny_annotators, source,
+                                                                 echo) -> None:
+    video, _ = source
+    hooks = Hooks()
+    out = run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/pose",
+              request(video, enable_prompt_expansion=True), hooks)
+    expanded = tiny_annotators.prompt_expander().expand_prompt("a dancer on a stage", "pose")
+    assert expanded != "a dancer on a stage"
+    assert out.prompt == expanded == echo[0].prompt
+    assert f"Expanded prompt: {expanded}" in hooks.logs
+
+
+# --- the worker's configuration ----------------------------------------------------------------------------
+
+
+def test_worker_config_from_environment(tmp_path: Path) -> None:
+    tiny = AnnotatorConfig.for_worker("tiny", tmp_path, None, {"VACE_ANNOTATORS_DIR": "/elsewhere"})
+    assert (tiny.root, tiny.tiny) == (tmp_path / "models" / "annotators", True)
+    real = AnnotatorConfig.for_worker("/m", tmp_path, "cpu", {})
+    assert (real.root, real.tiny, real.depth_backend, real.safety_missing, real.safety_threshold) == (
+        Path("weights/annotators"), False, "midas", "warn", 0.5)
+    env = {"VACE_ANNOTATORS_DIR": "/a", "VACE_DEPTH_MODEL": "depth-anything-v2",
+           "VACE_SAFETY_MISSING": "refuse", "VACE_SAFETY_THRESHOLD": "0.8"}
+    custom = AnnotatorConfig.for_worker("/m", tmp_path, None, env)
+    assert (custom.root, custom.depth_backend, custom.safety_missing, custom.safety_threshold) == (
+        Path("/a"), "depth-anything-v2", "refuse", 0.8)
+    for bad in ({"VACE_DEPTH_MODEL": "zoe"}, {"VACE_SAFETY_MISSING": "ignore"},
+                {"VACE_SAFETY_THRESHOLD": "2"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AnnotatorConfig.for_worker("/m", tmp_path, None, bad)
