@@ -28,7 +28,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"{model} is not a diffusers model folder (no model_index.json); run `vace download` or pass "
               "--model /path/to/Wan2.1-VACE-14B-diffusers.", file=sys.stderr)
         return 2
-    worker_env = {"VACE_GPUS": args.gpus} if args.gpus else {}
+    # Worker-only options travel as environment variables (read by pipelines/annotators.py).
+    worker_env = {name: str(value) for name, value in (
+        ("VACE_GPUS", args.gpus),
+        ("VACE_ANNOTATORS_DIR", args.annotators_dir.resolve() if args.annotators_dir else None),
+        ("VACE_DEPTH_MODEL", args.depth_model),
+        ("VACE_SAFETY_MISSING", args.safety_missing),
+        ("VACE_SAFETY_THRESHOLD", args.safety_threshold),
+    ) if value is not None}
     settings = Settings(
         data_dir=args.data_dir.resolve(), model=model if model == "tiny" else str(Path(model).resolve()),
         host=args.host, port=args.port, device=args.device, num_workers=args.workers,
@@ -55,11 +62,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from huggingface_hub import snapshot_download
+    if args.annotators:
+        from preprocessors.annotators.download import download_annotators
+
+        dest = args.dest or Path("weights") / "annotators"
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        download_annotators(dest, models)
+        print(f"Done. The server finds them in {dest}/ (or pass --annotators-dir {dest}).")
+        return 0
+    from pipelines.download import download_model
 
     dest = args.dest or Path("weights") / args.repo.split("/")[-1]
     print(f"Downloading {args.repo} into {dest}/ (about 75 GB for the 14B model)")
-    snapshot_download(repo_id=args.repo, local_dir=dest)
+    download_model(args.repo, dest)
     print(f"Done. Start the server with: vace serve --model {dest}")
     return 0
 
@@ -91,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "also VACE_FETCH_ALLOW_HOSTS)")
     serve.add_argument("--retention-hours", type=float, default=7 * 24.0,
                        help="finished jobs and their files are deleted after this long (default 7 days)")
+    serve.add_argument("--annotators-dir", type=Path, default=None,
+                       help="depth/pose/interpolation/safety/LLM models (default weights/annotators)")
+    serve.add_argument("--depth-model", choices=["midas", "depth-anything-v2"], default=None,
+                       help="annotator for depth with preprocess=true (default midas)")
+    serve.add_argument("--safety-missing", choices=["warn", "refuse"], default=None,
+                       help="without the safety checker's weights: run unchecked with a warning (default) "
+                            "or refuse requests that enable it")
+    serve.add_argument("--safety-threshold", type=float, default=None,
+                       help="NSFW probability at which a video is flagged (default 0.5)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
     serve.add_argument("--ssl-keyfile", default=None, help="the PEM private key for --ssl-certfile")
@@ -100,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = sub.add_parser("download", help="fetch model weights with huggingface_hub")
     download.add_argument("--repo", default=DEFAULT_REPO, help=f"default {DEFAULT_REPO}")
-    download.add_argument("--dest", type=Path, default=None, help="default weights/<repo name>")
+    download.add_argument("--dest", type=Path, default=None,
+                          help="default weights/<repo name>, or weights/annotators with --annotators")
+    download.add_argument("--annotators", action="store_true",
+                          help="fetch the annotators, interpolators, safety checker and prompt LLM instead")
+    download.add_argument("--models", default=None,
+                          help="with --annotators: a comma-separated subset (default: all but DA-V2)")
     download.set_defaults(func=_download)
     return parser
 

@@ -44,3 +44,21 @@ def test_serve_without_model_says_what_to_run(tmp_path: Path, monkeypatch: pytes
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert "vace download" in err and "--model tiny" in err and len(err.strip().splitlines()) == 1
+
+
+def test_worker_only_flags_travel_as_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vace serve` hands annotator options to workers through their environment."""
+    import server.cli as cli
+
+    captured: dict[str, Settings] = {}
+    monkeypatch.setattr("server.app.create_app", lambda settings: captured.setdefault("s", settings))
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
+    args = build_parser().parse_args([
+        "serve", "--model", "tiny", "--data-dir", str(tmp_path), "--annotators-dir", "ann",
+        "--depth-model", "depth-anything-v2", "--safety-missing", "refuse", "--safety-threshold", "0.25",
+    ])
+    assert cli._serve(args) == 0
+    env = captured["s"].worker_env
+    assert env["VACE_ANNOTATORS_DIR"] == str(Path("ann").resolve())
+    assert env["VACE_DEPTH_MODEL"] == "depth-anything-v2" and env["VACE_SAFETY_MISSING"] == "refuse"
+    assert env["VACE_SAFETY_THRESHOLD"] == "0.25" and "VACE_GPUS" not in env
