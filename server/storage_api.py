@@ -251,7 +251,11 @@ class StorageApi:
 
     def cdn_token(self, request: Request) -> JSONResponse:
         expires = datetime.now(UTC) + timedelta(seconds=CDN_TOKEN_TTL_S)
-        return JSONResponse({"token": secrets.token_urlsafe(24), "token_type": "Bearer",
+        # fal-client sends the token back as `Authorization: Bearer <token>` on /files/upload*. Handing the
+        # caller its own (already checked) key keeps uploads working when API keys are on.
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        token = credential.strip() if scheme.lower() in ("key", "bearer") and credential.strip() else None
+        return JSONResponse({"token": token or secrets.token_urlsafe(24), "token_type": "Bearer",
                              "base_url": self._base(request), "expires_at": expires.isoformat()})
 
     def _cdn_name(self, request: Request) -> tuple[str, str]:

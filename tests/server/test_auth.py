@@ -139,6 +139,20 @@ def test_in_the_real_middleware_stack(tmp_path: Path) -> None:
     assert client.options(f"/queue/{APP}", headers=preflight).status_code == 200
 
 
+def test_python_client_cdn_uploads_work_with_keys_on(tmp_path: Path) -> None:
+    """fal-client: POST /storage/auth/token, then /files/upload with `Authorization: Bearer <token>`."""
+    client = TestClient(real_app(tmp_path))
+    token = client.post("/storage/auth/token?storage_type=fal-cdn-v3", json={},
+                        headers={"Authorization": "Key key-one"}).json()
+    assert token["token"] == "key-one"
+    upload = client.post("/files/upload", content=b"bytes", headers={
+        "Authorization": f"{token['token_type']} {token['token']}", "Content-Type": "video/mp4",
+        "X-Fal-File-Name": "clip.mp4"})
+    assert upload.status_code == 200, upload.text
+    assert upload.json()["access_url"].endswith("/clip.mp4")
+    assert_unauthorized(client.post("/files/upload", content=b"x", headers={"Authorization": "Bearer nope"}))
+
+
 def test_live_server_with_keys_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if "ApiKeyMiddleware" not in inspect.getsource(app_module):
         pytest.skip("ApiKeyMiddleware is not wired into server/app.py yet")
