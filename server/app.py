@@ -17,6 +17,7 @@ from server.auth import ApiKeyMiddleware
 from server.endpoints import ENDPOINTS
 from server.filestore import FILES_ROUTE, FileStore
 from server.jobstore import JobStore
+from server.limits import RequestSizeMiddleware
 from server.queue_api import QueueApi
 from server.retention import RetentionSweeper
 from server.settings import Settings
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     )
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
     # CORS (outermost) answers preflights and decorates the 401s.
+    app.add_middleware(RequestSizeMiddleware, max_bytes=settings.max_request_bytes)  # inside auth: 401 first
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(FalAddressingMiddleware)
     # Added last, so outermost: preflights are answered before addressing, and every answer is exposed.

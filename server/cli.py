@@ -44,6 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
         **({"api_keys": tuple(args.api_key)} if args.api_key else {}),
         **({"fetch_allow_hosts": tuple(args.fetch_allow)} if args.fetch_allow else {}),
         retention_s=args.retention_hours * 3600.0,
+        max_input_pixels=args.max_input_pixels, max_input_seconds=args.max_input_seconds,
+        max_input_frames=args.max_input_frames, max_request_bytes=args.max_request_bytes,
+        max_queue_length=args.max_queue_length,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     certfile, keyfile = args.ssl_certfile, args.ssl_keyfile
@@ -115,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "or refuse requests that enable it")
     serve.add_argument("--safety-threshold", type=float, default=None,
                        help="NSFW probability at which a video is flagged (default 0.5)")
+    serve.add_argument("--max-input-pixels", type=int, default=4096 * 4096,
+                       help="largest input frame or image, width x height (default 4096x4096)")
+    serve.add_argument("--max-input-seconds", type=float, default=600.0,
+                       help="longest input video in seconds (default 600)")
+    serve.add_argument("--max-input-frames", type=int, default=36_000,
+                       help="most frames an input video may have (default 36000)")
+    serve.add_argument("--max-request-bytes", type=int, default=64 * 1024**2,
+                       help="largest JSON request body, data: URIs included (default 64 MiB; uploads "
+                            "are not counted)")
+    serve.add_argument("--max-queue-length", type=int, default=1000,
+                       help="queued requests beyond which submit answers 429 (default 1000)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
     serve.add_argument("--ssl-keyfile", default=None, help="the PEM private key for --ssl-certfile")

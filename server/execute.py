@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from pipelines.annotators import AnnotatorConfig, Annotators, ControlAnnotator
 from pipelines.generate import GenerationCancelled, GenerationRequest, generate
@@ -41,6 +42,7 @@ from preprocessors.masks import binarize_mask
 from preprocessors.sizing import pipeline_num_frames, target_size
 from preprocessors.spatial import resize_cover
 from preprocessors.temporal import fit_length, resample_fps
+from preprocessors.video_io import _IMAGE_FORMATS as IMAGE_FORMATS  # the plugins read_image allows
 from preprocessors.video_io import (
     ImageDecodeError,
     VideoDecodeError,
@@ -54,6 +56,7 @@ from server.errors import InputError
 from server.fetch import Fetcher
 from server.filestore import FileStore
 from server.jobstore import Job
+from server.limits import InputLimits
 from server.schemas import task_of
 
 MAX_FRAMES = 241  # the schema's upper bound; also bounds match_input_num_frames
@@ -119,7 +122,8 @@ class _Prepared:
 
 class Executor:
     def __init__(self, pipe: Any, fetcher: Fetcher, files: FileStore, work_dir: Path,
-                 sizes: SizeRule = target_size, annotators: Annotators | None = None) -> None:
+                 sizes: SizeRule = target_size, annotators: Annotators | None = None,
+                 limits: InputLimits | None = None) -> None:
         self.pipe = pipe
         self.fetcher = fetcher
         self.files = files
@@ -128,6 +132,7 @@ class Executor:
         self.sizes = sizes
         # Without a registry every annotator is "not installed" (the safety checker then follows its policy).
         self.annotators = annotators or Annotators(AnnotatorConfig(root=None))
+        self.limits = limits or InputLimits()
 
     def run(self, job: Job, hooks: JobHooks) -> dict[str, Any]:
         """Generate, encode to H.264 and store; returns fal's output dict."""
@@ -156,7 +161,7 @@ class Executor:
         #    downsampling then keeps every (d+1)-th frame for generation.
         hooks.log("Fetching inputs")
         video_path = self.fetcher.fetch(params.video_url, "video_url", scratch)
-        info = _probe(video_path)
+        info = _probe(video_path, "video_url", self.limits)
         timing = _timing(params, info.fps, info.num_frames)
         timeline = _timeline(task, params, timing)
         frames = timeline.keyframes(self._load_video(video_path, "video_url", info.fps, timing))
@@ -299,7 +304,7 @@ class Executor:
             mask = resize_cover(binarize_mask(image), width, height, nearest=True)
             return np.repeat(mask[:1], count, axis=0)
         path = self.fetcher.fetch(params.mask_video_url, "mask_video_url", scratch)
-        info = _probe(path, "mask_video_url")
+        info = _probe(path, "mask_video_url", self.limits)
         mask_frames = self._load_video(path, "mask_video_url", info.fps, timing)
         mask_frames = resize_cover(mask_frames, width, height, nearest=True)
         return fit_length(binarize_mask(mask_frames), count)
@@ -317,6 +322,7 @@ class Executor:
                     background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
         name = field if index is None else f"{field}-{index}"
         path = self.fetcher.fetch(url, name, scratch)
+        _check_image_size(path, field, self.limits)
         try:
             return read_image(path, background=background)
         except ImageDecodeError as exc:
@@ -329,11 +335,27 @@ def _placed(frames: np.ndarray, placement: Placement) -> _Prepared:
     return _Prepared(inpainting_conditioning(source, mask), source, placement.width, placement.height)
 
 
-def _probe(path: Path, field: str = "video_url") -> Any:
+def _probe(path: Path, field: str, limits: InputLimits) -> Any:
+    """The container's claims (the probe decodes only the first frame), checked before read_video runs."""
     try:
-        return probe_video(path)
+        info = probe_video(path)
     except VideoDecodeError as exc:
         raise InputError(field, str(exc), "unsupported_video_format") from exc
+    limits.check_video(field, info.width, info.height, info.num_frames, info.duration)
+    return info
+
+
+def _check_image_size(path: Path, field: str, limits: InputLimits) -> None:
+    """Pillow reads only the header here; anything it cannot parse is left to read_image to explain."""
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:  # Pillow's own guard (on, at 2x MAX_IMAGE_PIXELS)
+        raise InputError(field, f"{field}: {exc}", "image_too_large",
+                         {"max_pixels": limits.max_pixels}) from exc
+    except (OSError, ValueError, SyntaxError, EOFError):
+        return  # not an image Pillow can parse: read_image says so
+    limits.check_image(field, width, height)
 
 
 def _timeline(task: str, params: Any, timing: Timing) -> Timeline:

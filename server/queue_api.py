@@ -27,6 +27,7 @@ STREAM_KEEPALIVE_S = 15.0
 RUN_POLL_S = 0.25
 MAX_SEED = 2**31 - 1
 NOT_FOUND = {"detail": "Request not found"}
+QUEUE_FULL = "queue_full"
 
 
 def public_base(request: Request, override: str | None) -> str:
@@ -147,6 +148,9 @@ class QueueApi:
             return JSONResponse({"detail": f"Invalid request timeout header: {start_timeout!r}",
                                  "error_type": "bad_request"}, status_code=400,
                                 headers={"X-Fal-Error-Type": "bad_request"})
+        full = self._queue_full(request)
+        if full is not None:
+            return full
         data = payload.model_dump(mode="json")
         if data.get("seed") is None:
             # Chosen at submit so a retried attempt reproduces the same video.
@@ -158,6 +162,19 @@ class QueueApi:
         )
         request.state.fal_request_id = job.id
         return job
+
+    def _queue_full(self, request: Request) -> JSONResponse | None:
+        """A soft cap (concurrent submits may pass it together): a full queue is answered, not grown.
+
+        429 is what fal answers when it cannot take more work; fal's clients retry it with backoff.
+        """
+        limit = request.app.state.settings.max_queue_length
+        queued = self.store.count_queued()
+        if queued < limit:
+            return None
+        return JSONResponse({"detail": f"The queue is full ({queued} requests waiting, limit {limit}); "
+                                       "retry later", "error_type": QUEUE_FULL}, status_code=429,
+                            headers={"X-Fal-Error-Type": QUEUE_FULL, "Retry-After": "10"})
 
     def _submit_handler(self, endpoint: Endpoint) -> Callable[..., Any]:
         def submit(

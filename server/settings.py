@@ -44,6 +44,14 @@ class Settings:
     # API keys (`Authorization: Key <key>` or `Bearer <key>`); empty = no authentication.
     api_keys: tuple[str, ...] = field(default_factory=lambda: env_list("VACE_API_KEYS"), repr=False)
     retention_s: float = 7 * 24 * 3600.0  # finished jobs, their files and logs are deleted after this
+    # Size caps (server/limits.py). Inputs are checked from the probe (header and first frame), before the
+    # rest is decoded: a 16k x 16k frame is ~800 MB as RGB, and the schema bounds the output, not the input.
+    max_input_pixels: int = 4096 * 4096  # per input frame or image (width x height)
+    max_input_seconds: float = 600.0  # input video duration
+    max_input_frames: int = 36_000  # input video frame count (as the container states it)
+    # JSON request bodies; uploads (server/storage_api.py) are capped by max_upload_bytes instead.
+    max_request_bytes: int = 64 * 1024**2
+    max_queue_length: int = 1000  # IN_QUEUE jobs; submit answers 429 while this many are waiting
 
     @property
     def db_path(self) -> Path:

@@ -8,6 +8,7 @@ in the queue without spending an attempt, so a restart loses nothing.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from server.execute import Executor, JobHooks
 from server.fetch import Fetcher
 from server.filestore import FileStore
 from server.jobstore import Job, JobStore
+from server.limits import InputLimits
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,7 +58,8 @@ class Worker:
         files = FileStore(self.settings.files_dir)
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
                           self.settings.download_timeout_s)
-        return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators)
+        return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,
+                        limits=InputLimits.from_settings(self.settings))
 
     def _annotators(self) -> Annotators:
         """Annotator models are loaded on first use; the configuration (environment) is checked now."""
@@ -102,6 +105,10 @@ class Worker:
             return
         except Exception as exc:  # noqa: BLE001 - any model failure must end the job, not the worker
             job_log(f"{type(exc).__name__}: {exc}", "ERROR")
+            if _disk_full(exc):  # fetching, decoding or encoding: not the model's fault, nor the user's
+                log.error("%s: out of disk space (ENOSPC) in job %s", self.worker_id, job.id)
+                self.store.fail(job.id, self.worker_id, disk_full_error())
+                return
             traceback.print_exc()
             self.store.fail(job.id, self.worker_id, _model_failure(exc))
             return
@@ -111,6 +118,23 @@ class Worker:
     def _heartbeat(self) -> None:
         while not self.stopping.wait(HEARTBEAT_S):
             self.store.heartbeat(self.worker_id)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC on the exception or anything it was raised from (PyAV's and our wrappers keep the cause)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def disk_full_error() -> JobError:
+    return request_error("The server is out of disk space; the request could not be completed. Retry "
+                         "later, or tell the server's operator.", "runner_server_error", 507)
 
 
 def _model_failure(exc: Exception) -> JobError:

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from server import app as app_module
 from server.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
 from server.auth import ApiKeyMiddleware
+from server.limits import RequestSizeMiddleware
 from server.settings import Settings
 from tests.server.conftest import start_server
 
@@ -115,7 +116,8 @@ def real_app(tmp_path: Path) -> FastAPI:
     if not any(m.cls is ApiKeyMiddleware for m in app.user_middleware):
         # add_middleware() prepends; the line goes just before FalAddressingMiddleware, i.e. innermost.
         app.user_middleware.append(Middleware(ApiKeyMiddleware, keys=settings.api_keys))
-    assert [m.cls for m in app.user_middleware][-2:] == [FalAddressingMiddleware, ApiKeyMiddleware]
+    assert [m.cls for m in app.user_middleware][-3:] == [FalAddressingMiddleware, ApiKeyMiddleware,
+                                                         RequestSizeMiddleware]
     return app
 
 

@@ -1,0 +1,135 @@
+"""Size caps: what the server refuses because it is too big, before it costs memory, disk or a GPU.
+
+- `InputLimits`: input videos and images, checked by the worker from the probe (the container's header and
+  first frame; an image's header) before the rest is decoded; a refusal is a 422 model error on the field.
+- `RequestSizeMiddleware`: JSON request bodies (data: URIs make them large), checked in the API process on
+  Content-Length and on the bytes actually streamed; a refusal is a 413 in fal's flat request-error form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import InputError
+
+if TYPE_CHECKING:
+    from server.settings import Settings
+
+TOO_LARGE = "request_too_large"
+# Routes whose body is a file, streamed to disk under its own cap (max_upload_bytes, server/storage_api.py).
+UPLOAD_PUT_PREFIXES = ("/storage/upload/", "/files/")
+UPLOAD_POST_PATHS = ("/files/upload",)
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    max_pixels: int = 4096 * 4096
+    max_seconds: float = 600.0
+    max_frames: int = 36_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InputLimits:
+        return cls(settings.max_input_pixels, settings.max_input_seconds, settings.max_input_frames)
+
+    def check_video(self, field: str, width: int, height: int, num_frames: int, duration: float) -> None:
+        """Raise InputError if a video is too large to decode safely (size first: it is what costs memory)."""
+        if width * height > self.max_pixels:
+            raise InputError(field, f"{field}: {width}x{height} frames are larger than this server accepts "
+                             f"({self._pixels()} per frame)", "video_too_large", self._size(width, height))
+        if duration > self.max_seconds:
+            raise InputError(field, f"{field}: the video lasts {duration:.0f} s; this server accepts at "
+                             f"most {self.max_seconds:g} s", "video_duration_too_long",
+                             {"max_duration": self.max_seconds, "duration": round(duration, 3)})
+        if num_frames > self.max_frames:
+            raise InputError(field, f"{field}: the video has {num_frames} frames; this server accepts at "
+                             f"most {self.max_frames}", "video_duration_too_long",
+                             {"max_frames": self.max_frames, "num_frames": num_frames})
+
+    def check_image(self, field: str, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise InputError(field, f"{field}: a {width}x{height} image is larger than this server accepts "
+                             f"({self._pixels()})", "image_too_large", self._size(width, height))
+
+    def _pixels(self) -> str:
+        side = int(self.max_pixels**0.5)
+        return f"{self.max_pixels} pixels, e.g. {side}x{side}"
+
+    def _size(self, width: int, height: int) -> dict[str, int]:
+        return {"max_pixels": self.max_pixels, "width": width, "height": height}
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from `receive`; an HTTPException so FastAPI's body parser lets it through instead of a 400."""
+
+    def __init__(self) -> None:
+        super().__init__(413)
+
+
+class RequestSizeMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware): counts body bytes as they arrive and never buffers them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _is_upload(scope):
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        exceeded = started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # chunked, or a Content-Length that lied
+                    exceeded = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return  # whatever the app answers to the aborted read is replaced by our 413
+            started = True
+            await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):  # already answered below
+            await self.app(scope, counting_receive, guarded_send)
+        if exceeded and not started:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = (f"Request body is larger than this server's {self.max_bytes} byte limit; upload large "
+                  "files to storage and pass their URL instead of a data: URI")
+        response = JSONResponse({"detail": detail, "error_type": TOO_LARGE}, status_code=413,
+                                headers={"X-Fal-Error-Type": TOO_LARGE, "Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _is_upload(scope: Scope) -> bool:
+    path, method = scope["path"], scope["method"]
+    return (method == "PUT" and path.startswith(UPLOAD_PUT_PREFIXES)) or (
+        method == "POST" and path in UPLOAD_POST_PATHS)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server (h11/httptools) refuses a malformed header before we see it
+    return None
