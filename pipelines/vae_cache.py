@@ -1,9 +1,11 @@
 """Skip VAE work that always gives the same answer.
 
-VACE encodes its conditioning as two streams, `video * (1 - mask)` and `video * mask`. For depth and pose
-control videos the mask is all ones, so the first stream is an all-zero video of the job's shape: its
-latents are a constant per (shape, dtype, device), yet the pipeline would run the VAE encoder over it for
-every job. This cache answers all-zero inputs from memory after the first time.
+VACE encodes its conditioning as two streams, `video * (1 - mask)` and `video * mask` (video in [-1, 1]).
+For depth and pose control videos the mask is all ones, so the first stream is all zeros. For inpainting,
+outpainting and reframe every generated pixel is mid-gray, exactly 0 in [-1, 1], so the second stream is
+all zeros. Either way one of the two encodes sees an all-zero video of the job's shape, whose latents are a
+constant per (shape, dtype, device), yet the pipeline would run the VAE encoder over it for every job. This
+cache answers all-zero inputs from memory after the first time.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ _OPEN_OPTIONS = {"format_whitelist": _DEMUXERS, "protocol_whitelist": "file"}
 
 # Pillow formats a user image may be in. Limiting the plugins keeps e.g. EPS (which shells out to
 # Ghostscript) out of reach of uploaded files.
-_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO (camera) files
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO (camera) files
 
 
 class VideoDecodeError(ValueError):
@@ -174,7 +174,7 @@ def read_image(path: PathLike, *, background: tuple[int, int, int] = (255, 255, 
     images on; pass black for masks drawn as white strokes on a transparent layer.
     """
     try:
-        with Image.open(os.fspath(path), formats=_IMAGE_FORMATS) as img:
+        with Image.open(os.fspath(path), formats=IMAGE_FORMATS) as img:
             img.load()
             upright = ImageOps.exif_transpose(img)
             if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
@@ -188,7 +188,7 @@ def read_image(path: PathLike, *, background: tuple[int, int, int] = (255, 255, 
         raise ImageDecodeError(f"the image is too large to process: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
-            "not a decodable image: supported formats are " + ", ".join(_IMAGE_FORMATS)
+            "not a decodable image: supported formats are " + ", ".join(IMAGE_FORMATS)
         ) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # Pillow's plugins raise all of these
         raise ImageDecodeError(f"not a decodable image: {exc}") from exc

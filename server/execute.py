@@ -42,8 +42,8 @@ from preprocessors.masks import binarize_mask
 from preprocessors.sizing import pipeline_num_frames, target_size
 from preprocessors.spatial import resize_cover
 from preprocessors.temporal import fit_length, resample_fps
-from preprocessors.video_io import _IMAGE_FORMATS as IMAGE_FORMATS  # the plugins read_image allows
 from preprocessors.video_io import (
+    IMAGE_FORMATS,  # the plugins read_image allows
     ImageDecodeError,
     VideoDecodeError,
     probe_video,
