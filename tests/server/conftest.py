@@ -101,6 +101,18 @@ def wait_completed(client: httpx.Client, status_url: str,
     raise AssertionError(f"{status_url} not completed after {timeout}s")
 
 
+def wait_for_step(client: httpx.Client, status_url: str, timeout: float = TERMINAL_TIMEOUT_S) -> int:
+    """Poll until the job has logged at least one denoising step; returns how many it has logged."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = client.get(status_url, params={"logs": "1"}).json().get("logs") or []
+        steps = sum(e["message"].startswith("Denoising step") for e in logs)
+        if steps:
+            return steps
+        time.sleep(0.05)
+    raise AssertionError(f"{status_url} logged no denoising step after {timeout}s")
+
+
 def data_uri(path: Path, mime: str = "video/mp4") -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import httpx
 
 from preprocessors.video_io import probe_video, read_video
-from tests.server.conftest import LiveServer, Media, data_uri, start_server, wait_completed
+from tests.server.conftest import LiveServer, Media, data_uri, start_server, wait_completed, wait_for_step
 
 APP = "fal-ai/wan-vace-14b"
 
@@ -122,13 +121,7 @@ def test_cancel_queued_and_running_jobs(live_server: LiveServer, media: Media) -
     with live_server.client() as client:
         running = client.post(f"/queue/{APP}/depth", json=body).json()
         queued = client.post(f"/queue/{APP}/depth", json=body).json()
-        deadline = time.monotonic() + 120
-        seen_steps = 0
-        while seen_steps == 0 and time.monotonic() < deadline:
-            status = client.get(running["status_url"], params={"logs": "true"}).json()
-            seen_steps = sum(e["message"].startswith("Denoising") for e in status.get("logs") or [])
-            time.sleep(0.05)
-        assert seen_steps >= 1
+        seen_steps = wait_for_step(client, running["status_url"])
         waiting = client.get(queued["status_url"])
         assert waiting.status_code == 202 and waiting.json()["queue_position"] == 0
 

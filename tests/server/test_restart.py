@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import httpx
 
 from server.jobstore import JobStore
-from tests.server.conftest import Media, data_uri, start_server, wait_completed
+from tests.server.conftest import Media, data_uri, start_server, wait_completed, wait_for_step
 
 APP = "fal-ai/wan-vace-14b"
 
@@ -27,12 +26,7 @@ def test_sigkill_loses_no_job(tmp_path: Path, media: Media) -> None:
         queued = client.post(f"/queue/{APP}/pose", json=bad).json()
         cancelled = client.post(f"/queue/{APP}/pose", json=bad).json()
         assert client.put(cancelled["cancel_url"]).json() == {"status": "OK"}
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            logs = client.get(running["status_url"], params={"logs": 1}).json().get("logs") or []
-            if any(e["message"].startswith("Denoising step 1/") for e in logs):
-                break
-            time.sleep(0.05)
+        wait_for_step(client, running["status_url"])
         assert client.get(queued["status_url"]).json()["status"] == "IN_QUEUE"
     first.stop(signal.SIGKILL)  # the worker goes with it (parent-death signal), mid-generation
 

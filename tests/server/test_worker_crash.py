@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 
 from server.jobstore import JobStore
-from tests.server.conftest import Media, data_uri, start_server, wait_completed
+from tests.server.conftest import Media, data_uri, start_server, wait_completed, wait_for_step
 
 APP = "fal-ai/wan-vace-14b"
 
@@ -28,12 +27,7 @@ def test_killed_worker_is_replaced_and_job_retried(tmp_path: Path, media: Media)
                 "prompt": "x", "video_url": data_uri(media.control), "resolution": "240p",
                 "num_inference_steps": 4, "seed": 3,
             }).json()
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                logs = client.get(submit["status_url"], params={"logs": 1}).json().get("logs") or []
-                if any(e["message"].startswith("Denoising step 1/") for e in logs):
-                    break
-                time.sleep(0.05)
+            wait_for_step(client, submit["status_url"])
             [pid] = worker_pids(data_dir)
             os.kill(pid, signal.SIGKILL)
 
