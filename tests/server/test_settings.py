@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,14 @@ def test_worker_only_flags_travel_as_environment(tmp_path: Path, monkeypatch: py
     assert env["VACE_ANNOTATORS_DIR"] == str(Path("ann").resolve())
     assert env["VACE_DEPTH_MODEL"] == "depth-anything-v2" and env["VACE_SAFETY_MISSING"] == "refuse"
     assert env["VACE_SAFETY_THRESHOLD"] == "0.25" and "VACE_GPUS" not in env
+
+
+def test_api_process_never_imports_torch(tmp_path: Path) -> None:
+    """The API process must stay light and CUDA-free: only workers load torch, diffusers and PyAV."""
+    code = ("import sys; from pathlib import Path; import server.app, server.cli, server.settings; "
+            "server.app.create_app(server.settings.Settings(data_dir=Path(sys.argv[1]), model='tiny'), "
+            "run_workers=False); "
+            "print(','.join(sorted({'torch', 'diffusers', 'transformers', 'av', 'cv2'} & set(sys.modules))))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "", f"the API process imported {out.stdout.strip()}"
