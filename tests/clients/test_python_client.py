@@ -146,3 +146,25 @@ def test_webhook_delivered_signed_with_retries(fal: ModuleType, client_server: L
     assert body["payload"] == ok.get()
     assert_video(body["payload"]["video"]["url"], tmp_path / "webhook.mp4")
 
+
+
+ENDPOINT_EXTRAS: dict[str, dict[str, object]] = {
+    "": {"task": "pose"},
+    "/depth": {},
+    "/pose": {},
+    "/inpainting": {"mask_video_url": "data:video/mp4;base64,AAAA"},
+    "/outpainting": {"expand_left": True},
+    "/reframe": {},
+}
+
+
+@pytest.mark.parametrize("path", list(ENDPOINT_EXTRAS))
+def test_each_endpoint_id_through_submit_status_result(fal: ModuleType, media: Media, path: str) -> None:
+    """All six endpoint ids the clients know; the input fails fast in the worker, so no GPU time is spent."""
+    handle = fal.submit(f"{APP}{path}", arguments=failing_input(media) | ENDPOINT_EXTRAS[path])
+    final = list(handle.iter_events(with_logs=True, interval=0.1))[-1]
+    assert isinstance(final, fal.Completed) and final.error_type == "unsupported_video_format"
+    assert fal.status(APP, handle.request_id).error_type == "unsupported_video_format"
+    with pytest.raises(fal.FalClientHTTPError) as failed:
+        fal.result(APP, handle.request_id)
+    assert failed.value.status_code == 422
