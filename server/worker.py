@@ -57,7 +57,7 @@ class Worker:
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
         files = FileStore(self.settings.files_dir)
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
-                          self.settings.download_timeout_s)
+                          self.settings.download_timeout_s, allow_hosts=self.settings.fetch_allow_hosts)
         return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,
                         limits=InputLimits.from_settings(self.settings))
 
