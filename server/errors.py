@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.responses import JSONResponse
+
 ERRORS_DOC_URL = "https://docs.fal.ai/errors/#"
 
 
@@ -51,6 +53,14 @@ class InputError(Exception):
 
 def request_error(detail: str, error_type: str, status_code: int) -> JobError:
     return JobError(detail, error_type, status_code, {"detail": detail, "error_type": error_type})
+
+
+def error_response(error: JobError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error as HTTP: its status and body, plus X-Fal-Error-Type for the flat request-error form."""
+    all_headers = dict(headers or {})
+    if error.is_request_error:
+        all_headers["X-Fal-Error-Type"] = error.error_type
+    return JSONResponse(error.body, status_code=error.status_code, headers=all_headers)
 
 
 def cancelled_error() -> JobError:

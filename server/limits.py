@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import InputError
+from server.errors import InputError, error_response, request_error
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -114,8 +113,7 @@ class RequestSizeMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = (f"Request body is larger than this server's {self.max_bytes} byte limit; upload large "
                   "files to storage and pass their URL instead of a data: URI")
-        response = JSONResponse({"detail": detail, "error_type": TOO_LARGE}, status_code=413,
-                                headers={"X-Fal-Error-Type": TOO_LARGE, "Connection": "close"})
+        response = error_response(request_error(detail, TOO_LARGE, 413), {"Connection": "close"})
         await response(scope, receive, send)
 
 

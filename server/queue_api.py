@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from server.endpoints import APP_ID, ENDPOINTS, Endpoint, parse_app_path, unsupported_reason
-from server.errors import ERRORS_DOC_URL
+from server.errors import ERRORS_DOC_URL, error_response, request_error
 from server.jobstore import PRIORITIES, CancelOutcome, Job, JobStatus, JobStore, LogEntry, Status
 from server.schemas import task_of
 
@@ -86,10 +86,7 @@ def result_response(job: Job, base: str) -> JSONResponse:
         return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
     if job.error is None:
         return JSONResponse(absolute_urls(job.output, base))
-    headers = {"X-Fal-Retryable": "false"}
-    if job.error.is_request_error:
-        headers["X-Fal-Error-Type"] = job.error.error_type
-    return JSONResponse(job.error.body, status_code=job.error.status_code, headers=headers)
+    return error_response(job.error, {"X-Fal-Retryable": "false"})
 
 
 def unsupported_error(reason: str) -> JSONResponse:
@@ -145,9 +142,8 @@ class QueueApi:
         try:
             deadline = parse_start_timeout(start_timeout)
         except ValueError:
-            return JSONResponse({"detail": f"Invalid request timeout header: {start_timeout!r}",
-                                 "error_type": "bad_request"}, status_code=400,
-                                headers={"X-Fal-Error-Type": "bad_request"})
+            return error_response(request_error(f"Invalid request timeout header: {start_timeout!r}",
+                                                "bad_request", 400))
         full = self._queue_full(request)
         if full is not None:
             return full
@@ -172,9 +168,8 @@ class QueueApi:
         queued = self.store.count_queued()
         if queued < limit:
             return None
-        return JSONResponse({"detail": f"The queue is full ({queued} requests waiting, limit {limit}); "
-                                       "retry later", "error_type": QUEUE_FULL}, status_code=429,
-                            headers={"X-Fal-Error-Type": QUEUE_FULL, "Retry-After": "10"})
+        detail = f"The queue is full ({queued} requests waiting, limit {limit}); retry later"
+        return error_response(request_error(detail, QUEUE_FULL, 429), {"Retry-After": "10"})
 
     def _submit_handler(self, endpoint: Endpoint) -> Callable[..., Any]:
         def submit(
@@ -206,14 +201,17 @@ class QueueApi:
                                           x_fal_request_timeout)
             if isinstance(job, JSONResponse):
                 return job
-            while job.status is not Status.COMPLETED:
+            status = job.summary
+            while status.status is not Status.COMPLETED:
                 if await request.is_disconnected():
                     # Like Cog: a sync caller that went away does not keep a GPU busy.
                     await run_in_threadpool(self.store.request_cancel, job.id)
                     return JSONResponse({"detail": "Client disconnected"}, status_code=499)
                 await asyncio.sleep(RUN_POLL_S)
-                job = await run_in_threadpool(self._get, job.id)
-            return result_response(job, public_base(request, self.public_url))
+                # The light row: the job's input (possibly a large data: URI) is read once, at the end.
+                status, _, _ = await run_in_threadpool(self._poll, job.id, None)
+            return result_response(await run_in_threadpool(self._get, job.id),
+                                   public_base(request, self.public_url))
 
         return run
 

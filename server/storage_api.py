@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from server.errors import error_response, request_error
 from server.filestore import FileStore
 from server.queue_api import public_base
 
@@ -161,8 +162,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"detail": f"Upload is larger than the {limit} byte limit",
-                         "error_type": "file_too_large"}, status_code=413)
+    return error_response(request_error(f"Upload is larger than the {limit} byte limit", "file_too_large",
+                                        413))
 
 
 def _not_found() -> JSONResponse:

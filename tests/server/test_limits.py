@@ -281,3 +281,16 @@ def test_mask_of_another_size_and_length_is_fitted(tmp_path: Path) -> None:
     assert fitted.shape == (17, 24, 32)
     assert (fitted[:, :11] == 255).all() and (fitted[:, 13:] == 0).all()
 
+
+
+def test_upload_cap_answers_in_the_same_flat_form(tmp_path: Path) -> None:
+    """Storage's own cap (uploads skip the body cap) speaks fal's request-error form like every other cap."""
+    from starlette.testclient import TestClient
+
+    from server.app import create_app
+
+    settings = Settings(data_dir=tmp_path / "data", model="tiny", max_upload_bytes=16)
+    app = create_app(settings, run_workers=False)
+    with TestClient(app) as client:
+        assert client.post("/files/upload", content=b"x" * 16).status_code == 200
+        _flat_error(client.post("/files/upload", content=b"x" * 17), 413, "file_too_large")
