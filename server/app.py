@@ -21,6 +21,7 @@ from server.limits import RequestSizeMiddleware
 from server.queue_api import QueueApi
 from server.retention import RetentionSweeper
 from server.settings import Settings
+from server.status_fast_path import StatusFastPath
 from server.storage_api import StorageApi
 from server.supervisor import Supervisor
 from server.webhooks import WebhookDispatcher, load_or_create_secret
@@ -69,6 +70,8 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     )
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
     # CORS (outermost) answers preflights and decorates the 401s.
+    queue_api = QueueApi(store, settings.public_url)
+    app.add_middleware(StatusFastPath, api=queue_api)  # status polls skip FastAPI's router
     app.add_middleware(RequestSizeMiddleware, max_bytes=settings.max_request_bytes)  # inside auth: 401 first
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(FalAddressingMiddleware)
@@ -81,7 +84,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     )
     app.state.store = store
     app.state.settings = settings
-    QueueApi(store, settings.public_url).include_in(app)
+    queue_api.include_in(app)
     storage = StorageApi(files, settings.uploads_dir, settings.max_upload_bytes, settings.public_url)
     app.include_router(storage.router)
 

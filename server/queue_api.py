@@ -16,6 +16,8 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URL
+from starlette.types import Scope
 
 from server.endpoints import APP_ID, ENDPOINTS, Endpoint, parse_app_path, unsupported_reason
 from server.errors import ERRORS_DOC_URL, error_response, request_error
@@ -32,13 +34,19 @@ QUEUE_FULL = "queue_full"
 
 def public_base(request: Request, override: str | None) -> str:
     """The scheme://host[:port] the caller used, so every URL we return works for it."""
+    return scope_base(request.scope, override)
+
+
+def scope_base(scope: Scope, override: str | None) -> str:
     if override:
         return override.rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}"
+    url = URL(scope=scope)
+    return f"{url.scheme}://{url.netloc}"
 
 
-def queue_urls(request: Request, override: str | None, job_id: str) -> dict[str, str]:
-    base = f"{public_base(request, override)}{request.state.queue_prefix}/{APP_ID}/requests/{job_id}"
+def queue_urls(scope: Scope, override: str | None, job_id: str) -> dict[str, str]:
+    """The URLs of a job, under the prefix the caller used (FalAddressingMiddleware puts it in the state)."""
+    base = f"{scope_base(scope, override)}{scope['state']['queue_prefix']}/{APP_ID}/requests/{job_id}"
     return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
 
 
@@ -185,7 +193,7 @@ class QueueApi:
             if isinstance(job, JSONResponse):
                 return job
             body = {"status": job.status.value, "request_id": job.id,
-                    **queue_urls(request, self.public_url, job.id),
+                    **queue_urls(request.scope, self.public_url, job.id),
                     "queue_position": self.store.queue_position(job)}
             return JSONResponse(body)
 
@@ -241,16 +249,21 @@ class QueueApi:
 
     async def status(self, request: Request, app_path: str, request_id: str,
                      logs: str | None = Query(None, description="1/0/true/false")) -> JSONResponse:
-        # Clients poll this at up to 10 Hz each: a few indexed reads on the event loop (WAL readers never
-        # wait for the writer) are cheaper than a hop to the thread pool, and the job's input is not read.
+        """Documents the route; live polls are answered by server/status_fast_path.py with the same code."""
+        return self.status_answer(request.scope, app_path, request_id, logs)
+
+    def status_answer(self, scope: Scope, app_path: str, request_id: str, logs: str | None) -> JSONResponse:
+        """A status poll. Clients poll at up to 10 Hz each: a few indexed reads on the event loop (WAL
+        readers never wait for the writer) are cheaper than a hop to the thread pool, and the job's input
+        is not read."""
         try:
             if parse_app_path(app_path) is None:
                 raise LookupError(app_path)
             job, position, entries = self._poll(request_id, 0 if _truthy(logs) else None)
         except LookupError:
             return JSONResponse(NOT_FOUND, status_code=404)
-        request.state.fal_request_id = request_id
-        body = status_body(job, queue_urls(request, self.public_url, job.id), position, entries)
+        scope["state"]["fal_request_id"] = request_id
+        body = status_body(job, queue_urls(scope, self.public_url, job.id), position, entries)
         return JSONResponse(body, status_code=200 if job.status is Status.COMPLETED else 202)
 
     async def status_stream(self, request: Request, app_path: str, request_id: str,
@@ -258,7 +271,7 @@ class QueueApi:
         if parse_app_path(app_path) is None or self.store.get_status(request_id) is None:
             return JSONResponse(NOT_FOUND, status_code=404)
         request.state.fal_request_id = request_id
-        urls = queue_urls(request, self.public_url, request_id)
+        urls = queue_urls(request.scope, self.public_url, request_id)
         return StreamingResponse(self._events(request, request_id, urls, _truthy(logs)),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -17,6 +17,7 @@ from server.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
 from server.auth import ApiKeyMiddleware
 from server.limits import RequestSizeMiddleware
 from server.settings import Settings
+from server.status_fast_path import StatusFastPath
 from tests.server.conftest import start_server
 
 KEYS = ("key-one", "id:secret-two")
@@ -116,8 +117,8 @@ def real_app(tmp_path: Path) -> FastAPI:
     if not any(m.cls is ApiKeyMiddleware for m in app.user_middleware):
         # add_middleware() prepends; the line goes just before FalAddressingMiddleware, i.e. innermost.
         app.user_middleware.append(Middleware(ApiKeyMiddleware, keys=settings.api_keys))
-    assert [m.cls for m in app.user_middleware][-3:] == [FalAddressingMiddleware, ApiKeyMiddleware,
-                                                         RequestSizeMiddleware]
+    assert [m.cls for m in app.user_middleware][-4:] == [FalAddressingMiddleware, ApiKeyMiddleware,
+                                                         RequestSizeMiddleware, StatusFastPath]
     return app
 
 
@@ -131,6 +132,7 @@ def test_in_the_real_middleware_stack(tmp_path: Path) -> None:
     # Through the JS proxy route the target URL picks the route, and the key is still required.
     proxied = {"x-fal-target-url": f"https://queue.fal.run/{APP}/requests/abc/status"}
     assert_unauthorized(client.get("/api/fal/proxy", headers=proxied))
+    assert_unauthorized(client.get(f"/queue/{APP}/requests/abc/status"))  # the status fast path too
     key = {"Authorization": "Key key-one"}
     assert client.get("/api/fal/proxy", headers={**proxied, **key}).status_code == 404
     assert client.get(f"/queue/{APP}/requests/abc/status/", headers=key).status_code == 404

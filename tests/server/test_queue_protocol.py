@@ -156,6 +156,9 @@ def test_logs_flag_spellings(live_server: LiveServer, media: Media) -> None:
             assert client.get(body["status_url"], params={"logs": flag}).json()["logs"] is None, flag
         no_flag = client.get(body["status_url"]).json()
         assert "logs" in no_flag and no_flag["logs"] is None
+        # A repeated flag binds its last value, as FastAPI's Query does (the fast path must agree).
+        assert client.get(body["status_url"] + "?logs=0&logs=1").json()["logs"]
+        assert client.get(body["status_url"] + "?logs=1&logs=0").json()["logs"] is None
         assert no_flag["metrics"]["inference_time"] is not None
 
 
@@ -217,3 +220,19 @@ def test_files_route_refuses_path_tricks(live_server: LiveServer) -> None:
         for path in ("/files/../jobs.sqlite3", "/files/abc/..%2Fjobs.sqlite3", "/files/x/y"):
             assert client.get(path).status_code == 404, path
     assert httpx.get(live_server.base + "/files/%2e%2e/jobs.sqlite3").status_code == 404
+
+
+def test_status_poll_through_the_proxy_and_with_a_trailing_slash(live_server: LiveServer,
+                                                                 media: Media) -> None:
+    """The status fast path sees the path after addressing: proxy and trailing-slash forms reach it."""
+    with live_server.client() as client:
+        body = client.post(f"/queue/{APP}/depth", json=depth_input(data_uri(media.not_a_video))).json()
+        done = wait_completed(client, body["status_url"])
+        proxied = client.get("/api/fal/proxy", headers={
+            "x-fal-target-url": f"https://queue.fal.run/{APP}/requests/{body['request_id']}/status"})
+        slashed = client.get(body["status_url"] + "/")
+    for response in (proxied, slashed):
+        assert response.status_code == 200
+        assert response.headers["x-fal-request-id"] == body["request_id"]
+        assert response.json()["status"] == "COMPLETED"
+        assert response.json()["error"] == done["error"]
