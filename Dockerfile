@@ -11,7 +11,11 @@ COPY server ./server
 COPY pipelines ./pipelines
 COPY preprocessors ./preprocessors
 # torch comes from the base image (its version satisfies pyproject's range, so pip keeps it).
-RUN pip install .
+# DWPose runs on onnxruntime: the GPU build replaces the CPU one (both provide the same module, so the CPU
+# package would shadow it and pose detection would fall back to the CPU with a warning).
+RUN pip install . \
+ && pip uninstall -y onnxruntime \
+ && pip install "onnxruntime-gpu>=1.20,<2"
 
 VOLUME ["/weights", "/data"]
 EXPOSE 8000

@@ -4,17 +4,20 @@ Each is loaded on first use from its sub-folder of one annotators folder (names 
 preprocessors/annotators/layout.py), on the worker's device, and kept for later jobs. A missing folder raises
 AnnotatorNotFoundError naming `vace download --annotators`. With the tiny model the folder is
 `<data_dir>/models/annotators` and each tiny model is built there on first use (the OpenPose one is a 210 MB
-file, so nothing is built at worker start).
+file, so nothing is built at worker start). `Annotators.offload()` frees the GPU memory they hold before the
+14B pipeline runs.
 
 Operator settings come from the environment (read once, when the worker starts):
 - VACE_ANNOTATORS_DIR: the folder (default weights/annotators; ignored with the tiny model).
 - VACE_DEPTH_MODEL: midas (default) or depth-anything-v2.
+- VACE_POSE_MODEL: dwpose (default: VACE's own annotator, body + face) or openpose (body only).
 - VACE_SAFETY_MISSING: warn (default: run unchecked, with a WARN line in the job's logs) or refuse.
 - VACE_SAFETY_THRESHOLD: NSFW probability at or above which a video is flagged (default 0.5; 0 flags all).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -35,10 +38,14 @@ TINY_SUBDIR = Path("models") / "annotators"
 # `depthv2`) is CC-BY-NC-4.0, not usable commercially.
 DEPTH_BACKENDS = {"midas": layout.MIDAS, "depth-anything-v2": layout.DEPTH_ANYTHING}
 DEFAULT_DEPTH_BACKEND = "midas"
+# DWPose by default: it is VACE's own pose annotator (body + face) and Apache-2.0; OpenPose's body network
+# draws no face and its weights are non-commercial.
+POSE_BACKENDS = {"dwpose": layout.DWPOSE, "openpose": layout.OPENPOSE}
+DEFAULT_POSE_BACKEND = "dwpose"
 SAFETY_MISSING_CHOICES = ("warn", "refuse")
 INTERPOLATORS = {"rife": layout.RIFE, "film": layout.FILM}
-# Real OpenPose detects at 512 px (controlnet-aux's default); the tiny, full-size random network would take
-# about 9 s per 832x480 frame there, and its output is noise anyway.
+# Real OpenPose (VACE_POSE_MODEL=openpose) detects at 512 px (controlnet-aux's default); the tiny, full-size
+# random network would take about 9 s per 832x480 frame there, and its output is noise anyway.
 POSE_DETECT_RESOLUTION = 512
 TINY_POSE_DETECT_RESOLUTION = 128
 TINY_PROMPT_MAX_NEW_TOKENS = 24  # the tiny LLM's words are random: a short expansion shows the path works
@@ -53,6 +60,7 @@ class AnnotatorConfig:
     device: str | None = None  # None: CUDA when available, else CPU
     tiny: bool = False  # build tiny random models on first use
     depth_backend: str = DEFAULT_DEPTH_BACKEND
+    pose_backend: str = DEFAULT_POSE_BACKEND
     safety_missing: str = "warn"
     safety_threshold: float = 0.5
 
@@ -60,6 +68,9 @@ class AnnotatorConfig:
         if self.depth_backend not in DEPTH_BACKENDS:
             raise ValueError(f"VACE_DEPTH_MODEL must be one of {sorted(DEPTH_BACKENDS)}, "
                              f"got {self.depth_backend!r}")
+        if self.pose_backend not in POSE_BACKENDS:
+            raise ValueError(f"VACE_POSE_MODEL must be one of {sorted(POSE_BACKENDS)}, "
+                             f"got {self.pose_backend!r}")
         if self.safety_missing not in SAFETY_MISSING_CHOICES:
             raise ValueError(f"VACE_SAFETY_MISSING must be one of {SAFETY_MISSING_CHOICES}, "
                              f"got {self.safety_missing!r}")
@@ -78,6 +89,7 @@ class AnnotatorConfig:
         return cls(
             root=root, device=device, tiny=tiny,
             depth_backend=environ.get("VACE_DEPTH_MODEL") or DEFAULT_DEPTH_BACKEND,
+            pose_backend=environ.get("VACE_POSE_MODEL") or DEFAULT_POSE_BACKEND,
             safety_missing=environ.get("VACE_SAFETY_MISSING") or "warn",
             safety_threshold=float(threshold) if threshold else 0.5,
         )
@@ -121,13 +133,19 @@ class Annotators:
         return self._get(name, load)
 
     def pose(self) -> Any:
+        name = POSE_BACKENDS[self.config.pose_backend]
+
         def load() -> Any:
+            if name == layout.DWPOSE:
+                from preprocessors.annotators.dwpose import load_dwpose
+
+                return load_dwpose(self.folder(name), self.config.device)
             from preprocessors.annotators.pose_detect import load_openpose_body
 
             resolution = TINY_POSE_DETECT_RESOLUTION if self.config.tiny else POSE_DETECT_RESOLUTION
-            return load_openpose_body(self.folder(layout.OPENPOSE), self.config.device, resolution)
+            return load_openpose_body(self.folder(name), self.config.device, resolution)
 
-        return self._get(layout.OPENPOSE, load)
+        return self._get(name, load)
 
     def interpolator(self, model: str) -> Any:
         if model not in INTERPOLATORS:
@@ -162,6 +180,35 @@ class Annotators:
             return load_prompt_expander(self.folder(layout.PROMPT_LLM), self.config.device, tokens)
 
         return self._get(layout.PROMPT_LLM, load)
+
+    def loaded(self) -> list[str]:
+        """Names (layout folders) of the models loaded now."""
+        return list(self._loaded)
+
+    def offload(self) -> list[str]:
+        """Free the GPU memory the annotators hold, e.g. before the 14B pipeline runs under a tight plan.
+
+        On a GPU worker every loaded model is dropped (torch modules and DWPose's onnxruntime sessions alike;
+        moving them to the CPU would only trade GPU memory for host memory), then the garbage collector runs
+        and torch's CUDA cache is emptied. The next use loads the model again, on the GPU, from local files.
+        On a CPU worker it keeps everything: there is no GPU memory to free. Returns the names dropped.
+        """
+        dropped = list(self._loaded) if self._uses_gpu() else []
+        for name in dropped:
+            del self._loaded[name]
+        if dropped:
+            gc.collect()
+            log.info("Offloaded annotators %s", ", ".join(dropped))
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return dropped
+
+    def _uses_gpu(self) -> bool:
+        from preprocessors.annotators._common import resolve_device
+
+        return resolve_device(self.config.device).type != "cpu"
 
     def _get(self, name: str, load: Callable[[], Any]) -> Any:
         if name not in self._loaded:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from preprocessors.interpolation.timeline import output_frames
+from server.limits import OUTPUT_TOO_LONG, InputLimits
 from server.schemas import (
     WanVACEDepthRequest,
     WanVACEDepthResponse,
@@ -67,6 +69,7 @@ def parse_app_path(path: str) -> str | None:
 # reframe's temporal factors. A model the operator has not installed fails the job with a message naming
 # `vace download --annotators` (the API process cannot see the worker's folders).
 # The one row that is not a missing feature (outpainting with nothing to expand) says so in its message.
+# After the rows, `submit_refusal` applies the operator's output-length cap (max_output_frames).
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -96,9 +99,56 @@ _UNSUPPORTED: tuple[tuple[Callable[[str, BaseModel], bool], str], ...] = (
 )
 
 
+def output_frames_at_submit(task: str, payload: BaseModel) -> int | None:
+    """The output's frame count when the request alone fixes it, else None (it follows the input video).
+
+    Only reframe interpolates (one more in-between per gap for each downsample step, as fal documents); the
+    other tasks return num_frames frames. fps plays no part in the count.
+    """
+    if _get(payload, "match_input_num_frames", False):
+        return None
+    count = int(_get(payload, "num_frames", 81))
+    if task != "reframe":
+        return count
+    return output_frames(count, int(_get(payload, "temporal_downsample_factor", 0)),
+                         int(_get(payload, "temporal_upsample_factor", 0)))
+
+
+def output_length_field(task: str, payload: BaseModel) -> str:
+    """The field a too-long output (known at submit) is blamed on: the interpolation, else num_frames."""
+    interpolates = task == "reframe" and (_get(payload, "temporal_downsample_factor", 0)
+                                          or _get(payload, "temporal_upsample_factor", 0))
+    return "temporal_upsample_factor" if interpolates else "num_frames"
+
+
 def unsupported_reason(task: str, payload: BaseModel) -> str | None:
     """Why this release cannot run the request, or None if it can."""
     for applies, message in _UNSUPPORTED:
         if applies(task, payload):
             return message
+    return None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request refused at submit: queue_api answers it as a 422 detail item."""
+
+    message: str
+    error_type: str
+    loc: tuple[str, ...] = ("body",)
+
+
+def submit_refusal(task: str, payload: BaseModel, limits: InputLimits | None = None) -> Refusal | None:
+    """Why the request is refused at submit, or None.
+
+    `limits` are the operator's (InputLimits.from_settings); without them the defaults apply, which admit
+    every length fal's schema allows. Lengths that depend on the input video are checked by the worker.
+    """
+    reason = unsupported_reason(task, payload)
+    if reason is not None:
+        return Refusal(reason, "feature_not_supported")
+    count = output_frames_at_submit(task, payload)
+    reason = None if count is None else (limits or InputLimits()).output_refusal(count)
+    if reason is not None:
+        return Refusal(reason, OUTPUT_TOO_LONG, ("body", output_length_field(task, payload)))
     return None

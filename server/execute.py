@@ -25,6 +25,7 @@ from PIL import Image
 
 from pipelines.annotators import AnnotatorConfig, Annotators, ControlAnnotator
 from pipelines.generate import GenerationCancelled, GenerationRequest, generate
+from pipelines.memory import Offload, plan_of
 from pipelines.schedulers import default_flow_shift
 from preprocessors.annotators._common import AnnotatorNotFoundError
 from preprocessors.canvas import (
@@ -108,6 +109,9 @@ class _Models:
     interpolator: Any = None  # reframe with temporal factors
     checker: Any = None  # enable_safety_checker (None also when missing and the operator allows that)
     expander: Any = None  # enable_prompt_expansion
+    # Dropped to free GPU memory for generation, to be loaded again after it (Executor._free_gpu_...).
+    reload_interpolator: bool = False
+    reload_checker: bool = False
 
 
 @dataclass
@@ -164,6 +168,8 @@ class Executor:
         info = _probe(video_path, "video_url", self.limits)
         timing = _timing(params, info.fps, info.num_frames)
         timeline = _timeline(task, params, timing)
+        # The output's length is known now (it may follow the input): refuse an over-long one before any work.
+        self.limits.check_output(_length_field(timeline, params), timeline.output_frames)
         frames = timeline.keyframes(self._load_video(video_path, "video_url", info.fps, timing))
         generated = Timing(fps=timeline.generated_fps, num_frames=timeline.generated_frames)
         references = [self._load_image(url, "ref_image_urls", scratch, i)
@@ -201,12 +207,14 @@ class Executor:
             sampler=params.sampler, flow_shift=shift,
         )
         hooks.log(f"Sampler {params.sampler}, flow shift {shift:g}")
+        models = self._free_gpu_for_generation(models, hooks)
         started = time.monotonic()
 
         def on_step(step: int, total: int) -> None:
             hooks.log(f"Denoising step {step}/{total} ({time.monotonic() - started:.1f}s)")
 
         output = generate(self.pipe, request, on_step=on_step, should_cancel=hooks.should_cancel)
+        models = self._reload_after_generation(models, params)
 
         # 4. Trim the 4k+1 padding away; optionally restore the kept pixels exactly (on the generated frames,
         #    so interpolated in-betweens blend pasted pixels); interpolate; check what leaves the server.
@@ -223,6 +231,28 @@ class Executor:
             _check_safety(models.checker, output, None, "generated video", hooks)
         out_timing = Timing(fps=timeline.output_fps, num_frames=timeline.output_frames)
         return Generated(task=task, frames=output, timing=out_timing, prompt=prompt, seed=seed)
+
+    def _free_gpu_for_generation(self, models: _Models, hooks: JobHooks) -> _Models:
+        """Under an offloading memory plan the 14B model needs the GPU memory the annotators hold.
+
+        The registry drops them (a no-op on a CPU worker); this job's references go too, or nothing would
+        be freed. What is needed after generation is loaded again then, from local files.
+        """
+        if plan_of(self.pipe).offload is Offload.ALL_ON_GPU:
+            return models
+        dropped = self.annotators.offload()
+        if not dropped:
+            return models
+        hooks.log(f"Freed the GPU memory of {', '.join(dropped)} for generation")
+        return _Models(reload_interpolator=models.interpolator is not None,
+                       reload_checker=models.checker is not None)
+
+    def _reload_after_generation(self, models: _Models, params: Any) -> _Models:
+        if models.reload_interpolator:
+            models.interpolator = self.annotators.interpolator(params.interpolator_model)
+        if models.reload_checker:
+            models.checker = self.annotators.safety()
+        return models
 
     def _load_models(self, task: str, params: Any, hooks: JobHooks) -> _Models:
         models = _Models()
@@ -364,6 +394,13 @@ def _timeline(task: str, params: Any, timing: Timing) -> Timeline:
         return Timeline(timing.fps, timing.num_frames)
     return Timeline(timing.fps, timing.num_frames, params.temporal_downsample_factor,
                     params.temporal_upsample_factor)
+
+
+def _length_field(timeline: Timeline, params: Any) -> str:
+    """The field to name when the output is too long: the interpolation, else what set the length."""
+    if timeline.factor:
+        return "temporal_upsample_factor"
+    return "video_url" if params.match_input_num_frames else "num_frames"
 
 
 def _require(load: Callable[[], Any], field_name: str, feature: str) -> Any:

@@ -2,6 +2,9 @@
 
 - `InputLimits`: input videos and images, checked by the worker from the probe (the container's header and
   first frame; an image's header) before the rest is decoded; a refusal is a 422 model error on the field.
+  It also caps the output's length (`max_output_frames`, which reframe's interpolation can take past the
+  schema's 241): refused at submit when the request alone fixes the length (server/endpoints.py), else by
+  the worker right after the probe, before anything is generated or interpolated.
 - `RequestSizeMiddleware`: JSON request bodies (data: URIs make them large), checked in the API process on
   Content-Length and on the bytes actually streamed; a refusal is a 413 in fal's flat request-error form.
 """
@@ -21,9 +24,21 @@ if TYPE_CHECKING:
     from server.settings import Settings
 
 TOO_LARGE = "request_too_large"
+# The error type of a too-long output, at submit (server/endpoints.py) and in the worker alike.
+OUTPUT_TOO_LONG = "output_too_long"
 # Routes whose body is a file, streamed to disk under its own cap (max_upload_bytes, server/storage_api.py).
 UPLOAD_PUT_PREFIXES = ("/storage/upload/", "/files/")
 UPLOAD_POST_PATHS = ("/files/upload",)
+
+
+# The longest output a valid request can ask for: reframe with num_frames 241 (the schema's maximum, which
+# also caps match_input_num_frames), temporal_downsample_factor 0 and temporal_upsample_factor 5 (both at
+# most 5) is 240 gaps x 6 + 1 frames. Downsampling shortens it: d = u = 5 generates 41 frames and adds 10
+# between each pair, 441 in all. The default admits every request fal's schema allows (refusing a valid
+# fal request by default would break compatibility); at 720p the 1441 frames are 1441 x 1280 x 720 x 3
+# bytes = 4.0 GB of RGB in the worker before encoding (241 generated frames: 0.67 GB), so an operator with
+# less host memory lowers it. tests/server/test_output_cap.py keeps this equal to the schema's bounds.
+LARGEST_VALID_OUTPUT = 1441
 
 
 @dataclass(frozen=True)
@@ -31,10 +46,13 @@ class InputLimits:
     max_pixels: int = 4096 * 4096
     max_seconds: float = 600.0
     max_frames: int = 36_000
+    # Frames in the returned video, after reframe's interpolation: what the worker holds and encodes.
+    max_output_frames: int = LARGEST_VALID_OUTPUT
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InputLimits:
-        return cls(settings.max_input_pixels, settings.max_input_seconds, settings.max_input_frames)
+        return cls(settings.max_input_pixels, settings.max_input_seconds, settings.max_input_frames,
+                   settings.max_output_frames)
 
     def check_video(self, field: str, width: int, height: int, num_frames: int, duration: float) -> None:
         """Raise InputError if a video is too large to decode safely (size first: it is what costs memory)."""
@@ -49,6 +67,22 @@ class InputLimits:
             raise InputError(field, f"{field}: the video has {num_frames} frames; this server accepts at "
                              f"most {self.max_frames}", "video_duration_too_long",
                              {"max_frames": self.max_frames, "num_frames": num_frames})
+
+    def output_refusal(self, output_frames: int) -> str | None:
+        """Why an output of `output_frames` frames is refused, or None; the submit check and the worker's."""
+        if output_frames <= self.max_output_frames:
+            return None
+        return (f"the output video would have {output_frames} frames; this server returns at most "
+                f"{self.max_output_frames}. Each generated gap gets temporal_downsample_factor + "
+                "temporal_upsample_factor new frames: lower temporal_upsample_factor or the number of "
+                "frames")
+
+    def check_output(self, field: str | None, output_frames: int) -> None:
+        """Raise InputError if the output would be longer than max_output_frames (before any work on it)."""
+        reason = self.output_refusal(output_frames)
+        if reason is not None:
+            raise InputError(field, reason, OUTPUT_TOO_LONG,
+                             {"max_output_frames": self.max_output_frames, "output_frames": output_frames})
 
     def check_image(self, field: str, width: int, height: int) -> None:
         if width * height > self.max_pixels:

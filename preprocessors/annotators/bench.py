@@ -1,7 +1,8 @@
 """Per-frame cost of each annotator on random frames: `python -m preprocessors.annotators.bench [folder]`.
 
 Without a folder it builds the tiny random models in a temporary directory (their costs show the fixed
-overheads at real frame sizes, not the real models' costs). With a folder laid out as in `layout`, it times
+overheads at real frame sizes, not the real models' costs; for DWPose that is the letterboxing, cropping,
+decoding and drawing around the two networks). With a folder laid out as in `layout`, it times
 whichever real models are there.
 """
 
@@ -60,6 +61,12 @@ def run(args: argparse.Namespace, root: Path) -> None:
         if (root / name).is_dir():
             est = load(root / name, args.device)
             report(f"depth {name}", _time(lambda est=est: est.estimate(frames)), n)
+    if (root / layout.DWPOSE).is_dir():
+        from preprocessors.annotators.dwpose import load_dwpose
+
+        dw = load_dwpose(root / layout.DWPOSE, args.device, threads=args.threads)
+        report("pose dwpose (detect only)", _time(lambda: dw.detect_video(frames)), n)
+        report("pose dwpose (detect+render)", _time(lambda: dw.annotate(frames)), n)
     if (root / layout.OPENPOSE).is_dir():
         from preprocessors.annotators.pose_detect import load_openpose_body
 
@@ -67,9 +74,13 @@ def run(args: argparse.Namespace, root: Path) -> None:
         report("pose openpose body (detect+render)", _time(lambda: det.annotate(frames[:1]), 1), 1)
     from preprocessors.annotators.pose_render import Pose, render_pose_video
 
-    body = np.concatenate([np.random.default_rng(1).random((18, 2)), np.ones((18, 1))], axis=1)
-    poses = [[Pose(body.astype(np.float32))] for _ in range(n)]
-    report("pose render only", _time(lambda: render_pose_video(poses, args.height, args.width)), n)
+    rng = np.random.default_rng(1)
+    body, face = (np.concatenate([rng.random((k, 2)), np.ones((k, 1))], axis=1).astype(np.float32)
+                  for k in (18, 68))
+    poses = [[Pose(body, face=face)] for _ in range(n)]
+    report("pose render only (direct)", _time(lambda: render_pose_video(poses, args.height, args.width)), n)
+    report("pose render only (1024 canvas)",
+           _time(lambda: render_pose_video(poses, args.height, args.width, canvas_short_side=1024)), n)
     from preprocessors.interpolation.film import load_film
     from preprocessors.interpolation.rife import load_rife
 

@@ -1,8 +1,9 @@
 """`vace download --annotators`: fetch each annotator model into its sub-folder of the annotators folder.
 
 Sources and licences are listed in weights/README.md. Hugging Face repositories go through huggingface_hub
-(resumable, cached); FILM's TorchScript file is a GitHub release asset, and RIFE comes from its author's
-Hugging Face repo as a zip whose `train_log/flownet.pkl` is extracted.
+(resumable, cached); FILM's TorchScript file is a GitHub release asset, RIFE comes from its author's
+Hugging Face repo as a zip whose `train_log/flownet.pkl` is extracted, and DWPose's two ONNX files from the
+`pose/` folder of VACE's annotator repository.
 """
 
 from __future__ import annotations
@@ -52,7 +53,25 @@ def _midas(folder: Path) -> None:
         _hf_snapshot("Intel/dpt-hybrid-midas", ["pytorch_model.bin"])(folder)
 
 
+VACE_ANNOTATORS_REPO = "ali-vilab/VACE-Annotators"
+DWPOSE_FILES = ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")
+
+
+def _vace_pose(folder: Path) -> None:
+    """VACE's own DWPose files (`pose/` of its annotator repository), moved up into `folder`."""
+    from huggingface_hub import hf_hub_download
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in DWPOSE_FILES:
+        if (folder / name).is_file():
+            continue
+        path = Path(hf_hub_download(repo_id=VACE_ANNOTATORS_REPO, filename=f"pose/{name}", local_dir=folder))
+        path.replace(folder / name)
+    shutil.rmtree(folder / "pose", ignore_errors=True)
+
+
 FILM_URL = "https://github.com/dajes/frame-interpolation-pytorch/releases/download/v1.0.0/{name}"
+# Practical-RIFE v4.26 (same IFNet layout as v4.25; preprocessors/interpolation/rife.py says what loads).
 RIFE_REPO, RIFE_ZIP = "hzwer/RIFE", "RIFEv4.26_0921.zip"
 
 
@@ -71,7 +90,9 @@ def _rife(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     archive = Path(hf_hub_download(repo_id=RIFE_REPO, filename=RIFE_ZIP))
     with zipfile.ZipFile(archive) as zf:
-        member = next((n for n in zf.namelist() if n.endswith("/flownet.pkl") or n == "flownet.pkl"), None)
+        # Skip Finder metadata (__MACOSX/...), should the archive carry any.
+        member = next((n for n in zf.namelist() if not n.startswith("__MACOSX/")
+                       and (n.endswith("/flownet.pkl") or n == "flownet.pkl")), None)
         if member is None:
             raise FileNotFoundError(f"{RIFE_REPO}/{RIFE_ZIP} has no flownet.pkl")
         part = folder / ".flownet.pkl.part"
@@ -88,10 +109,13 @@ SOURCES: dict[str, Source] = {
         _hf_snapshot("depth-anything/Depth-Anything-V2-Large-hf", _TRANSFORMERS),
         ("config.json", "preprocessor_config.json", "model.safetensors"),
     ),
-    layout.OPENPOSE: Source("OpenPose body (pose)", _hf_file("lllyasviel/Annotators", "body_pose_model.pth"),
+    layout.DWPOSE: Source("DWPose: YOLOX-L person detector + RTMPose-l wholebody (pose, default)",
+                          _vace_pose, DWPOSE_FILES),
+    layout.OPENPOSE: Source("OpenPose body (pose, VACE_POSE_MODEL=openpose; non-commercial)",
+                            _hf_file("lllyasviel/Annotators", "body_pose_model.pth"),
                             ("body_pose_model.pth",)),
     layout.FILM: Source("FILM (frame interpolation)", _film, ("film_net_fp32.pt",)),
-    layout.RIFE: Source("RIFE (frame interpolation)", _rife, ("flownet.pkl",)),
+    layout.RIFE: Source("RIFE v4.26 (frame interpolation)", _rife, ("flownet.pkl",)),
     layout.NSFW: Source("NSFW image classifier (safety checker)",
                         _hf_snapshot("Falconsai/nsfw_image_detection", _TRANSFORMERS),
                         ("config.json", "preprocessor_config.json", "model.safetensors")),
@@ -99,8 +123,10 @@ SOURCES: dict[str, Source] = {
                               _hf_snapshot("Qwen/Qwen2.5-3B-Instruct", _TRANSFORMERS),
                               ("config.json", "tokenizer_config.json", "model.safetensors.index.json")),
 }
-# Depth-Anything-V2-Large is non-commercial and not the default backend: fetched only when asked for.
-DEFAULT_MODELS = tuple(name for name in layout.ALL if name != layout.DEPTH_ANYTHING)
+# Depth-Anything-V2-Large and OpenPose are non-commercial and not the default backends: fetched only when
+# asked for.
+OPTIONAL_MODELS = (layout.DEPTH_ANYTHING, layout.OPENPOSE)
+DEFAULT_MODELS = tuple(name for name in layout.ALL if name not in OPTIONAL_MODELS)
 
 
 def missing_files(dest: Path, name: str) -> list[str]:
@@ -111,7 +137,9 @@ def missing_files(dest: Path, name: str) -> list[str]:
 
 def download_annotators(dest: Path, models: Iterable[str] | None = None,
                         report: Callable[[str], None] = print) -> Path:
-    """Fetch `models` (default: every model but Depth-Anything-V2) into `dest/<sub-folder>`; returns dest.
+    """Fetch `models` (default: all but Depth-Anything-V2 and OpenPose) into `dest/<sub-folder>`.
+
+    Returns dest.
 
     Folders already complete are skipped, so a rerun resumes. Raises FileNotFoundError naming what is
     still missing when a source lacks a required file.

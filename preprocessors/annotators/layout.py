@@ -8,10 +8,11 @@ from __future__ import annotations
 
 DEPTH_ANYTHING = "depth-anything-v2-large"
 MIDAS = "dpt-hybrid-midas"
+DWPOSE = "dwpose"
 OPENPOSE = "openpose"
 FILM = "film"
 RIFE = "rife"
 NSFW = "nsfw-image-detection"
 PROMPT_LLM = "qwen2.5-3b-instruct"
 
-ALL = (DEPTH_ANYTHING, MIDAS, OPENPOSE, FILM, RIFE, NSFW, PROMPT_LLM)
+ALL = (DEPTH_ANYTHING, MIDAS, DWPOSE, OPENPOSE, FILM, RIFE, NSFW, PROMPT_LLM)

@@ -1,11 +1,11 @@
-"""Body keypoints with controlnet-aux's OpenPose body network (`body_pose_model.pth`).
+"""Body keypoints with controlnet-aux's OpenPose body network (`body_pose_model.pth`): the optional pose
+backend (`VACE_POSE_MODEL=openpose`); the default is DWPose (`dwpose.py`), VACE's own body + face annotator.
 
-Detection only: it returns `Pose` objects, and `pose_render` draws them. controlnet-aux's `Body` class loads
-the checkpoint (the real state-dict names, e.g. `conv1_1.weight`, `Mconv7_stage6_L2.bias`) and runs the
-network plus OpenPose's part-affinity grouping. That code handles one image at a time, so frames are not
-batched; the network runs on `device`, the grouping on the CPU. Face and hand networks are not loaded: the
-face model (`facenet.pth`) is another full-size checkpoint, and VACE's body+face output came from DWPose,
-which cannot run here (see weights/README.md).
+Detection only: it returns `Pose` objects, and `pose_render` draws them as VACE does. controlnet-aux's `Body`
+class loads the checkpoint (the real state-dict names, e.g. `conv1_1.weight`, `Mconv7_stage6_L2.bias`) and
+runs the network plus OpenPose's part-affinity grouping. That code handles one image at a time, so frames
+are not batched; the network runs on `device`, the grouping on the CPU. There are no face points: OpenPose's
+face network (`facenet.pth`) is another full-size checkpoint and is not loaded (DWPose gives them).
 
 Note on scores: OpenPose reports the heatmap peak as a keypoint's score, and only keeps peaks above 0.1;
 the renderer's 0.3 threshold (VACE's, set for DWPose scores) therefore drops somewhat more than
@@ -23,6 +23,7 @@ from preprocessors.annotators._common import check_frames, require_folder, resol
 from preprocessors.annotators.pose_render import (
     DEFAULT_THRESHOLD,
     NUM_BODY_KEYPOINTS,
+    VACE_CANVAS_SHORT_SIDE,
     Pose,
     render_pose_video,
 )
@@ -70,9 +71,10 @@ class OpenPoseBodyDetector:
         return [self.detect(frame) for frame in frames]
 
     def annotate(self, frames: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-        """uint8 (F, H, W, 3) video -> uint8 (F, H, W, 3) pose video at the same size."""
+        """uint8 (F, H, W, 3) video -> uint8 (F, H, W, 3) pose video at the same size (VACE's drawing)."""
         poses = self.detect_video(frames)
-        return render_pose_video(poses, frames.shape[1], frames.shape[2], threshold)
+        return render_pose_video(poses, frames.shape[1], frames.shape[2], threshold,
+                                 canvas_short_side=VACE_CANVAS_SHORT_SIDE)
 
 
 def load_openpose_body(folder: Path, device=None, detect_resolution: int = 512) -> OpenPoseBodyDetector:

@@ -21,6 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def output_frames(num_frames: int, downsample: int = 0, upsample: int = 0) -> int:
+    """Frames out for N base frames with factors d and u: floor((N-1) * (d+u+1) / (d+1)) + 1."""
+    return (num_frames - 1) * (downsample + upsample + 1) // (downsample + 1) + 1
+
+
 @dataclass(frozen=True)
 class Timeline:
     fps: float  # base fps F
@@ -51,7 +56,7 @@ class Timeline:
 
     @property
     def output_frames(self) -> int:
-        return (self.num_frames - 1) * (self.factor + 1) // self.keep_every + 1
+        return output_frames(self.num_frames, self.downsample, self.upsample)
 
     @property
     def output_fps(self) -> float:

@@ -31,6 +31,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_default_set_skips_the_non_commercial_depth_model_and_resumes(tmp_path: Path, calls: list[str]):
     assert set(SOURCES) == set(layout.ALL)
     assert layout.DEPTH_ANYTHING not in DEFAULT_MODELS and layout.MIDAS in DEFAULT_MODELS
+    # DWPose is the default pose backend; OpenPose (non-commercial) only on request.
+    assert layout.DWPOSE in DEFAULT_MODELS and layout.OPENPOSE not in DEFAULT_MODELS
+    assert SOURCES[layout.DWPOSE].required == ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")
     lines: list[str] = []
     assert download_annotators(tmp_path, report=lines.append) == tmp_path
     assert sorted(calls) == sorted(DEFAULT_MODELS)
@@ -56,3 +59,26 @@ def test_either_weights_file_satisfies_midas(tmp_path: Path) -> None:
     for name in ("config.json", "preprocessor_config.json", "pytorch_model.bin"):
         (folder / name).write_text("{}")
     assert download.missing_files(tmp_path, layout.MIDAS) == []
+
+
+def test_dwpose_comes_from_vace_pose_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    asked: list[tuple[str, str]] = []
+
+    def fake_download(repo_id: str, filename: str, local_dir: Path) -> str:
+        asked.append((repo_id, filename))
+        path = Path(local_dir) / filename  # huggingface_hub keeps the repository's sub-folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(filename.encode())
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    lines: list[str] = []
+    download_annotators(tmp_path, [layout.DWPOSE], report=lines.append)
+    assert asked == [("ali-vilab/VACE-Annotators", "pose/yolox_l.onnx"),
+                     ("ali-vilab/VACE-Annotators", "pose/dw-ll_ucoco_384.onnx")]
+    folder = tmp_path / layout.DWPOSE
+    assert (folder / "yolox_l.onnx").read_bytes() == b"pose/yolox_l.onnx"
+    assert (folder / "dw-ll_ucoco_384.onnx").is_file() and not (folder / "pose").exists()
+    assert download.missing_files(tmp_path, layout.DWPOSE) == []

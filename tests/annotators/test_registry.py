@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 
 from pipelines.annotators import AnnotatorConfig, Annotators
 from preprocessors.annotators import layout
@@ -25,7 +26,7 @@ def test_tiny_registry_builds_only_what_is_used_and_caches(tmp_path: Path) -> No
     assert strict.safety().check_frames(frames).flagged
     depth = registry.control("depth")(frames)
     assert depth.shape == frames.shape and (tmp_path / layout.MIDAS).is_dir()
-    assert not (tmp_path / layout.DEPTH_ANYTHING).exists() and not (tmp_path / layout.OPENPOSE).exists()
+    assert not (tmp_path / layout.DEPTH_ANYTHING).exists() and not (tmp_path / layout.DWPOSE).exists()
 
 
 @pytest.mark.parametrize("get", [
@@ -47,3 +48,48 @@ def test_depth_backend_choice(tmp_path: Path) -> None:
     assert (tmp_path / layout.DEPTH_ANYTHING).is_dir() and not (tmp_path / layout.MIDAS).exists()
     with pytest.raises(ValueError, match="VACE_DEPTH_MODEL"):
         AnnotatorConfig(root=tmp_path, depth_backend="zoe")
+
+
+def test_pose_backend_choice(tmp_path: Path) -> None:
+    registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True))
+    assert registry.config.pose_backend == "dwpose"  # VACE's own annotator, body + face
+    frames = np.ascontiguousarray(skimage.data.astronaut()[None, ::2, ::2])
+    video = registry.control("pose")(frames)
+    assert video.shape == frames.shape and video.dtype == np.uint8 and video.any()
+    assert (tmp_path / layout.DWPOSE).is_dir() and not (tmp_path / layout.OPENPOSE).exists()
+    assert registry.loaded() == [layout.DWPOSE]
+    openpose = Annotators(AnnotatorConfig(root=tmp_path / "nothing", device="cpu", pose_backend="openpose"))
+    with pytest.raises(AnnotatorNotFoundError, match=layout.OPENPOSE):
+        openpose.pose()
+    with pytest.raises(ValueError, match="VACE_POSE_MODEL"):
+        AnnotatorConfig(root=tmp_path, pose_backend="mediapipe")
+    env = {"VACE_POSE_MODEL": "openpose"}
+    assert AnnotatorConfig.for_worker("/m", tmp_path, None, env).pose_backend == "openpose"
+    assert AnnotatorConfig.for_worker("/m", tmp_path, None, {}).pose_backend == "dwpose"
+    with pytest.raises(ValueError, match="VACE_POSE_MODEL"):
+        AnnotatorConfig.for_worker("/m", tmp_path, None, {"VACE_POSE_MODEL": "x"})
+
+
+def test_offload_keeps_models_on_a_cpu_worker(tmp_path: Path) -> None:
+    registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True))
+    assert registry.offload() == []  # nothing loaded: a no-op
+    checker = registry.safety()
+    assert registry.offload() == []  # no GPU memory to free: the model stays
+    assert registry.safety() is checker and registry.loaded() == [layout.NSFW]
+
+
+def test_offload_on_a_gpu_worker_drops_and_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True))
+    checker, pose = registry.safety(), registry.pose()
+    emptied: list[bool] = []
+    monkeypatch.setattr(Annotators, "_uses_gpu", lambda self: True)  # as if the device were cuda
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    assert sorted(registry.offload()) == sorted([layout.NSFW, layout.DWPOSE])
+    assert registry.loaded() == [] and emptied == [True]
+    frames = np.random.default_rng(0).integers(0, 256, size=(1, 40, 60, 3), dtype=np.uint8)
+    again = registry.safety()  # loaded again on next use, and works
+    assert again is not checker and not again.check_frames(frames).flagged
+    assert registry.pose() is not pose and registry.loaded() == [layout.NSFW, layout.DWPOSE]

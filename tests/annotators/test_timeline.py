@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
 from preprocessors.interpolation.base import output_length
-from preprocessors.interpolation.timeline import Timeline
+from preprocessors.interpolation.timeline import Timeline, output_frames
 
 
 @pytest.mark.parametrize(
@@ -39,3 +42,17 @@ def test_keyframes_pick_and_check_length() -> None:
         Timeline(16.0, 9, 2).keyframes(frames)
     with pytest.raises(ValueError):
         Timeline(16.0, 0)
+
+
+def test_output_frames_function_matches_the_timeline():
+    for n in (1, 2, 7, 81, 241):
+        for d in range(6):
+            for u in range(6):
+                timeline = Timeline(16.0, n, d, u)
+                assert output_frames(n, d, u) == timeline.output_frames
+                # Independently: the base duration (n-1)/F at the output fps F(d+u+1)/(d+1), plus frame 0 ...
+                duration_in_frames = Fraction(n - 1) * (d + u + 1) / (d + 1)
+                assert output_frames(n, d, u) == math.floor(duration_in_frames) + 1
+                # ... which never needs more frames than interpolating the generated ones gives.
+                assert output_frames(n, d, u) <= output_length(timeline.generated_frames, timeline.factor)
+    assert output_frames(241, 0, 5) == 1441 and output_frames(241, 5, 5) == 441

@@ -10,6 +10,7 @@ use by the registry as `vace serve --model tiny` builds them.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import server.execute as execute
 from pipelines.annotators import AnnotatorConfig, Annotators
 from pipelines.generate import GenerationRequest
 from pipelines.loader import load_pipeline
+from pipelines.memory import MemoryPlan, Offload
 from preprocessors.annotators import layout
 from preprocessors.video_io import read_video, write_mp4
 from server.endpoints import APP_ID
@@ -290,3 +292,35 @@ def test_worker_config_from_environment(tmp_path: Path) -> None:
                 {"VACE_SAFETY_THRESHOLD": "2"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AnnotatorConfig.for_worker("/m", tmp_path, None, bad)
+
+
+@pytest.mark.parametrize("offload", [Offload.GROUP_OFFLOAD, Offload.ALL_ON_GPU])
+def test_annotators_leave_the_gpu_during_generation_under_an_offloading_plan(
+        tmp_path: Path, tiny_annotators, source, monkeypatch: pytest.MonkeyPatch, offload: Offload) -> None:
+    """The registry is made to believe it is on a GPU; the pipeline carries the plan the loader applied."""
+    video, _ = source
+    registry = Annotators(tiny_annotators.config)
+    monkeypatch.setattr(Annotators, "_uses_gpu", lambda self: True)
+    pipe = SimpleNamespace(_vace_memory_plan=MemoryPlan(offload, vae_tiling=False))  # as apply_plan marks it
+    loaded_while_generating: list[set[str]] = []
+
+    def fake_generate(pipe: Any, request: GenerationRequest, **_: Any) -> np.ndarray:
+        loaded_while_generating.append(set(registry.loaded()))
+        return np.rint(request.video * 255).astype(np.uint8)
+
+    monkeypatch.setattr(execute, "generate", fake_generate)
+    hooks = Hooks()
+    payload = {"video_url": video, "aspect_ratio": "16:9", "interpolator_model": "rife",
+               "num_inference_steps": 2, "temporal_upsample_factor": 1, "enable_safety_checker": True}
+    out = run(make_executor(tmp_path, registry, pipe), f"{APP_ID}/reframe", payload, hooks)
+    assert len(out.frames) == 2 * FRAMES - 1  # interpolated after generation, by a reloaded RIFE
+    used = {layout.RIFE, layout.NSFW}
+    assert set(registry.loaded()) == used
+    checks = [m for m in hooks.logs if m.startswith("Safety check")]
+    assert len(checks) == 2 and "generated video" in checks[1]  # the reloaded checker ran on the output
+    if offload is Offload.ALL_ON_GPU:
+        assert loaded_while_generating == [used]
+        assert not any(m.startswith("Freed the GPU memory") for m in hooks.logs)
+    else:
+        assert loaded_while_generating == [set()]
+        assert any(m.startswith("Freed the GPU memory") and "rife" in m for m in hooks.logs)
