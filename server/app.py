@@ -17,7 +17,7 @@ from server.auth import ApiKeyMiddleware
 from server.endpoints import ENDPOINTS
 from server.filestore import FILES_ROUTE, FileStore
 from server.jobstore import JobStore
-from server.limits import RequestSizeMiddleware
+from server.limits import InputLimits, RequestSizeMiddleware
 from server.queue_api import QueueApi
 from server.retention import RetentionSweeper
 from server.settings import Settings
@@ -44,9 +44,13 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         store, load_or_create_secret(settings.webhook_secret_path),
         max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s,
         retry_max_s=settings.webhook_retry_max_s, timeout_s=settings.webhook_timeout_s,
+        allow_hosts=settings.fetch_allow_hosts,
     )
 
-    retention = RetentionSweeper(store, settings.files_dir, settings.work_dir, settings.retention_s)
+    retention = RetentionSweeper(
+        store, settings.files_dir, settings.work_dir, settings.retention_s,
+        uploads_root=settings.uploads_dir, upload_max_age_s=settings.upload_max_age_s,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -70,7 +74,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     )
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
     # CORS (outermost) answers preflights and decorates the 401s.
-    queue_api = QueueApi(store, settings.public_url)
+    queue_api = QueueApi(store, settings.public_url, InputLimits.from_settings(settings))
     app.add_middleware(StatusFastPath, api=queue_api)  # status polls skip FastAPI's router
     app.add_middleware(RequestSizeMiddleware, max_bytes=settings.max_request_bytes)  # inside auth: 401 first
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)

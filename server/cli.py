@@ -33,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         ("VACE_GPUS", args.gpus),
         ("VACE_ANNOTATORS_DIR", args.annotators_dir.resolve() if args.annotators_dir else None),
         ("VACE_DEPTH_MODEL", args.depth_model),
+        ("VACE_POSE_MODEL", args.pose_model),
         ("VACE_SAFETY_MISSING", args.safety_missing),
         ("VACE_SAFETY_THRESHOLD", args.safety_threshold),
     ) if value is not None}
@@ -43,10 +44,11 @@ def _serve(args: argparse.Namespace) -> int:
         memory_plan=args.memory_plan, vae_tiling=args.vae_tiling,
         **({"api_keys": tuple(args.api_key)} if args.api_key else {}),
         **({"fetch_allow_hosts": tuple(args.fetch_allow)} if args.fetch_allow else {}),
-        retention_s=args.retention_hours * 3600.0,
+        **({"cors_allow_origins": ",".join(args.cors_origin)} if args.cors_origin else {}),
+        retention_s=args.retention_hours * 3600.0, upload_max_age_s=args.upload_max_age_hours * 3600.0,
         max_input_pixels=args.max_input_pixels, max_input_seconds=args.max_input_seconds,
-        max_input_frames=args.max_input_frames, max_request_bytes=args.max_request_bytes,
-        max_queue_length=args.max_queue_length,
+        max_input_frames=args.max_input_frames, max_output_frames=args.max_output_frames,
+        max_request_bytes=args.max_request_bytes, max_queue_length=args.max_queue_length,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     certfile, keyfile = args.ssl_certfile, args.ssl_keyfile
@@ -60,7 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
         print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=60, ssl_certfile=certfile, ssl_keyfile=keyfile)
+                access_log=args.access_log, timeout_graceful_shutdown=60, ssl_certfile=certfile,
+                ssl_keyfile=keyfile)
     return 0
 
 
@@ -107,12 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fetch-allow", action="append", default=[],
                        help="host or CIDR that input URLs may reach although private (repeatable; "
                             "also VACE_FETCH_ALLOW_HOSTS)")
+    serve.add_argument("--cors-origin", action="append", default=[],
+                       help="browser origin allowed to call the API, e.g. https://app.example.com "
+                            "(repeatable; also VACE_CORS_ORIGINS, comma-separated; default *)")
     serve.add_argument("--retention-hours", type=float, default=7 * 24.0,
                        help="finished jobs and their files are deleted after this long (default 7 days)")
+    serve.add_argument("--upload-max-age-hours", type=float, default=24.0,
+                       help="uploads started but not completed are deleted after this long without a "
+                            "write (default 24, at most --retention-hours)")
     serve.add_argument("--annotators-dir", type=Path, default=None,
                        help="depth/pose/interpolation/safety/LLM models (default weights/annotators)")
     serve.add_argument("--depth-model", choices=["midas", "depth-anything-v2"], default=None,
                        help="annotator for depth with preprocess=true (default midas)")
+    serve.add_argument("--pose-model", choices=["dwpose", "openpose"], default=None,
+                       help="annotator for pose with preprocess=true (default dwpose)")
     serve.add_argument("--safety-missing", choices=["warn", "refuse"], default=None,
                        help="without the safety checker's weights: run unchecked with a warning (default) "
                             "or refuse requests that enable it")
@@ -124,12 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="longest input video in seconds (default 600)")
     serve.add_argument("--max-input-frames", type=int, default=36_000,
                        help="most frames an input video may have (default 36000)")
+    serve.add_argument("--max-output-frames", type=int, default=1441,
+                       help="longest output video in frames, after reframe's interpolation (default 1441)")
     serve.add_argument("--max-request-bytes", type=int, default=64 * 1024**2,
                        help="largest JSON request body, data: URIs included (default 64 MiB; uploads "
                             "are not counted)")
     serve.add_argument("--max-queue-length", type=int, default=1000,
                        help="queued requests beyond which submit answers 429 (default 1000)")
     serve.add_argument("--log-level", default="info")
+    # Off by default: fal's clients poll status at 10 Hz per request, which would be most of the log (and
+    # a quarter of the API process's CPU at 2000 polls/s, measured with wrk).
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request (uvicorn's log)")
     serve.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
     serve.add_argument("--ssl-keyfile", default=None, help="the PEM private key for --ssl-certfile")
     serve.add_argument("--ssl-self-signed", action="store_true",

@@ -61,6 +61,13 @@ class Target:
     sni_hostname: str | None  # None for plain http or when the host is an IP literal
     origin: tuple[str, str, int]
 
+    def build_request(self, client: httpx.Client, method: str, headers: dict[str, str],
+                      content: bytes | None = None) -> httpx.Request:
+        """A request to the vetted address that still names the host (Host header, TLS SNI)."""
+        extensions = {"sni_hostname": self.sni_hostname} if self.sni_hostname else {}
+        return client.build_request(method, self.connect_url, content=content, extensions=extensions,
+                                    headers={**headers, "Host": self.host_header})
+
 
 def is_public_address(ip: IPAddress) -> bool:
     """True only for globally routable unicast addresses, looking inside IPv6 forms that embed IPv4."""
@@ -78,7 +85,14 @@ def is_public_address(ip: IPAddress) -> bool:
 
 
 class AddressPolicy:
-    """Which hosts may be fetched: public addresses, plus the operator's allowlist (hostnames or CIDRs)."""
+    """Which hosts this server may reach: public addresses, plus the operator's allowlist (hostnames or
+    CIDRs). Input downloads (Fetcher) and webhook deliveries (server/webhooks.py) share it."""
+
+    @classmethod
+    def for_operator(cls, allow_hosts: Sequence[str] | None) -> AddressPolicy:
+        """The operator's allowlist; None reads the environment variable Settings reads, so a component
+        built without the list (an older caller) still agrees with the server's configuration."""
+        return cls(env_list("VACE_FETCH_ALLOW_HOSTS") if allow_hosts is None else allow_hosts)
 
     def __init__(self, allow: Iterable[str] = ()) -> None:
         self.hosts: set[str] = set()
@@ -104,8 +118,9 @@ class AddressPolicy:
             raise LookupError(host)
         if host.lower().rstrip(".") in self.hosts:
             return addresses[0]
-        if not all(self.address_allowed(ip) for ip in addresses):
-            raise AddressNotAllowed(host)
+        refused = [ip for ip in addresses if not self.address_allowed(ip)]
+        if refused:
+            raise AddressNotAllowed(f"{host} ({refused[0]}): {NOT_ALLOWED}")
         return addresses[0]
 
     def target(self, url: str) -> Target:
@@ -113,7 +128,7 @@ class AddressPolicy:
         scheme = parts.scheme.lower()
         host = parts.hostname
         if scheme not in ("http", "https") or not host:
-            raise AddressNotAllowed(url)
+            raise AddressNotAllowed(f"{url[:200]}: not an http(s) URL with a host")
         port = parts.port or (443 if scheme == "https" else 80)
         ip = self.resolve(host, port)
         literal = _is_ip_literal(host)
@@ -148,9 +163,7 @@ class Fetcher:
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.total_timeout_s = total_timeout_s
-        # None: the same environment variable Settings reads, so a worker built without it still agrees.
-        allow = env_list("VACE_FETCH_ALLOW_HOSTS") if allow_hosts is None else allow_hosts
-        self.policy = AddressPolicy(allow)
+        self.policy = AddressPolicy.for_operator(allow_hosts)
         if any(os.environ.get(name) for name in _PROXY_VARS):
             log.warning("proxy environment variables are ignored for input downloads")
 
@@ -171,7 +184,7 @@ class Fetcher:
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{field}-")
         deadline = time.monotonic() + self.total_timeout_s
         try:
-            client = httpx.Client(timeout=self.timeout_s, trust_env=False, verify=_tls_verify(),
+            client = httpx.Client(timeout=self.timeout_s, trust_env=False, verify=tls_verify(),
                                   follow_redirects=False)
             with os.fdopen(fd, "wb") as out, client:
                 self._stream_into(client, url, field, dict(headers or {}), out, deadline)
@@ -194,10 +207,7 @@ class Fetcher:
                      out: BinaryIO, deadline: float) -> None:
         target = self.policy.target(url)
         for _hop in range(MAX_REDIRECTS + 1):
-            extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else {}
-            request = client.build_request("GET", target.connect_url, extensions=extensions,
-                                           headers={**headers, "Host": target.host_header})
-            response = client.send(request, stream=True)
+            response = client.send(target.build_request(client, "GET", headers), stream=True)
             try:
                 if response.status_code in _REDIRECTS and "location" in response.headers:
                     next_target = self.policy.target(urllib.parse.urljoin(target.url,
@@ -236,7 +246,7 @@ class Fetcher:
         return path
 
 
-def _tls_verify() -> ssl.SSLContext | bool:
+def tls_verify() -> ssl.SSLContext | bool:
     """trust_env=False drops proxies but also SSL_CERT_FILE: keep honouring an operator's own CA bundle."""
     cafile = os.environ.get("SSL_CERT_FILE")
     return ssl.create_default_context(cafile=cafile) if cafile else True

@@ -356,6 +356,21 @@ class JobStore:
             )
             return cur.rowcount == 1
 
+    def release(self, worker_id: str) -> list[str]:
+        """Requeue a worker's running jobs without spending an attempt: the server stopped that worker
+        itself (shutdown), which says nothing about the job. Cancel requests are left to recover_orphans."""
+        with self._tx() as conn:
+            ids = [row["id"] for row in conn.execute(
+                "SELECT id FROM jobs WHERE status = ? AND worker_id = ? AND cancel_requested = 0",
+                (Status.IN_PROGRESS, worker_id),
+            ).fetchall()]
+            for job_id in ids:
+                conn.execute(
+                    "UPDATE jobs SET status = ?, worker_id = NULL, started_at = NULL,"
+                    " attempts = MAX(attempts - 1, 0) WHERE id = ?", (Status.IN_QUEUE, job_id),
+                )
+        return ids
+
     def recover_orphans(self, live_worker_ids: set[str], max_attempts: int) -> list[str]:
         """Jobs marked running by a worker that no longer exists: requeue, or fail once out of attempts."""
         touched: list[str] = []

@@ -19,9 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL
 from starlette.types import Scope
 
-from server.endpoints import APP_ID, ENDPOINTS, Endpoint, parse_app_path, unsupported_reason
+from server.endpoints import APP_ID, ENDPOINTS, Endpoint, Refusal, parse_app_path, submit_refusal
 from server.errors import ERRORS_DOC_URL, error_response, request_error
 from server.jobstore import PRIORITIES, CancelOutcome, Job, JobStatus, JobStore, LogEntry, Status
+from server.limits import InputLimits
 from server.schemas import task_of
 
 STREAM_POLL_S = 0.25
@@ -97,9 +98,10 @@ def result_response(job: Job, base: str) -> JSONResponse:
     return error_response(job.error, {"X-Fal-Retryable": "false"})
 
 
-def unsupported_error(reason: str) -> JSONResponse:
-    item = {"loc": ["body"], "msg": reason, "type": "feature_not_supported",
-            "url": ERRORS_DOC_URL + "feature_not_supported"}
+def refusal_response(refusal: Refusal) -> JSONResponse:
+    """A submit-time refusal in the form of FastAPI's (and fal's) 422 validation errors."""
+    item = {"loc": list(refusal.loc), "msg": refusal.message, "type": refusal.error_type,
+            "url": ERRORS_DOC_URL + refusal.error_type}
     return JSONResponse({"detail": [item]}, status_code=422, headers={"X-Fal-Retryable": "false"})
 
 
@@ -115,9 +117,10 @@ def parse_start_timeout(value: str | None) -> float | None:
 class QueueApi:
     """Owns the routes; holds the store and settings the handlers need."""
 
-    def __init__(self, store: JobStore, public_url: str | None) -> None:
+    def __init__(self, store: JobStore, public_url: str | None, limits: InputLimits) -> None:
         self.store = store
         self.public_url = public_url
+        self.limits = limits
         self.router = APIRouter()
         for endpoint in ENDPOINTS.values():
             self.router.add_api_route(
@@ -144,9 +147,9 @@ class QueueApi:
 
     def _enqueue(self, request: Request, endpoint: Endpoint, payload: BaseModel, webhook: str | None,
                  priority: str | None, start_timeout: str | None) -> Job | JSONResponse:
-        reason = unsupported_reason(task_of(endpoint.id, payload), payload)
-        if reason is not None:
-            return unsupported_error(reason)
+        refusal = submit_refusal(task_of(endpoint.id, payload), payload, self.limits)
+        if refusal is not None:
+            return refusal_response(refusal)
         try:
             deadline = parse_start_timeout(start_timeout)
         except ValueError:

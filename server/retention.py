@@ -7,12 +7,18 @@
 - token folders under files/ older than retention_s that no remaining job mentions (uploads, and outputs
   of jobs deleted some other way);
 - folders under work/ untouched for WORK_MAX_AGE_S whose job is not queued or running (a worker killed
-  mid-job never removes its scratch folder).
+  mid-job never removes its scratch folder);
+- upload slots under uploads/ (server/storage_api.py: an initiate call's upload URL, and multipart parts)
+  with no write for `upload_max_age_s` (capped at retention_s: a finished upload lives no longer either):
+  the slot folder goes, so its upload URL stops working; a never-completed upload's reserved, still empty
+  files/{token}/ folder goes with it. A completed file is never touched here (it expires as above), and a
+  slot written to within the age, in its own folder or in its file's folder, counts as in progress.
 Queued and running jobs, and anything they reference, are never touched.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -24,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from server.jobstore import JobStore, RetentionStore
+from server.storage_api import UPLOAD_TEMP_PREFIX
 
 log = logging.getLogger("vace.retention")
 
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 WORK_MAX_AGE_S = 24 * 3600.0
+UPLOAD_MAX_AGE_S = 24 * 3600.0
 SWEEP_INTERVAL_S = 300.0
 BATCH = 500  # jobs per transaction: a large backlog is cleared in slices, never one long write lock
 _FILE_LINK = re.compile(r"/files/([A-Za-z0-9_-]+)/([A-Za-z0-9._-]+)$")
@@ -40,12 +48,14 @@ class SweepReport:
     jobs_deleted: int = 0
     files_deleted: int = 0
     work_dirs_deleted: int = 0
+    upload_slots_deleted: int = 0
     bytes_freed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 def sweep(store: JobStore, files_root: Path, now: float, *, retention_s: float = DEFAULT_RETENTION_S,
-          work_root: Path | None = None, work_max_age_s: float = WORK_MAX_AGE_S) -> SweepReport:
+          work_root: Path | None = None, work_max_age_s: float = WORK_MAX_AGE_S,
+          uploads_root: Path | None = None, upload_max_age_s: float = UPLOAD_MAX_AGE_S) -> SweepReport:
     report = SweepReport()
     retention = RetentionStore(store)
     cutoff = now - retention_s
@@ -68,7 +78,49 @@ def sweep(store: JobStore, files_root: Path, now: float, *, retention_s: float =
                 report.bytes_freed += _size(folder)
                 shutil.rmtree(folder, ignore_errors=True)
                 report.work_dirs_deleted += 1
+    if uploads_root is not None:
+        upload_cutoff = now - min(upload_max_age_s, retention_s)
+        for slot in _children(uploads_root):
+            if _TOKEN.fullmatch(slot.name):
+                _sweep_upload_slot(slot, files_root, upload_cutoff, retention, report)
     return report
+
+
+def _sweep_upload_slot(slot: Path, files_root: Path, cutoff: float, retention: RetentionStore,
+                       report: SweepReport) -> None:
+    """Remove an upload slot idle since before `cutoff`, and its reserved file folder if nothing landed."""
+    reserved = _reserved_folder(slot, files_root)
+    last_write = _newest_mtime(slot)
+    if reserved is not None and reserved.is_dir():
+        last_write = max(last_write, _newest_mtime(reserved))  # a single PUT streams into this folder
+    if last_write >= cutoff:
+        return
+    size = _size(slot)
+    try:
+        shutil.rmtree(slot)
+    except OSError as exc:
+        report.errors.append(f"{slot}: {exc.strerror}")
+        return
+    report.upload_slots_deleted += 1
+    report.bytes_freed += size
+    if reserved is None or not reserved.is_dir() or retention.references(f"/files/{reserved.name}/"):
+        return
+    entries = list(reserved.iterdir())
+    if all(e.name.startswith(UPLOAD_TEMP_PREFIX) and e.is_file() for e in entries):  # no completed file
+        report.bytes_freed += _size(reserved)
+        shutil.rmtree(reserved, ignore_errors=True)
+
+
+def _reserved_folder(slot: Path, files_root: Path) -> Path | None:
+    """files/{token}/ named by the slot's meta.json, only if it really is a token folder of files_root."""
+    try:
+        dest = Path(json.loads((slot / "meta.json").read_text())["dest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no or broken metadata (a crash during initiate): the slot alone is removed
+    folder = dest.parent
+    if not _TOKEN.fullmatch(folder.name) or folder.parent.resolve() != files_root.resolve():
+        return None
+    return files_root / folder.name
 
 
 def output_tokens(output: Any) -> set[str]:
@@ -127,10 +179,14 @@ class RetentionSweeper:
     """Runs sweep() every `interval_s` on a daemon thread in the API process."""
 
     def __init__(self, store: JobStore, files_root: Path, work_root: Path, retention_s: float,
-                 interval_s: float = SWEEP_INTERVAL_S) -> None:
+                 interval_s: float = SWEEP_INTERVAL_S, *, uploads_root: Path | None = None,
+                 upload_max_age_s: float = UPLOAD_MAX_AGE_S) -> None:
         self.store = store
         self.files_root = files_root
         self.work_root = work_root
+        # Settings.uploads_dir sits next to Settings.files_dir in the data directory.
+        self.uploads_root = uploads_root if uploads_root is not None else files_root.parent / "uploads"
+        self.upload_max_age_s = upload_max_age_s
         self.retention_s = retention_s
         self.interval_s = interval_s
         self.last_report: SweepReport | None = None
@@ -151,11 +207,14 @@ class RetentionSweeper:
 
     def run_once(self) -> SweepReport:
         report = sweep(self.store, self.files_root, time.time(), retention_s=self.retention_s,
-                       work_root=self.work_root)
+                       work_root=self.work_root, uploads_root=self.uploads_root,
+                       upload_max_age_s=self.upload_max_age_s)
         self.last_report = report
-        if report.jobs_deleted or report.files_deleted or report.work_dirs_deleted or report.errors:
-            log.info("retention: %d jobs, %d files, %d work folders deleted, %d bytes freed, %d errors",
-                     report.jobs_deleted, report.files_deleted, report.work_dirs_deleted, report.bytes_freed,
+        if (report.jobs_deleted or report.files_deleted or report.work_dirs_deleted
+                or report.upload_slots_deleted or report.errors):
+            log.info("retention: %d jobs, %d files, %d work folders, %d unfinished upload slots deleted, "
+                     "%d bytes freed, %d errors", report.jobs_deleted, report.files_deleted,
+                     report.work_dirs_deleted, report.upload_slots_deleted, report.bytes_freed,
                      len(report.errors))
         return report
 

@@ -32,7 +32,7 @@ class Settings:
     # Uploads (server/storage_api.py): the largest single file a client may upload.
     max_upload_bytes: int = 2 * 1024**3
     # Browsers calling /api/fal/proxy or upload URLs from another origin: comma-separated, or "*".
-    cors_allow_origins: str = "*"
+    cors_allow_origins: str = field(default_factory=lambda: ",".join(env_list("VACE_CORS_ORIGINS")) or "*")
     # Webhook retries (server/webhooks.py): delay base * 2**attempt, capped; tests shorten it by env var.
     webhook_max_attempts: int = 10
     webhook_retry_base_s: float = field(default_factory=lambda: _env_float("VACE_WEBHOOK_RETRY_BASE_S", 15.0))
@@ -44,11 +44,15 @@ class Settings:
     # API keys (`Authorization: Key <key>` or `Bearer <key>`); empty = no authentication.
     api_keys: tuple[str, ...] = field(default_factory=lambda: env_list("VACE_API_KEYS"), repr=False)
     retention_s: float = 7 * 24 * 3600.0  # finished jobs, their files and logs are deleted after this
+    # Upload slots (initiated, never completed) are swept after this long without a write; never longer
+    # than retention_s (server/retention.py).
+    upload_max_age_s: float = 24 * 3600.0
     # Size caps (server/limits.py). Inputs are checked from the probe (header and first frame), before the
     # rest is decoded: a 16k x 16k frame is ~800 MB as RGB, and the schema bounds the output, not the input.
     max_input_pixels: int = 4096 * 4096  # per input frame or image (width x height)
     max_input_seconds: float = 600.0  # input video duration
     max_input_frames: int = 36_000  # input video frame count (as the container states it)
+    max_output_frames: int = 1441  # frames a request may ask for (server/limits.py's InputLimits)
     # JSON request bodies; uploads (server/storage_api.py) are capped by max_upload_bytes instead.
     max_request_bytes: int = 64 * 1024**2
     max_queue_length: int = 1000  # IN_QUEUE jobs; submit answers 429 while this many are waiting

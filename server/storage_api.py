@@ -37,6 +37,10 @@ from server.queue_api import public_base
 CDN_TOKEN_TTL_S = 3600
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _CHUNK = 1 << 20
+# Bytes stream into such a temp file next to their destination, renamed into place only when complete
+# (server/retention.py tells an unfinished upload by it). Slots that are never completed are swept by
+# server/retention.py after Settings.upload_max_age_s without a write.
+UPLOAD_TEMP_PREFIX = ".upload-"
 
 
 class UploadTooLarge(Exception):
@@ -84,7 +88,7 @@ class Uploads:
         declared = int(request.headers.get("content-length") or 0)
         if declared > self.max_bytes:
             raise UploadTooLarge()
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".upload-")
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=UPLOAD_TEMP_PREFIX)
         size = 0
         try:
             with os.fdopen(fd, "wb") as out:
@@ -114,7 +118,7 @@ class Uploads:
                     if self.part_path(upload, n).is_file())
         if total > self.max_bytes:
             return f"upload is larger than the {self.max_bytes} byte limit"
-        fd, tmp = tempfile.mkstemp(dir=upload.dest.parent, prefix=".upload-")
+        fd, tmp = tempfile.mkstemp(dir=upload.dest.parent, prefix=UPLOAD_TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as out:
                 for part in parts:

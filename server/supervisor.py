@@ -2,6 +2,14 @@
 
 The API process never imports torch; each worker is a separate Python process (`python -m server.worker`),
 so a CUDA crash or an OOM kill takes down only that worker while the API keeps answering.
+
+One thread starts, watches and finally stops every worker, and it outlives them: a worker's parent-death
+signal (server/worker.py) fires when the *thread* that started it ends, not the process, so a worker
+started from a thread that exits first would be SIGKILLed mid-job instead of stopping gracefully.
+Shutdown (SIGTERM to the server): each worker gets SIGTERM, puts its running job back in the queue at
+the next denoising step without spending an attempt (or finishes it, if it is past denoising), and exits;
+one still running after STOP_GRACE_S is killed and its job requeued, again without spending an attempt
+(our own shutdown is no evidence that the job kills workers).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ class Supervisor:
         self.store = store
         self.slots = [WorkerSlot(f"worker-{i}", env) for i, env in enumerate(_worker_envs(settings))]
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="vace-supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="vace-supervisor", daemon=True)
 
     def start(self) -> None:
         # Whatever was running when the server last stopped has no worker now: requeue or fail it.
@@ -50,25 +58,35 @@ class Supervisor:
         if recovered:
             log.warning("recovered %d interrupted job(s): %s", len(recovered), ", ".join(recovered))
         self.store.clear_workers()
-        for slot in self.slots:
-            self._spawn(slot)
-        self._thread.start()
+        self._thread.start()  # starts the workers at once
 
     def stop(self) -> None:
         """SIGTERM lets a worker requeue its running job at the next step; SIGKILL after a grace period."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        procs = [s.process for s in self.slots if s.process and s.process.poll() is None]
-        for proc in procs:
+            self._thread.join(timeout=STOP_GRACE_S + 15)
+
+    def _run(self) -> None:
+        try:
+            self._watch()
+        finally:
+            self._terminate()
+
+    def _terminate(self) -> None:
+        procs = {s.worker_id: s.process for s in self.slots if s.process and s.process.poll() is None}
+        for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for proc in procs:
+        for worker_id, proc in procs.items():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0fs; killing it", worker_id, STOP_GRACE_S)
                 proc.kill()
                 proc.wait()
+            requeued = self.store.release(worker_id)  # empty when the worker requeued its job itself
+            if requeued:
+                log.warning("%s was stopped mid-job; requeued %s", worker_id, ", ".join(requeued))
         for slot in self.slots:
             self.store.remove_worker(slot.worker_id)
         self.store.recover_orphans(set(), self.settings.max_attempts)
@@ -82,15 +100,22 @@ class Supervisor:
         log.info("started %s (pid %d)", slot.worker_id, slot.process.pid)
 
     def _watch(self) -> None:
-        while not self._stop.wait(WATCH_INTERVAL_S):
-            for slot in self.slots:
-                proc = slot.process
-                if proc is not None and proc.poll() is None:
-                    continue
-                if proc is not None:
-                    self._on_exit(slot, proc.returncode)
-                if time.monotonic() >= slot.next_start and not self._stop.is_set():
-                    self._spawn(slot)
+        while not self._stop.is_set():
+            try:
+                self._check_workers()
+            except Exception:  # a locked database or a failed spawn: retry, never stop watching
+                log.exception("supervising the workers failed; retrying")
+            self._stop.wait(WATCH_INTERVAL_S)
+
+    def _check_workers(self) -> None:
+        for slot in self.slots:
+            proc = slot.process
+            if proc is not None and proc.poll() is None:
+                continue
+            if proc is not None:
+                self._on_exit(slot, proc.returncode)
+            if time.monotonic() >= slot.next_start and not self._stop.is_set():
+                self._spawn(slot)
 
     def _on_exit(self, slot: WorkerSlot, code: int) -> None:
         log.error("%s exited with code %s; restarting", slot.worker_id, code)

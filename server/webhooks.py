@@ -12,6 +12,16 @@ Each POST is signed with HMAC-SHA256 using a secret generated once into `<data d
     message = "{request_id}\\n{user_id}\\n{timestamp}\\n{sha256_hex(raw body)}"
 
 The signed message has the same four lines as fal's (which signs it with Ed25519); see docs/clients.md.
+
+Webhook URLs come from callers, so delivery is guarded like input downloads (server/fetch.py's
+AddressPolicy, one shared check): the host is resolved at delivery time and refused if any of its
+addresses is loopback, private, link-local/metadata or otherwise not public, unless the operator allowlisted
+it (`--fetch-allow` / VACE_FETCH_ALLOW_HOSTS); the POST goes to the vetted address (Host header and TLS SNI
+keep the name) so a changing DNS answer cannot redirect it; proxy variables are ignored. Redirects are not
+followed (fal documents none for webhooks): a 3xx is a failed attempt like any other non-2xx answer.
+A refused target fails the delivery at once, without retries (it would not get better), with the reason in
+the log and in the delivery row; the job itself is unaffected. Submit accepts any `fal_webhook`, as fal
+does: the check needs the allowlist and DNS as they are when the job completes, so it is made only then.
 """
 
 from __future__ import annotations
@@ -24,11 +34,13 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from server.fetch import AddressNotAllowed, AddressPolicy, tls_verify
 from server.jobstore import Job, JobStore, WebhookStore
 from server.queue_api import absolute_urls
 
@@ -85,8 +97,11 @@ class WebhookDispatcher:
     """Finds completed jobs with a webhook, delivers, and retries with exponential backoff."""
 
     def __init__(self, jobs: JobStore, secret: bytes, *, max_attempts: int, retry_base_s: float,
-                 retry_max_s: float, timeout_s: float) -> None:
+                 retry_max_s: float, timeout_s: float, allow_hosts: Sequence[str] | None = None) -> None:
+        """`allow_hosts`: the operator's SSRF allowlist (Settings.fetch_allow_hosts); None reads
+        VACE_FETCH_ALLOW_HOSTS, as the input fetcher does."""
         self.jobs = jobs
+        self.policy = AddressPolicy.for_operator(allow_hosts)
         self.deliveries = WebhookStore(jobs)
         self.secret = secret
         self.max_attempts = max_attempts
@@ -106,8 +121,8 @@ class WebhookDispatcher:
             self._thread.join(timeout=self.timeout_s + 5)
 
     def _loop(self) -> None:
-        with httpx.Client(timeout=self.timeout_s, follow_redirects=False,
-                          headers={"User-Agent": USER_AGENT}) as client:
+        with httpx.Client(timeout=self.timeout_s, follow_redirects=False, trust_env=False,
+                          verify=tls_verify(), headers={"User-Agent": USER_AGENT}) as client:
             while not self._stop.is_set():
                 try:
                     self.run_once(client)
@@ -139,12 +154,23 @@ class WebhookDispatcher:
         }
         status: int | None = None
         try:
-            response = client.post(job.webhook_url, content=body, headers=headers)
+            target = self.policy.target(job.webhook_url)
+            response = client.send(target.build_request(client, "POST", headers, body))
             status = response.status_code
             if 200 <= status < 300:
                 self.deliveries.mark_delivered(job.id, status)
                 return
             error = f"HTTP {status}"
+            if response.is_redirect:
+                error += " (redirects are not followed for webhooks)"
+        except AddressNotAllowed as exc:
+            error = (f"refused, not retried: {exc} (an operator may allow it with --fetch-allow or "
+                     "VACE_FETCH_ALLOW_HOSTS)")
+            log.warning("webhook for %s %s", job.id, error)
+            self.deliveries.mark_failed_attempt(job.id, None, error, None)
+            return
+        except LookupError as exc:  # DNS may come back: retried like a connection error
+            error = f"the host name {exc} could not be resolved"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         attempts = attempts_before + 1

@@ -66,8 +66,9 @@ class Worker:
         from pipelines.annotators import AnnotatorConfig, Annotators
 
         config = AnnotatorConfig.for_worker(self.settings.model, self.settings.data_dir, self.settings.device)
-        log.info("%s annotators: %s (depth %s, safety checker missing: %s, threshold %g)", self.worker_id,
-                 config.root, config.depth_backend, config.safety_missing, config.safety_threshold)
+        log.info("%s annotators: %s (depth %s, pose %s, safety checker missing: %s, threshold %g)",
+                 self.worker_id, config.root, config.depth_backend, config.pose_backend,
+                 config.safety_missing, config.safety_threshold)
         return Annotators(config)
 
     def serve(self, executor: Executor) -> None:

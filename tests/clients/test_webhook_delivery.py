@@ -14,7 +14,9 @@ from server.webhooks import WebhookDispatcher, load_or_create_secret, verify
 
 
 def dispatcher(store: JobStore, secret: bytes) -> WebhookDispatcher:
-    return WebhookDispatcher(store, secret, max_attempts=3, retry_base_s=0.2, retry_max_s=1.0, timeout_s=5.0)
+    # The mock transport answers for "127.0.0.1", which the SSRF guard refuses unless allowlisted.
+    return WebhookDispatcher(store, secret, max_attempts=3, retry_base_s=0.2, retry_max_s=1.0, timeout_s=5.0,
+                             allow_hosts=("127.0.0.1",))
 
 
 def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
@@ -24,9 +26,9 @@ def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
     assert (tmp_path / "webhook_secret").stat().st_mode & 0o077 == 0
 
     ok = store.submit("fal-ai/wan-vace-14b", {"prompt": "x"}, public_base="http://h:1",
-                      webhook_url="http://receiver/ok")
+                      webhook_url="http://127.0.0.1/ok")
     bad = store.submit("fal-ai/wan-vace-14b", {"prompt": "x"}, public_base="http://h:1",
-                       webhook_url="http://receiver/bad")
+                       webhook_url="http://127.0.0.1/bad")
     plain = store.submit("fal-ai/wan-vace-14b", {"prompt": "x"}, public_base="http://h:1")
     for _ in (ok, bad, plain):
         assert store.claim("w1") is not None

@@ -30,6 +30,7 @@ from tests.server.conftest import LiveServer, Media, data_uri, start_server, wai
 APP = "fal-ai/wan-vace-14b"
 QUEUE_CAP = 2
 BODY_CAP = 100_000
+OUTPUT_CAP = 150
 
 
 def _encode(path: Path, codec: str, pix_fmt: str, size: int, rate: int, count: int) -> None:
@@ -145,7 +146,8 @@ def test_oversized_and_broken_inputs_end_with_a_422_before_generation(live_serve
 def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """No worker, so submitted jobs stay queued; tiny caps so the tests stay small."""
     server = start_server(tmp_path_factory.mktemp("capped") / "data", workers=0, extra_args=(
-        "--max-queue-length", str(QUEUE_CAP), "--max-request-bytes", str(BODY_CAP)))
+        "--max-queue-length", str(QUEUE_CAP), "--max-request-bytes", str(BODY_CAP),
+        "--max-output-frames", str(OUTPUT_CAP)))
     yield server
     server.stop()
 
@@ -193,6 +195,22 @@ def test_full_queue_answers_429_in_fals_flat_form(capped_server: LiveServer, med
             _flat_error(response, 429, "queue_full")
             assert f"limit {QUEUE_CAP}" in response.json()["detail"]
         assert client.get("/health").json()["queued"] == QUEUE_CAP
+
+
+def test_operator_output_cap_is_applied_at_submit(capped_server: LiveServer) -> None:
+    """--max-output-frames reaches the submit check: reframe's interpolated length is refused up front."""
+    reframe = {"video_url": "https://example.com/v.mp4", "match_input_num_frames": False, "num_frames": 81,
+               "temporal_upsample_factor": 1}  # 161 frames
+    with capped_server.client() as client:
+        refused = client.post(f"/queue/{APP}/reframe", json=reframe)
+        assert refused.status_code == 422, refused.text
+        (item,) = refused.json()["detail"]
+        assert item["type"] == "output_too_long" and item["loc"] == ["body", "temporal_upsample_factor"]
+        assert f"at most {OUTPUT_CAP}" in item["msg"] and "161 frames" in item["msg"]
+        depth = client.post(f"/queue/{APP}/depth", json={"prompt": "x", "video_url": "https://example.com/v.mp4",
+                                                          "num_frames": 161})
+        assert depth.status_code == 422 and depth.json()["detail"][0]["loc"] == ["body", "num_frames"]
+        assert client.get("/health").json()["queued"] <= QUEUE_CAP  # nothing was queued by the refusals
 
 
 # -------------------------------------------------------------------------------- in-process checks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -172,3 +173,117 @@ def test_sweeper_thread_runs_and_stops(store: JobStore, files: FileStore, tmp_pa
     sweeper.stop()
     assert store.get(job.id) is None
     assert sweeper._thread is None
+
+
+# -- unfinished uploads -------------------------------------------------------------------------------------
+
+
+def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path) -> None:
+    """Slots made by the real upload routes, aged with os.utime, swept by the sweeper the app runs."""
+    from tests.server.conftest import start_server
+
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir, workers=0)
+    uploads, files_root = data_dir / "uploads", data_dir / "files"
+
+    def slot_of(upload_url: str) -> Path:
+        return uploads / upload_url.rstrip("/").split("/")[-1]
+
+    def token_folder(file_url: str) -> Path:
+        return files_root / file_url.split("/files/")[1].split("/")[0]
+
+    try:
+        with server.client() as client:
+            def initiate(kind: str) -> dict[str, str]:
+                body = client.post(f"/storage/upload/{kind}", json={"file_name": f"{kind}.mp4",
+                                                                    "content_type": "video/mp4"}).json()
+                return {"upload_url": body["upload_url"], "file_url": body["file_url"]}
+
+            abandoned = initiate("initiate-multipart")  # one part, never completed
+            assert client.put(abandoned["upload_url"] + "/1", content=b"a" * 1000).status_code == 200
+            never_put = initiate("initiate")  # an upload URL nobody used
+            done = initiate("initiate")  # completed with a single PUT (its slot stays until it expires)
+            assert client.put(done["upload_url"], content=b"finished bytes").status_code == 200
+            cdn = client.post("/files/upload/multipart", headers={"X-Fal-File-Name": "py.mp4"}).json()
+            cdn_part = f"{cdn['access_url']}/multipart/{cdn['uploadId']}/1"
+            assert client.put(cdn_part, content=b"c" * 10).status_code == 200
+            fresh = initiate("initiate-multipart")  # in progress: a part was written just now
+            fresh_put = client.put(fresh["upload_url"] + "/1", content=b"f" * 10)
+            streaming = initiate("initiate")  # old slot, but a PUT is streaming into its file's folder now
+
+            for upload in (abandoned, never_put, done, streaming):
+                age(slot_of(upload["upload_url"]), DAY + 60)
+                age(token_folder(upload["file_url"]), DAY + 60)
+            age(uploads / cdn["uploadId"], DAY + 60)
+            age(token_folder(cdn["access_url"]), DAY + 60)
+            (token_folder(streaming["file_url"]) / ".upload-inflight").write_bytes(b"half")
+
+            sweeper = RetentionSweeper(JobStore(data_dir / "jobs.sqlite3"), files_root, data_dir / "work",
+                                       retention_s=TTL)  # as server/app.py builds it: uploads/ is found
+            report = sweeper.run_once()
+
+            assert report.upload_slots_deleted == 4 and report.files_deleted == 0 and not report.errors
+            for gone in (abandoned, never_put, done):
+                assert not slot_of(gone["upload_url"]).exists()
+            assert not (uploads / cdn["uploadId"]).exists()
+            # Unfinished: the upload URLs stop working, and their reserved file folders are gone.
+            assert client.put(abandoned["upload_url"] + "/2", content=b"x").status_code == 404
+            assert client.post(abandoned["upload_url"] + "/complete",
+                               json={"parts": [{"partNumber": 1, "etag": "x"}]}).status_code == 404
+            assert client.put(never_put["upload_url"], content=b"x").status_code == 404
+            assert client.put(cdn_part, content=b"x").status_code == 404
+            for gone_url in (abandoned["file_url"], never_put["file_url"], cdn["access_url"]):
+                assert not token_folder(gone_url).exists()
+            # Completed: the file itself is never touched by the upload sweep.
+            downloaded = client.get(done["file_url"])
+            assert downloaded.status_code == 200 and downloaded.content == b"finished bytes"
+            # In progress: both stay usable.
+            assert slot_of(streaming["upload_url"]).exists()
+            assert (token_folder(streaming["file_url"]) / ".upload-inflight").exists()
+            parts = [{"partNumber": 1, "etag": fresh_put.json()["etag"]}]
+            assert client.post(fresh["upload_url"] + "/complete", json={"parts": parts}).status_code == 200
+            assert client.get(fresh["file_url"]).content == b"f" * 10
+    finally:
+        server.stop()
+
+
+def test_upload_max_age_is_configurable_and_capped_by_retention(store: JobStore, files: FileStore,
+                                                                tmp_path: Path) -> None:
+    from server.storage_api import Uploads
+
+    uploads = Uploads(files, tmp_path / "uploads", max_bytes=1000)
+    slots = {name: uploads.create(f"{name}.mp4", "video/mp4") for name in ("two_hours", "half_hour")}
+    age(tmp_path / "uploads" / slots["two_hours"].upload_id, 2 * 3600)
+    age(slots["two_hours"].dest.parent, 2 * 3600)
+    age(tmp_path / "uploads" / slots["half_hour"].upload_id, 1800)
+    age(slots["half_hour"].dest.parent, 1800)
+
+    def remaining() -> list[str]:
+        return sorted(n for n, s in slots.items() if (tmp_path / "uploads" / s.upload_id).exists())
+
+    now = time.time()
+    default = sweep(store, files.root, now, retention_s=TTL, uploads_root=tmp_path / "uploads")
+    assert default.upload_slots_deleted == 0 and remaining() == ["half_hour", "two_hours"]  # default 24 h
+    one_hour = sweep(store, files.root, now, retention_s=TTL, uploads_root=tmp_path / "uploads",
+                     upload_max_age_s=3600)
+    assert one_hour.upload_slots_deleted == 1 and remaining() == ["half_hour"]
+    assert not slots["two_hours"].dest.parent.exists()
+    short_retention = sweep(store, files.root, now, retention_s=600, uploads_root=tmp_path / "uploads")
+    assert short_retention.upload_slots_deleted == 1 and remaining() == []
+
+
+def test_upload_sweep_never_leaves_the_files_root(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+    """A slot whose metadata names a folder outside files/ loses only its own folder."""
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    slot = tmp_path / "uploads" / ("s" * 32)
+    slot.mkdir(parents=True)
+    (slot / "meta.json").write_text(json.dumps({"dest": str(outside / "x.mp4"), "content_type": "video/mp4"}))
+    broken = tmp_path / "uploads" / ("b" * 32)
+    broken.mkdir()
+    (broken / "meta.json").write_text("{not json")
+    for folder in (slot, broken, outside):
+        age(folder, DAY * 2)
+    report = sweep(store, files.root, time.time(), retention_s=TTL, uploads_root=tmp_path / "uploads")
+    assert report.upload_slots_deleted == 2
+    assert outside.is_dir() and not slot.exists() and not broken.exists()

@@ -64,6 +64,7 @@ def test_worker_only_flags_travel_as_environment(tmp_path: Path, monkeypatch: py
     assert env["VACE_ANNOTATORS_DIR"] == str(Path("ann").resolve())
     assert env["VACE_DEPTH_MODEL"] == "depth-anything-v2" and env["VACE_SAFETY_MISSING"] == "refuse"
     assert env["VACE_SAFETY_THRESHOLD"] == "0.25" and "VACE_GPUS" not in env
+    assert "VACE_POSE_MODEL" not in env  # not given: the worker's default
 
 
 def test_api_process_never_imports_torch(tmp_path: Path) -> None:
@@ -75,3 +76,40 @@ def test_api_process_never_imports_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "", f"the API process imported {out.stdout.strip()}"
+
+
+def _served_settings(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Settings:
+    """The Settings `vace serve ARGV` would hand to the app (uvicorn not started)."""
+    import server.cli as cli
+
+    captured: list[Settings] = []
+    monkeypatch.setattr("server.app.create_app", lambda settings: captured.append(settings))
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
+    assert cli._serve(build_parser().parse_args(["serve", "--model", "tiny", *argv])) == 0
+    return captured[0]
+
+
+def test_reliability_flags_reach_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VACE_CORS_ORIGINS", raising=False)
+    defaults = _served_settings(monkeypatch, ["--data-dir", str(tmp_path)])
+    assert defaults.cors_allow_origins == "*" and defaults.upload_max_age_s == 24 * 3600.0
+    assert defaults.max_output_frames == 1441 and "VACE_POSE_MODEL" not in defaults.worker_env
+    given = _served_settings(monkeypatch, [
+        "--data-dir", str(tmp_path), "--cors-origin", "https://a.example", "--cors-origin",
+        "http://localhost:3000", "--upload-max-age-hours", "2", "--max-output-frames", "241",
+        "--pose-model", "openpose",
+    ])
+    assert given.cors_allow_origins == "https://a.example,http://localhost:3000"
+    assert given.upload_max_age_s == 7200.0 and given.max_output_frames == 241
+    assert given.worker_env == {"VACE_POSE_MODEL": "openpose"}
+    again = Settings.from_json(given.to_json())  # what a worker sees
+    assert again.max_output_frames == 241 and again.upload_max_age_s == 7200.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--pose-model", "mediapipe"])
+
+
+def test_cors_origins_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VACE_CORS_ORIGINS", " https://a.example , https://b.example,")
+    assert Settings(data_dir=tmp_path, model="tiny").cors_allow_origins == "https://a.example,https://b.example"
+    flag = _served_settings(monkeypatch, ["--data-dir", str(tmp_path), "--cors-origin", "https://c.example"])
+    assert flag.cors_allow_origins == "https://c.example"  # the flag wins over the environment
