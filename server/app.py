@@ -24,7 +24,8 @@ from server.settings import Settings
 from server.status_fast_path import StatusFastPath
 from server.storage_api import StorageApi
 from server.supervisor import Supervisor
-from server.webhooks import WebhookDispatcher, load_or_create_secret
+from server.webhook_signing import JWKS_ROUTE, jwks, load_or_create_signing_key
+from server.webhooks import WebhookDispatcher
 
 HEARTBEAT_STALE_S = 15.0
 # What the JS client sends from a browser (fal-protocol.md §6.2), plus the other x-fal-* request headers.
@@ -40,8 +41,9 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     store = JobStore(settings.db_path)
     files = FileStore(settings.files_dir)
     supervisor = Supervisor(settings, store) if run_workers else None
+    signing_key = load_or_create_signing_key(settings.webhook_key_path)
     webhooks = WebhookDispatcher(
-        store, load_or_create_secret(settings.webhook_secret_path),
+        store, signing_key,
         max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s,
         retry_max_s=settings.webhook_retry_max_s, timeout_s=settings.webhook_timeout_s,
         allow_hosts=settings.fetch_allow_hosts,
@@ -113,6 +115,13 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
             return JSONResponse({"detail": "File not found"}, status_code=404)
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, filename=name)
+
+    published_keys = jwks(signing_key.public_key())
+
+    @app.get(JWKS_ROUTE, tags=["server"])
+    def webhook_keys() -> JSONResponse:
+        """The public key(s) webhook signatures verify against, as fal publishes its own (JWKS)."""
+        return JSONResponse(published_keys, headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/", tags=["server"])
     def index() -> dict[str, object]:

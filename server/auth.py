@@ -3,6 +3,7 @@ or `Authorization: Bearer <key>`.
 
 Left open on purpose:
 - /health, /docs, /redoc, /openapi.json: probes and documentation hold nothing private;
+- /.well-known/jwks.json: the public key webhook receivers verify signatures with;
 - GET/HEAD /files/{token}/{name}: result links are unguessable capabilities that fal's clients and
   browsers fetch without credentials, like fal's CDN URLs;
 - PUT/POST /storage/upload/{upload_id}[/...]: the upload URL handed out by an authenticated initiate call
@@ -24,7 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.addressing import REQUEST_ID_HEADER
 
-OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+                        "/.well-known/jwks.json"})
 _FILE = re.compile(r"/files/[^/]+/[^/]+")
 _UPLOAD_SLOT = re.compile(r"/storage/upload/(?!initiate(?:-multipart)?(?:/|$))[^/]+(?:/[^/]+)?")
 _SCHEMES = ("key", "bearer")

@@ -76,8 +76,9 @@ class Settings:
         return self.data_dir / "uploads"
 
     @property
-    def webhook_secret_path(self) -> Path:
-        return self.data_dir / "webhook_secret"
+    def webhook_key_path(self) -> Path:
+        """The Ed25519 key webhooks are signed with (server/webhook_signing.py)."""
+        return self.data_dir / "webhook_ed25519.pem"
 
     def to_json(self) -> str:
         """How the supervisor hands the whole configuration to a worker process."""

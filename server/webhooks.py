@@ -3,15 +3,8 @@
 A daemon thread in the API process polls the job store, so delivery never holds up a job or a worker,
 and pending deliveries (attempt count, next time) live in SQLite and resume after a restart.
 
-Each POST is signed with HMAC-SHA256 using a secret generated once into `<data dir>/webhook_secret`:
-
-    X-Fal-Webhook-Request-Id: <request_id>
-    X-Fal-Webhook-User-Id:    self-hosted
-    X-Fal-Webhook-Timestamp:  <unix seconds>
-    X-Fal-Webhook-Signature:  hex(HMAC_SHA256(secret, message))
-    message = "{request_id}\\n{user_id}\\n{timestamp}\\n{sha256_hex(raw body)}"
-
-The signed message has the same four lines as fal's (which signs it with Ed25519); see docs/clients.md.
+Each POST is signed as fal signs it (Ed25519, public key at /.well-known/jwks.json): see
+server/webhook_signing.py and docs/clients.md.
 
 Webhook URLs come from callers, so delivery is guarded like input downloads (server/fetch.py's
 AddressPolicy, one shared check): the host is resolved at delivery time and refused if any of its
@@ -26,62 +19,26 @@ does: the check needs the allowlist and DNS as they are when the job completes, 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import os
-import secrets
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.fetch import AddressNotAllowed, AddressPolicy, tls_verify
 from server.jobstore import Job, JobStore, WebhookStore
 from server.queue_api import absolute_urls
+from server.webhook_signing import signature_headers
 
 log = logging.getLogger("vace.webhooks")
 
 POLL_S = 0.5
 MAX_AGE_S = 24 * 3600.0  # jobs completed longer ago than this (e.g. while the server was down) are skipped
-USER_ID = "self-hosted"
 USER_AGENT = "vace-server-webhooks/1"
-
-
-def load_or_create_secret(path: Path) -> bytes:
-    """The signing secret: 32 random bytes as hex, created once with owner-only permissions."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-        os.replace(path.with_suffix(".tmp"), path)
-    return path.read_text().strip().encode()
-
-
-def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
-    return f"{request_id}\n{user_id}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
-
-
-def sign(secret: bytes, request_id: str, timestamp: str, body: bytes, user_id: str = USER_ID) -> str:
-    return hmac.new(secret, signed_message(request_id, user_id, timestamp, body), hashlib.sha256).hexdigest()
-
-
-def verify(secret: bytes, headers: Any, body: bytes, *, tolerance_s: float = 300.0) -> bool:
-    """What a receiver does (usable as-is from Python); `headers` is any case-insensitive mapping."""
-    try:
-        timestamp = headers["x-fal-webhook-timestamp"]
-        if abs(time.time() - int(timestamp)) > tolerance_s:
-            return False
-        expected = sign(secret, headers["x-fal-webhook-request-id"], timestamp, body,
-                        headers.get("x-fal-webhook-user-id", USER_ID))
-    except (KeyError, ValueError):
-        return False
-    return hmac.compare_digest(expected, headers.get("x-fal-webhook-signature", ""))
 
 
 def webhook_payload(job: Job) -> dict[str, Any]:
@@ -96,14 +53,15 @@ def webhook_payload(job: Job) -> dict[str, Any]:
 class WebhookDispatcher:
     """Finds completed jobs with a webhook, delivers, and retries with exponential backoff."""
 
-    def __init__(self, jobs: JobStore, secret: bytes, *, max_attempts: int, retry_base_s: float,
-                 retry_max_s: float, timeout_s: float, allow_hosts: Sequence[str] | None = None) -> None:
+    def __init__(self, jobs: JobStore, signing_key: Ed25519PrivateKey, *, max_attempts: int,
+                 retry_base_s: float, retry_max_s: float, timeout_s: float,
+                 allow_hosts: Sequence[str] | None = None) -> None:
         """`allow_hosts`: the operator's SSRF allowlist (Settings.fetch_allow_hosts); None reads
         VACE_FETCH_ALLOW_HOSTS, as the input fetcher does."""
         self.jobs = jobs
         self.policy = AddressPolicy.for_operator(allow_hosts)
         self.deliveries = WebhookStore(jobs)
-        self.secret = secret
+        self.signing_key = signing_key
         self.max_attempts = max_attempts
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
@@ -144,14 +102,7 @@ class WebhookDispatcher:
     def _deliver(self, client: httpx.Client, job: Job, attempts_before: int) -> None:
         assert job.webhook_url is not None
         body = json.dumps(webhook_payload(job)).encode()
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "X-Fal-Webhook-Request-Id": job.id,
-            "X-Fal-Webhook-User-Id": USER_ID,
-            "X-Fal-Webhook-Timestamp": timestamp,
-            "X-Fal-Webhook-Signature": sign(self.secret, job.id, timestamp, body),
-        }
+        headers = {"Content-Type": "application/json", **signature_headers(self.signing_key, job.id, body)}
         status: int | None = None
         try:
             target = self.policy.target(job.webhook_url)

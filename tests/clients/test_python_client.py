@@ -10,8 +10,9 @@ from types import ModuleType
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.webhooks import verify
+from server.webhook_signing import public_keys, verify
 from tests.clients.conftest import APP, WebhookReceiver, assert_video, failing_input, real_input
 from tests.server.conftest import LiveServer, Media
 
@@ -120,7 +121,10 @@ def test_upload_fallback_and_multipart(fal: ModuleType, client_server: LiveServe
 def test_webhook_delivered_signed_with_retries(fal: ModuleType, client_server: LiveServer, media: Media,
                                                webhook_receiver: WebhookReceiver, tmp_path: Path) -> None:
     """Real generation #3 (OK payload) and a failing request whose receiver answers 500 once (ERROR)."""
-    secret = (client_server.data_dir / "webhook_secret").read_text().strip().encode()
+    # What a receiver written for fal does, with this server's JWKS URL instead of fal's.
+    jwks = httpx.get(f"{client_server.base}/.well-known/jwks.json").json()
+    keys = public_keys(jwks)
+    assert len(keys) == 1 and jwks["keys"][0]["alg"] == "EdDSA"
     webhook_receiver.fail_first["/error"] = 1
     failed = fal.submit(f"{APP}/depth", arguments=failing_input(media),
                         webhook_url=f"{webhook_receiver.url}/error")
@@ -134,15 +138,15 @@ def test_webhook_delivered_signed_with_retries(fal: ModuleType, client_server: L
     assert body["request_id"] == failed.request_id and body["status"] == "ERROR"
     assert body["error"] == "Invalid status code: 422"
     assert body["payload"]["detail"][0]["type"] == "unsupported_video_format"
-    assert verify(secret, second.headers, second.body)
+    assert verify(keys, second.headers, second.body)
     assert second.headers["x-fal-webhook-request-id"] == failed.request_id
 
     (delivery,) = webhook_receiver.wait_for("/ok")
     body = delivery.json()
     assert body["request_id"] == ok.request_id and body["status"] == "OK" and body["error"] is None
-    assert verify(secret, delivery.headers, delivery.body)
-    assert not verify(b"wrong secret", delivery.headers, delivery.body)
-    assert not verify(secret, delivery.headers, delivery.body + b" ")
+    assert verify(keys, delivery.headers, delivery.body)
+    assert not verify([Ed25519PrivateKey.generate().public_key()], delivery.headers, delivery.body)
+    assert not verify(keys, delivery.headers, delivery.body + b" ")
     assert body["payload"] == ok.get()
     assert_video(body["payload"]["video"]["url"], tmp_path / "webhook.mp4")
 

@@ -7,23 +7,26 @@ import time
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.errors import InputError
 from server.jobstore import JobStore, WebhookStore
-from server.webhooks import WebhookDispatcher, load_or_create_secret, verify
+from server.webhook_signing import jwks, load_or_create_signing_key, public_keys, verify
+from server.webhooks import WebhookDispatcher
 
 
-def dispatcher(store: JobStore, secret: bytes) -> WebhookDispatcher:
+def dispatcher(store: JobStore, key: Ed25519PrivateKey) -> WebhookDispatcher:
     # The mock transport answers for "127.0.0.1", which the SSRF guard refuses unless allowlisted.
-    return WebhookDispatcher(store, secret, max_attempts=3, retry_base_s=0.2, retry_max_s=1.0, timeout_s=5.0,
+    return WebhookDispatcher(store, key, max_attempts=3, retry_base_s=0.2, retry_max_s=1.0, timeout_s=5.0,
                              allow_hosts=("127.0.0.1",))
 
 
 def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite3")
-    secret = load_or_create_secret(tmp_path / "webhook_secret")
-    assert load_or_create_secret(tmp_path / "webhook_secret") == secret
-    assert (tmp_path / "webhook_secret").stat().st_mode & 0o077 == 0
+    key = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
+    reloaded = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
+    assert jwks(reloaded.public_key()) == jwks(key.public_key())  # created once, then kept
+    assert (tmp_path / "webhook_ed25519.pem").stat().st_mode & 0o077 == 0
 
     ok = store.submit("fal-ai/wan-vace-14b", {"prompt": "x"}, public_base="http://h:1",
                       webhook_url="http://127.0.0.1/ok")
@@ -46,14 +49,14 @@ def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
         return httpx.Response(200 if request.url.path == "/ok" else 500)
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    dispatcher(store, secret).run_once(client)
+    dispatcher(store, key).run_once(client)
     deliveries = WebhookStore(store)
     first = deliveries.get(ok.id)
     assert first is not None and (first.state, first.attempts, first.last_status) == ("pending", 1, 503)
     assert deliveries.get(plain.id) is None
 
     time.sleep(0.25)
-    restarted = dispatcher(JobStore(tmp_path / "jobs.sqlite3"), secret)  # a fresh process, same file
+    restarted = dispatcher(JobStore(tmp_path / "jobs.sqlite3"), reloaded)  # a fresh process, same file
     restarted.run_once(client)
     assert deliveries.get(ok.id).state == "delivered"  # type: ignore[union-attr]
     ok_posts = [r for r in seen if r.url.path == "/ok"]
@@ -61,7 +64,7 @@ def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
     body = json.loads(ok_posts[-1].content)
     assert body == {"request_id": ok.id, "gateway_request_id": ok.id, "status": "OK", "error": None,
                     "payload": {"video": {"url": "http://h:1/files/t/out.mp4"}, "seed": 1}}
-    assert verify(secret, ok_posts[-1].headers, ok_posts[-1].content)
+    assert verify(public_keys(jwks(key.public_key())), ok_posts[-1].headers, ok_posts[-1].content)
 
     time.sleep(0.5)
     restarted.run_once(client)

@@ -137,6 +137,7 @@ def test_in_the_real_middleware_stack(tmp_path: Path) -> None:
     assert client.get("/api/fal/proxy", headers={**proxied, **key}).status_code == 404
     assert client.get(f"/queue/{APP}/requests/abc/status/", headers=key).status_code == 404
     assert client.get("/openapi.json").status_code == 200
+    assert client.get("/.well-known/jwks.json").json()["keys"]  # receivers fetch it without a key
     assert client.get("/files/abc/none.mp4").status_code == 404  # open, and simply not there
     preflight = {**origin, "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "authorization"}

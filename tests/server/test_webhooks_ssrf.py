@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.jobstore import Job, JobStore, Status, WebhookDelivery, WebhookStore
-from server.webhooks import WebhookDispatcher, load_or_create_secret, verify
+from server.webhook_signing import jwks, load_or_create_signing_key, public_keys, verify
+from server.webhooks import WebhookDispatcher
 from tests.server.conftest import start_server
 
 APP = "fal-ai/wan-vace-14b"
@@ -89,10 +91,10 @@ def completed_job(store: JobStore, webhook_url: str) -> Job:
     return job
 
 
-def deliver_all(store: JobStore, secret: bytes, jobs: list[Job], allow_hosts: tuple[str, ...],
+def deliver_all(store: JobStore, key: Ed25519PrivateKey, jobs: list[Job], allow_hosts: tuple[str, ...],
                 timeout: float = 30.0) -> dict[str, WebhookDelivery]:
     """Run the real dispatcher thread until every job's delivery is settled (delivered or failed)."""
-    dispatcher = WebhookDispatcher(store, secret, max_attempts=3, retry_base_s=60.0, retry_max_s=60.0,
+    dispatcher = WebhookDispatcher(store, key, max_attempts=3, retry_base_s=60.0, retry_max_s=60.0,
                                    timeout_s=5.0, allow_hosts=allow_hosts)
     deliveries = WebhookStore(store)
     dispatcher.start()
@@ -120,7 +122,7 @@ def test_private_targets_are_refused_without_a_request_or_retry(
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", dns)
-    secret = load_or_create_secret(tmp_path / "webhook_secret")
+    key = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
     urls = [
         f"{receiver.base}/v4",
         f"{receiver6.base}/v6",
@@ -131,7 +133,7 @@ def test_private_targets_are_refused_without_a_request_or_retry(
         "ftp://example.com/hook",
     ]
     jobs = [completed_job(store, url) for url in urls]
-    rows = deliver_all(store, secret, jobs, allow_hosts=())
+    rows = deliver_all(store, key, jobs, allow_hosts=())
 
     assert receiver.requests == [] and receiver6.requests == []
     for job, url in zip(jobs, urls, strict=True):
@@ -148,17 +150,18 @@ def test_private_targets_are_refused_without_a_request_or_retry(
 
 def test_allowlisted_hosts_are_delivered(store: JobStore, receiver: Receiver, receiver6: Receiver,
                                          tmp_path: Path) -> None:
-    secret = load_or_create_secret(tmp_path / "webhook_secret")
+    key = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
     by_ip = completed_job(store, f"{receiver.base}/by-ip")
     by_name = completed_job(store, f"http://localhost:{receiver.port}/by-name")
     by_cidr = completed_job(store, f"{receiver6.base}/by-cidr")
-    rows = deliver_all(store, secret, [by_ip, by_name, by_cidr],
+    rows = deliver_all(store, key, [by_ip, by_name, by_cidr],
                        allow_hosts=("127.0.0.1", "localhost", "::1/128"))
     assert {job_id: row.state for job_id, row in rows.items()} == dict.fromkeys(rows, "delivered")
     assert sorted(path for _, path, _, _ in receiver.requests) == ["/by-ip", "/by-name"]
     assert [path for _, path, _, _ in receiver6.requests] == ["/by-cidr"]
     for method, path, headers, body in receiver.requests + receiver6.requests:
-        assert method == "POST" and verify(secret, {k.lower(): v for k, v in headers.items()}, body)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        assert method == "POST" and verify(public_keys(jwks(key.public_key())), lowered, body)
         expected = {"/by-ip": by_ip, "/by-name": by_name, "/by-cidr": by_cidr}[path]
         assert json.loads(body)["request_id"] == expected.id
     # The connection is pinned to the checked address, but the receiver still sees the name it was given.
@@ -167,10 +170,10 @@ def test_allowlisted_hosts_are_delivered(store: JobStore, receiver: Receiver, re
 
 
 def test_redirects_are_not_followed(store: JobStore, receiver: Receiver, tmp_path: Path) -> None:
-    secret = load_or_create_secret(tmp_path / "webhook_secret")
+    key = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
     receiver.redirect["/moved"] = "http://169.254.169.254/latest/meta-data/"
     job = completed_job(store, f"{receiver.base}/moved")
-    row = deliver_all(store, secret, [job], allow_hosts=("127.0.0.1",))[job.id]
+    row = deliver_all(store, key, [job], allow_hosts=("127.0.0.1",))[job.id]
     assert [path for _, path, _, _ in receiver.requests] == ["/moved"]
     assert (row.state, row.attempts, row.last_status) == ("pending", 1, 302)  # retried later, as any non-2xx
     assert row.last_error == "HTTP 302 (redirects are not followed for webhooks)"
