@@ -6,6 +6,7 @@ Each poller keeps its own connection and a fixed schedule; a late request is sen
 so a slow server shows up as lower throughput as well as higher latency.
 
     python -m benchmarks.load [--clients 200] [--rate 10] [--duration 20] [--submitters 4] [--url URL]
+                              [--api-key KEY]
 
 Target from the issue: 200 clients at 10 Hz, zero errors, p99 < 100 ms. The load generator shares the
 machine with the server (and on the project's box with other engineers): figures are pessimistic.
@@ -104,10 +105,19 @@ class PollConnection(asyncio.Protocol):
         return await asyncio.wait_for(self.done, timeout=10.0)
 
 
-async def poller(base: str, status_url: str, rate: float, until: float, stats: Stats) -> None:
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Key {api_key}"} if api_key else {}
+
+
+async def poller(status_url: str, rate: float, until: float, stats: Stats,
+                 api_key: str | None = None) -> None:
     url = urllib.parse.urlsplit(status_url)
+    https = url.scheme == "https"
+    port = url.port or (443 if https else 80)
     target = url.path + (f"?{url.query}" if url.query else "")
-    request = f"GET {target} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: application/json\r\n\r\n".encode()
+    lines = [f"GET {target} HTTP/1.1", f"Host: {url.netloc}", "Accept: application/json",
+             *(f"{k}: {v}" for k, v in auth_headers(api_key).items())]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     loop = asyncio.get_running_loop()
     connection: PollConnection | None = None
     interval = 1.0 / rate
@@ -117,11 +127,13 @@ async def poller(base: str, status_url: str, rate: float, until: float, stats: S
         started = time.perf_counter()
         try:
             if connection is None or connection.transport is None:
-                _, connection = await loop.create_connection(lambda: PollConnection(request),
-                                                             url.hostname, url.port)
+                _, connection = await loop.create_connection(lambda: PollConnection(request), url.hostname,
+                                                             port, ssl=https or None)
             code = await connection.get()
         except (OSError, TimeoutError, httptools.HttpParserError) as exc:
             stats.record(started, None, type(exc).__name__)
+            if connection is not None and connection.transport is not None:
+                connection.transport.close()  # a timed-out connection must not leak its socket
             connection = None
         else:
             stats.record(started, code, None, {200, 202})
@@ -132,8 +144,8 @@ async def poller(base: str, status_url: str, rate: float, until: float, stats: S
 
 
 async def submitter(base: str, payload: dict[str, object], every_s: float, until: float, stats: Stats,
-                    submitted: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=10.0) as client:
+                    submitted: list[str], api_key: str | None = None) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=10.0, headers=auth_headers(api_key)) as client:
         while time.perf_counter() + every_s < until:
             await asyncio.sleep(every_s)
             response = await timed(client, stats, {200}, "POST", f"/queue/{APP}/depth", json=payload)
@@ -152,14 +164,15 @@ def long_job(control: Path, steps: int) -> dict[str, object]:
 async def run_load(base: str, args: argparse.Namespace, payload: dict[str, object]) -> Stats:
     stats = Stats()
     submitted: list[str] = []
-    async with httpx.AsyncClient(base_url=base, timeout=30.0) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=30.0, headers=auth_headers(args.api_key)) as client:
         job = (await client.post(f"/queue/{APP}/depth", json=payload)).json()
         # Wait until the worker is busy with it: that is the situation being measured.
         while (await client.get(job["status_url"])).json()["status"] == "IN_QUEUE":
             await asyncio.sleep(0.2)
         until = time.perf_counter() + args.duration
-        tasks = [poller(base, job["status_url"], args.rate, until, stats) for _ in range(args.clients)]
-        tasks += [submitter(base, payload, args.submit_every, until, stats, submitted)
+        tasks = [poller(job["status_url"], args.rate, until, stats, args.api_key)
+                 for _ in range(args.clients)]
+        tasks += [submitter(base, payload, args.submit_every, until, stats, submitted, args.api_key)
                   for _ in range(args.submitters)]
         started = time.perf_counter()
         await asyncio.gather(*tasks)
@@ -197,6 +210,7 @@ def main() -> None:
     parser.add_argument("--submit-every", type=float, default=2.0, help="seconds between POSTs")
     parser.add_argument("--steps", type=int, default=30, help="steps of the running job")
     parser.add_argument("--url", default=None, help="an already running server (default: start one)")
+    parser.add_argument("--api-key", default=None, help="sent as `Authorization: Key ...` (keys on)")
     args = parser.parse_args()
 
     from preprocessors.video_io import write_mp4
@@ -209,7 +223,8 @@ def main() -> None:
         if args.url:
             uvloop.run(run_load(args.url, args, payload))
             return
-        server = start_server(Path(tmp) / "data", workers=1)
+        keys = ("--api-key", args.api_key) if args.api_key else ()
+        server = start_server(Path(tmp) / "data", workers=1, extra_args=keys)
         try:
             print(f"server on {server.base} (tiny model, 1 worker)")
             uvloop.run(run_load(server.base, args, payload))

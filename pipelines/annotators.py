@@ -44,8 +44,8 @@ POSE_BACKENDS = {"dwpose": layout.DWPOSE, "openpose": layout.OPENPOSE}
 DEFAULT_POSE_BACKEND = "dwpose"
 SAFETY_MISSING_CHOICES = ("warn", "refuse")
 INTERPOLATORS = {"rife": layout.RIFE, "film": layout.FILM}
-# Real OpenPose (VACE_POSE_MODEL=openpose) detects at 512 px (controlnet-aux's default); the tiny, full-size
-# random network would take about 9 s per 832x480 frame there, and its output is noise anyway.
+# Real OpenPose (VACE_POSE_MODEL=openpose) detects at 512 px (controlnet-aux's default); the tiny mode's
+# full-size random network would take 1-2 s per 832x480 frame on a CPU there, and its output is noise anyway.
 POSE_DETECT_RESOLUTION = 512
 TINY_POSE_DETECT_RESOLUTION = 128
 TINY_PROMPT_MAX_NEW_TOKENS = 24  # the tiny LLM's words are random: a short expansion shows the path works

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,10 +63,9 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         webhooks.start()
         retention.start()
         yield
-        await run_in_threadpool(webhooks.stop)
-        await run_in_threadpool(retention.stop)
-        if supervisor is not None:
-            await run_in_threadpool(supervisor.stop)
+        # Together: the workers' grace period (30 s) must not wait behind the other threads' joins.
+        stops = [webhooks.stop, retention.stop] + ([supervisor.stop] if supervisor is not None else [])
+        await asyncio.gather(*(run_in_threadpool(stop) for stop in stops))
 
     app = FastAPI(
         title="Wan VACE 14B (self-hosted, fal-compatible)",
@@ -76,7 +77,8 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     )
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
     # CORS (outermost) answers preflights and decorates the 401s.
-    queue_api = QueueApi(store, settings.public_url, InputLimits.from_settings(settings))
+    shutting_down = threading.Event()
+    queue_api = QueueApi(store, settings.public_url, InputLimits.from_settings(settings), shutting_down)
     app.add_middleware(StatusFastPath, api=queue_api)  # status polls skip FastAPI's router
     app.add_middleware(RequestSizeMiddleware, max_bytes=settings.max_request_bytes)  # inside auth: 401 first
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
@@ -89,6 +91,15 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         max_age=600,
     )
     app.state.store = store
+
+    def begin_shutdown() -> None:
+        """Called by the CLI's server on SIGTERM, before uvicorn waits for open requests to finish: the
+        workers start requeueing their jobs at once, and requests waiting on a job end."""
+        shutting_down.set()
+        if supervisor is not None:
+            supervisor.begin_stop()
+
+    app.state.begin_shutdown = begin_shutdown
     app.state.settings = settings
     queue_api.include_in(app)
     storage = StorageApi(files, settings.uploads_dir, settings.max_upload_bytes, settings.public_url)

@@ -5,17 +5,31 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from server.settings import DEFAULT_MODEL_DIR, MEMORY_PLANS, VAE_TILING, Settings
+
+T = TypeVar("T", int, float)
 
 DEFAULT_REPO = "Wan-AI/Wan2.1-VACE-14B-diffusers"
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type for limits and durations: 0 or less would refuse everything (or keep nothing)."""
+    def parse(text: str) -> T:
+        value = kind(text)
+        if not value > 0:  # type: ignore[operator]
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
 
+
+def _serve(args: argparse.Namespace) -> int:
     from server.app import create_app
+    from server.http_server import run_server
 
     model = args.model
     if model is None:
@@ -61,9 +75,8 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(certfile) != bool(keyfile):
         print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log, timeout_graceful_shutdown=60, ssl_certfile=certfile,
-                ssl_keyfile=keyfile)
+    run_server(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+               access_log=args.access_log, ssl_certfile=certfile, ssl_keyfile=keyfile)
     return 0
 
 
@@ -99,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (without --gpus)")
     serve.add_argument("--gpus", default=None, help="comma-separated GPU ids: one worker per GPU")
-    serve.add_argument("--max-attempts", type=int, default=2,
+    serve.add_argument("--max-attempts", type=positive(int), default=2,
                        help="attempts for a job whose worker dies before it is failed")
     serve.add_argument("--public-url", default=None, help="base URL for returned links, e.g. behind a proxy")
     serve.add_argument("--memory-plan", choices=MEMORY_PLANS, default="auto",
@@ -113,9 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origin", action="append", default=[],
                        help="browser origin allowed to call the API, e.g. https://app.example.com "
                             "(repeatable; also VACE_CORS_ORIGINS, comma-separated; default *)")
-    serve.add_argument("--retention-hours", type=float, default=7 * 24.0,
+    serve.add_argument("--retention-hours", type=positive(float), default=7 * 24.0,
                        help="finished jobs and their files are deleted after this long (default 7 days)")
-    serve.add_argument("--upload-max-age-hours", type=float, default=24.0,
+    serve.add_argument("--upload-max-age-hours", type=positive(float), default=24.0,
                        help="uploads started but not completed are deleted after this long without a "
                             "write (default 24, at most --retention-hours)")
     serve.add_argument("--annotators-dir", type=Path, default=None,
@@ -129,18 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "or refuse requests that enable it")
     serve.add_argument("--safety-threshold", type=float, default=None,
                        help="NSFW probability at which a video is flagged (default 0.5)")
-    serve.add_argument("--max-input-pixels", type=int, default=4096 * 4096,
+    serve.add_argument("--max-input-pixels", type=positive(int), default=4096 * 4096,
                        help="largest input frame or image, width x height (default 4096x4096)")
-    serve.add_argument("--max-input-seconds", type=float, default=600.0,
+    serve.add_argument("--max-input-seconds", type=positive(float), default=600.0,
                        help="longest input video in seconds (default 600)")
-    serve.add_argument("--max-input-frames", type=int, default=36_000,
+    serve.add_argument("--max-input-frames", type=positive(int), default=36_000,
                        help="most frames an input video may have (default 36000)")
-    serve.add_argument("--max-output-frames", type=int, default=1441,
+    serve.add_argument("--max-output-frames", type=positive(int), default=1441,
                        help="longest output video in frames, after reframe's interpolation (default 1441)")
-    serve.add_argument("--max-request-bytes", type=int, default=64 * 1024**2,
+    serve.add_argument("--max-request-bytes", type=positive(int), default=64 * 1024**2,
                        help="largest JSON request body, data: URIs included (default 64 MiB; uploads "
                             "are not counted)")
-    serve.add_argument("--max-queue-length", type=int, default=1000,
+    serve.add_argument("--max-queue-length", type=positive(int), default=1000,
                        help="queued requests beyond which submit answers 429 (default 1000)")
     serve.add_argument("--log-level", default="info")
     # Off by default: fal's clients poll status at 10 Hz per request, which would be most of the log (and

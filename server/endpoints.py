@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from preprocessors.interpolation.timeline import output_frames
-from server.limits import OUTPUT_TOO_LONG, InputLimits
+from server.limits import OUTPUT_TOO_LONG, InputLimits, output_length_field
 from server.schemas import (
     WanVACEDepthRequest,
     WanVACEDepthResponse,
@@ -114,13 +114,6 @@ def output_frames_at_submit(task: str, payload: BaseModel) -> int | None:
                          int(_get(payload, "temporal_upsample_factor", 0)))
 
 
-def output_length_field(task: str, payload: BaseModel) -> str:
-    """The field a too-long output (known at submit) is blamed on: the interpolation, else num_frames."""
-    interpolates = task == "reframe" and (_get(payload, "temporal_downsample_factor", 0)
-                                          or _get(payload, "temporal_upsample_factor", 0))
-    return "temporal_upsample_factor" if interpolates else "num_frames"
-
-
 def unsupported_reason(task: str, payload: BaseModel) -> str | None:
     """Why this release cannot run the request, or None if it can."""
     for applies, message in _UNSUPPORTED:
@@ -148,7 +141,11 @@ def submit_refusal(task: str, payload: BaseModel, limits: InputLimits | None = N
     if reason is not None:
         return Refusal(reason, "feature_not_supported")
     count = output_frames_at_submit(task, payload)
-    reason = None if count is None else (limits or InputLimits()).output_refusal(count)
+    if count is None:
+        return None
+    upsample = int(_get(payload, "temporal_upsample_factor", 0)) if task == "reframe" else 0
+    field = output_length_field(upsample, follows_input=False)
+    reason = (limits or InputLimits()).output_refusal(count, field)
     if reason is not None:
-        return Refusal(reason, OUTPUT_TOO_LONG, ("body", output_length_field(task, payload)))
+        return Refusal(reason, OUTPUT_TOO_LONG, ("body", field))
     return None

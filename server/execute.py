@@ -57,7 +57,7 @@ from server.errors import InputError
 from server.fetch import Fetcher
 from server.filestore import FileStore
 from server.jobstore import Job
-from server.limits import InputLimits
+from server.limits import InputLimits, output_length_field
 from server.schemas import task_of
 
 MAX_FRAMES = 241  # the schema's upper bound; also bounds match_input_num_frames
@@ -169,7 +169,8 @@ class Executor:
         timing = _timing(params, info.fps, info.num_frames)
         timeline = _timeline(task, params, timing)
         # The output's length is known now (it may follow the input): refuse an over-long one before any work.
-        self.limits.check_output(_length_field(timeline, params), timeline.output_frames)
+        field = output_length_field(timeline.upsample, follows_input=params.match_input_num_frames)
+        self.limits.check_output(field, timeline.output_frames)
         frames = timeline.keyframes(self._load_video(video_path, "video_url", info.fps, timing))
         generated = Timing(fps=timeline.generated_fps, num_frames=timeline.generated_frames)
         references = [self._load_image(url, "ref_image_urls", scratch, i)
@@ -240,12 +241,15 @@ class Executor:
         """
         if plan_of(self.pipe).offload is Offload.ALL_ON_GPU:
             return models
+        after = _Models(reload_interpolator=models.interpolator is not None,
+                        reload_checker=models.checker is not None)
+        # This job's references go first: offload() empties torch's cache, which only returns memory whose
+        # tensors are already unreferenced.
+        models.control = models.interpolator = models.checker = models.expander = None
         dropped = self.annotators.offload()
-        if not dropped:
-            return models
-        hooks.log(f"Freed the GPU memory of {', '.join(dropped)} for generation")
-        return _Models(reload_interpolator=models.interpolator is not None,
-                       reload_checker=models.checker is not None)
+        if dropped:
+            hooks.log(f"Freed the GPU memory of {', '.join(dropped)} for generation")
+        return after
 
     def _reload_after_generation(self, models: _Models, params: Any) -> _Models:
         if models.reload_interpolator:
@@ -394,13 +398,6 @@ def _timeline(task: str, params: Any, timing: Timing) -> Timeline:
         return Timeline(timing.fps, timing.num_frames)
     return Timeline(timing.fps, timing.num_frames, params.temporal_downsample_factor,
                     params.temporal_upsample_factor)
-
-
-def _length_field(timeline: Timeline, params: Any) -> str:
-    """The field to name when the output is too long: the interpolation, else what set the length."""
-    if timeline.factor:
-        return "temporal_upsample_factor"
-    return "video_url" if params.match_input_num_frames else "num_frames"
 
 
 def _require(load: Callable[[], Any], field_name: str, feature: str) -> Any:

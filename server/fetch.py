@@ -124,12 +124,16 @@ class AddressPolicy:
         return addresses[0]
 
     def target(self, url: str) -> Target:
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            explicit_port = parts.port  # ValueError when out of range or not a number
+        except ValueError as exc:
+            raise AddressNotAllowed(f"{url[:200]}: not a valid URL ({exc})") from exc
         scheme = parts.scheme.lower()
         host = parts.hostname
         if scheme not in ("http", "https") or not host:
             raise AddressNotAllowed(f"{url[:200]}: not an http(s) URL with a host")
-        port = parts.port or (443 if scheme == "https" else 80)
+        port = explicit_port or (443 if scheme == "https" else 80)
         ip = self.resolve(host, port)
         literal = _is_ip_literal(host)
         ip_text = f"[{ip}]" if ip.version == 6 else str(ip)

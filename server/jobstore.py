@@ -349,12 +349,17 @@ class JobStore:
     def requeue(self, job_id: str, worker_id: str, *, count_attempt: bool) -> bool:
         """Give a running job back to the queue (graceful shutdown, or a lost worker with attempts left)."""
         with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE jobs SET status = ?, worker_id = NULL, started_at = NULL,"
-                " attempts = attempts - ? WHERE id = ? AND status = ? AND worker_id = ?",
-                (Status.IN_QUEUE, 0 if count_attempt else 1, job_id, Status.IN_PROGRESS, worker_id),
-            )
-            return cur.rowcount == 1
+            return self._requeue(conn, job_id, worker_id, count_attempt)
+
+    @staticmethod
+    def _requeue(conn: sqlite3.Connection, job_id: str, worker_id: str, count_attempt: bool) -> bool:
+        # Attempts are counted when a job is claimed; a requeue that must not spend one gives it back.
+        cur = conn.execute(
+            "UPDATE jobs SET status = ?, worker_id = NULL, started_at = NULL,"
+            " attempts = MAX(attempts - ?, 0) WHERE id = ? AND status = ? AND worker_id = ?",
+            (Status.IN_QUEUE, 0 if count_attempt else 1, job_id, Status.IN_PROGRESS, worker_id),
+        )
+        return cur.rowcount == 1
 
     def release(self, worker_id: str) -> list[str]:
         """Requeue a worker's running jobs without spending an attempt: the server stopped that worker
@@ -365,10 +370,7 @@ class JobStore:
                 (Status.IN_PROGRESS, worker_id),
             ).fetchall()]
             for job_id in ids:
-                conn.execute(
-                    "UPDATE jobs SET status = ?, worker_id = NULL, started_at = NULL,"
-                    " attempts = MAX(attempts - 1, 0) WHERE id = ?", (Status.IN_QUEUE, job_id),
-                )
+                self._requeue(conn, job_id, worker_id, count_attempt=False)
         return ids
 
     def recover_orphans(self, live_worker_ids: set[str], max_attempts: int) -> list[str]:

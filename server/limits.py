@@ -41,6 +41,16 @@ UPLOAD_POST_PATHS = ("/files/upload",)
 LARGEST_VALID_OUTPUT = 1441
 
 
+def output_length_field(upsample_factor: int, follows_input: bool) -> str:
+    """The request field a too-long output is blamed on: the upsampling, else what set the length.
+
+    (Downsampling alone does not lengthen the output: it interpolates back to about the input's length.)
+    """
+    if upsample_factor:
+        return "temporal_upsample_factor"
+    return "video_url" if follows_input else "num_frames"
+
+
 @dataclass(frozen=True)
 class InputLimits:
     max_pixels: int = 4096 * 4096
@@ -68,18 +78,26 @@ class InputLimits:
                              f"most {self.max_frames}", "video_duration_too_long",
                              {"max_frames": self.max_frames, "num_frames": num_frames})
 
-    def output_refusal(self, output_frames: int) -> str | None:
-        """Why an output of `output_frames` frames is refused, or None; the submit check and the worker's."""
+    def output_refusal(self, output_frames: int, field: str) -> str | None:
+        """Why an output of `output_frames` frames is refused, or None; the submit check and the worker's.
+
+        `field` is what the length is blamed on (`output_length_field`), and the advice follows it.
+        """
         if output_frames <= self.max_output_frames:
             return None
+        advice = {
+            "temporal_upsample_factor": "each generated gap gets temporal_downsample_factor + "
+                                        "temporal_upsample_factor new frames: lower temporal_upsample_factor "
+                                        "or num_frames",
+            "video_url": "the length follows the input video: use a shorter video, or set "
+                         "match_input_num_frames to false and choose num_frames",
+        }.get(field, f"lower {field}")
         return (f"the output video would have {output_frames} frames; this server returns at most "
-                f"{self.max_output_frames}. Each generated gap gets temporal_downsample_factor + "
-                "temporal_upsample_factor new frames: lower temporal_upsample_factor or the number of "
-                "frames")
+                f"{self.max_output_frames}: {advice}")
 
-    def check_output(self, field: str | None, output_frames: int) -> None:
+    def check_output(self, field: str, output_frames: int) -> None:
         """Raise InputError if the output would be longer than max_output_frames (before any work on it)."""
-        reason = self.output_refusal(output_frames)
+        reason = self.output_refusal(output_frames, field)
         if reason is not None:
             raise InputError(field, reason, OUTPUT_TOO_LONG,
                              {"max_output_frames": self.max_output_frames, "output_frames": output_frames})

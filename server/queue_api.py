@@ -7,6 +7,7 @@ model from each generated handler's annotations at runtime.
 import asyncio
 import json
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ RUN_POLL_S = 0.25
 MAX_SEED = 2**31 - 1
 NOT_FOUND = {"detail": "Request not found"}
 QUEUE_FULL = "queue_full"
+SHUTTING_DOWN = "server_shutting_down"
+SHUTTING_DOWN_DETAIL = "The server is shutting down; this request was cancelled. Retry it in a moment."
 
 
 def public_base(request: Request, override: str | None) -> str:
@@ -117,10 +120,14 @@ def parse_start_timeout(value: str | None) -> float | None:
 class QueueApi:
     """Owns the routes; holds the store and settings the handlers need."""
 
-    def __init__(self, store: JobStore, public_url: str | None, limits: InputLimits) -> None:
+    def __init__(self, store: JobStore, public_url: str | None, limits: InputLimits,
+                 shutting_down: threading.Event | None = None) -> None:
         self.store = store
         self.public_url = public_url
         self.limits = limits
+        # Set on SIGTERM: requests that wait on a job (sync run, status streams) end instead of holding
+        # the shutdown open while the workers requeue their jobs.
+        self.shutting_down = shutting_down or threading.Event()
         self.router = APIRouter()
         for endpoint in ENDPOINTS.values():
             self.router.add_api_route(
@@ -218,6 +225,11 @@ class QueueApi:
                     # Like Cog: a sync caller that went away does not keep a GPU busy.
                     await run_in_threadpool(self.store.request_cancel, job.id)
                     return JSONResponse({"detail": "Client disconnected"}, status_code=499)
+                if self.shutting_down.is_set():
+                    # The caller holds no request id to come back for, and will retry: cancel, not requeue.
+                    await run_in_threadpool(self.store.request_cancel, job.id)
+                    return error_response(request_error(SHUTTING_DOWN_DETAIL, SHUTTING_DOWN, 503),
+                                          {"Retry-After": "30"})
                 await asyncio.sleep(RUN_POLL_S)
                 # The light row: the job's input (possibly a large data: URI) is read once, at the end.
                 status, _, _ = await run_in_threadpool(self._poll, job.id, None)
@@ -298,8 +310,8 @@ class QueueApi:
             if time.monotonic() - last_write >= STREAM_KEEPALIVE_S:
                 yield ": keepalive\n\n"
                 last_write = time.monotonic()
-            if await request.is_disconnected():
-                return
+            if await request.is_disconnected() or self.shutting_down.is_set():
+                return  # clients reconnect or poll; the job itself is requeued by its worker
             await asyncio.sleep(STREAM_POLL_S)
 
     def result(self, request: Request, app_path: str, request_id: str) -> JSONResponse:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 import threading
@@ -155,8 +156,12 @@ def _children(root: Path) -> Iterator[Path]:
 
 def _newest_mtime(folder: Path) -> float:
     """A folder counts as old only when nothing in it was written recently."""
-    newest = folder.stat().st_mtime
-    for path in folder.rglob("*"):
+    try:
+        newest = folder.stat().st_mtime
+        paths = list(folder.rglob("*"))
+    except FileNotFoundError:
+        return math.inf  # removed meanwhile (an upload completed, a job ended): nothing to sweep
+    for path in paths:
         try:
             newest = max(newest, path.lstat().st_mtime)
         except FileNotFoundError:

@@ -7,7 +7,8 @@ One thread starts, watches and finally stops every worker, and it outlives them:
 signal (server/worker.py) fires when the *thread* that started it ends, not the process, so a worker
 started from a thread that exits first would be SIGKILLed mid-job instead of stopping gracefully.
 Shutdown (SIGTERM to the server): each worker gets SIGTERM, puts its running job back in the queue at
-the next denoising step without spending an attempt (or finishes it, if it is past denoising), and exits;
+its next checkpoint (every denoising step, and before interpolation) without spending an attempt, and exits
+(a job already encoding its output finishes first);
 one still running after STOP_GRACE_S is killed and its job requeued, again without spending an attempt
 (our own shutdown is no evidence that the job kills workers).
 """
@@ -60,9 +61,13 @@ class Supervisor:
         self.store.clear_workers()
         self._thread.start()  # starts the workers at once
 
+    def begin_stop(self) -> None:
+        """Start stopping the workers now, without waiting (the server calls it on SIGTERM)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """SIGTERM lets a worker requeue its running job at the next step; SIGKILL after a grace period."""
-        self._stop.set()
+        self.begin_stop()
         if self._thread.is_alive():
             self._thread.join(timeout=STOP_GRACE_S + 15)
 

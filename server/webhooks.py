@@ -97,7 +97,11 @@ class WebhookDispatcher:
             if job is None or job.webhook_url is None:
                 self.deliveries.mark_failed_attempt(delivery.job_id, None, "job is gone", None)
                 continue
-            self._deliver(client, job, delivery.attempts)
+            try:
+                self._deliver(client, job, delivery.attempts)
+            except Exception as exc:  # one bad row must not hold up the deliveries behind it
+                log.exception("webhook for %s: unexpected error", job.id)
+                self._failed_attempt(job, delivery.attempts, None, f"internal error: {exc!r}")
 
     def _deliver(self, client: httpx.Client, job: Job, attempts_before: int) -> None:
         assert job.webhook_url is not None
@@ -106,7 +110,10 @@ class WebhookDispatcher:
         status: int | None = None
         try:
             target = self.policy.target(job.webhook_url)
-            response = client.send(target.build_request(client, "POST", headers, body))
+            # Streamed and closed unread: only the status matters, and a receiver that answers with an
+            # endless body must not fill this process's memory or hold the delivery thread.
+            response = client.send(target.build_request(client, "POST", headers, body), stream=True)
+            response.close()
             status = response.status_code
             if 200 <= status < 300:
                 self.deliveries.mark_delivered(job.id, status)
@@ -124,6 +131,10 @@ class WebhookDispatcher:
             error = f"the host name {exc} could not be resolved"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
+        self._failed_attempt(job, attempts_before, status, error)
+
+    def _failed_attempt(self, job: Job, attempts_before: int, status: int | None, error: str) -> None:
+        """Count the attempt; retry later with exponential backoff, or give up after max_attempts."""
         attempts = attempts_before + 1
         next_at = None
         if attempts < self.max_attempts:

@@ -9,12 +9,15 @@ use by the registry as `vace serve --model tiny` builds them.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import server.execute as execute
 from pipelines.annotators import AnnotatorConfig, Annotators
@@ -99,7 +102,7 @@ def test_preprocess_runs_the_annotator_on_the_fitted_frames(
     out = run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/{task}", request(video, preprocess=True),
               hooks)
     # The annotator sees the 7 real frames at the target size (96x48); the 4k+1 padding holds the last result.
-    # (The first and last frames are enough to check: OpenPose costs about 0.6 s a frame here.)
+    # (The first and last frames are enough to check.)
     expected = tiny_annotators.control(task)(shrink(frames, 96, 48)[[0, -1]])
     (req,) = echo
     control = np.rint(req.video * 255).astype(np.uint8)
@@ -303,9 +306,39 @@ def test_annotators_leave_the_gpu_during_generation_under_an_offloading_plan(
     monkeypatch.setattr(Annotators, "_uses_gpu", lambda self: True)
     pipe = SimpleNamespace(_vace_memory_plan=MemoryPlan(offload, vae_tiling=False))  # as apply_plan marks it
     loaded_while_generating: list[set[str]] = []
+    alive_while_generating: list[int] = []
+    handed_out: list[weakref.ref[Any]] = []  # every model the registry gave the executor
+
+    def recording(get: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            model = get(*args)
+            handed_out.append(weakref.ref(model))
+            return model
+        return wrapper
+
+    monkeypatch.setattr(registry, "interpolator", recording(registry.interpolator))
+    monkeypatch.setattr(registry, "safety", recording(registry.safety))
+    # torch's cache only returns memory whose tensors are unreferenced: count the models still alive at the
+    # moment offload() empties it (on a pretend GPU).
+    alive_at_empty_cache: list[int] = []
+    real_offload = registry.offload
+
+    def offload_on_a_gpu() -> list[str]:
+        def empty_cache() -> None:
+            gc.collect()
+            alive_at_empty_cache.append(sum(ref() is not None for ref in handed_out))
+
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.cuda, "is_available", lambda: True)
+            patch.setattr(torch.cuda, "empty_cache", empty_cache)
+            return real_offload()
+
+    monkeypatch.setattr(registry, "offload", offload_on_a_gpu)
 
     def fake_generate(pipe: Any, request: GenerationRequest, **_: Any) -> np.ndarray:
         loaded_while_generating.append(set(registry.loaded()))
+        gc.collect()
+        alive_while_generating.append(sum(ref() is not None for ref in handed_out))
         return np.rint(request.video * 255).astype(np.uint8)
 
     monkeypatch.setattr(execute, "generate", fake_generate)
@@ -319,8 +352,10 @@ def test_annotators_leave_the_gpu_during_generation_under_an_offloading_plan(
     checks = [m for m in hooks.logs if m.startswith("Safety check")]
     assert len(checks) == 2 and "generated video" in checks[1]  # the reloaded checker ran on the output
     if offload is Offload.ALL_ON_GPU:
-        assert loaded_while_generating == [used]
+        assert loaded_while_generating == [used] and alive_while_generating == [2]
         assert not any(m.startswith("Freed the GPU memory") for m in hooks.logs)
     else:
-        assert loaded_while_generating == [set()]
+        # Nothing holds the models while the 14B model runs: not the registry, not the executor.
+        assert loaded_while_generating == [set()] and alive_while_generating == [0]
+        assert alive_at_empty_cache == [0]
         assert any(m.startswith("Freed the GPU memory") and "rife" in m for m in hooks.logs)

@@ -210,6 +210,7 @@ def test_operator_output_cap_is_applied_at_submit(capped_server: LiveServer) -> 
         depth = client.post(f"/queue/{APP}/depth", json={"prompt": "x", "video_url": "https://example.com/v.mp4",
                                                           "num_frames": 161})
         assert depth.status_code == 422 and depth.json()["detail"][0]["loc"] == ["body", "num_frames"]
+        assert depth.json()["detail"][0]["msg"].endswith("lower num_frames")  # no advice about factors
         assert client.get("/health").json()["queued"] <= QUEUE_CAP  # nothing was queued by the refusals
 
 

@@ -16,7 +16,7 @@ def poll_for(url: str, clients: int, rate: float, seconds: float) -> Stats:
 
     async def run() -> None:
         until = time.perf_counter() + seconds
-        await asyncio.gather(*(poller("", url, rate, until, stats) for _ in range(clients)))
+        await asyncio.gather(*(poller(url, rate, until, stats) for _ in range(clients)))
 
     asyncio.run(run())
     return stats

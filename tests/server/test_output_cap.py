@@ -137,6 +137,15 @@ def test_over_long_request_is_refused_at_submit_in_the_422_form():
     assert item["type"] == "output_too_long"
 
 
+def test_downsampling_alone_blames_num_frames():
+    payload = {"video_url": VIDEO, "match_input_num_frames": False, "num_frames": 201,
+               "temporal_downsample_factor": 2}  # 201 frames out, 67 generated
+    model = WanVACEReframeRequest.model_validate(payload)
+    refusal = submit_refusal("reframe", model, InputLimits(max_output_frames=200))
+    assert refusal is not None and refusal.loc == ("body", "num_frames")
+    assert "201 frames" in refusal.message and refusal.message.endswith("lower num_frames")
+
+
 def test_cap_also_bounds_uninterpolated_lengths():
     limits = InputLimits(max_output_frames=100)
     assert "121 frames" in _check(f"{APP_ID}/depth", {"prompt": "x", "video_url": VIDEO, "num_frames": 121},

@@ -54,7 +54,7 @@ def test_worker_only_flags_travel_as_environment(tmp_path: Path, monkeypatch: py
 
     captured: dict[str, Settings] = {}
     monkeypatch.setattr("server.app.create_app", lambda settings: captured.setdefault("s", settings))
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
+    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
     args = build_parser().parse_args([
         "serve", "--model", "tiny", "--data-dir", str(tmp_path), "--annotators-dir", "ann",
         "--depth-model", "depth-anything-v2", "--safety-missing", "refuse", "--safety-threshold", "0.25",
@@ -84,7 +84,7 @@ def _served_settings(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Settin
 
     captured: list[Settings] = []
     monkeypatch.setattr("server.app.create_app", lambda settings: captured.append(settings))
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
+    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
     assert cli._serve(build_parser().parse_args(["serve", "--model", "tiny", *argv])) == 0
     return captured[0]
 
@@ -113,3 +113,13 @@ def test_cors_origins_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
     assert Settings(data_dir=tmp_path, model="tiny").cors_allow_origins == "https://a.example,https://b.example"
     flag = _served_settings(monkeypatch, ["--data-dir", str(tmp_path), "--cors-origin", "https://c.example"])
     assert flag.cors_allow_origins == "https://c.example"  # the flag wins over the environment
+
+
+@pytest.mark.parametrize("flag", ["--max-output-frames", "--max-queue-length", "--max-request-bytes",
+                                  "--max-input-seconds", "--retention-hours", "--max-attempts"])
+def test_limits_must_be_positive(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("0", "-5"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", flag, bad])
+        assert "must be greater than 0" in capsys.readouterr().err
+    assert getattr(build_parser().parse_args(["serve", flag, "3"]), flag[2:].replace("-", "_")) == 3

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,33 @@ def alive(pid: int) -> bool:
     return True
 
 
+class WaitingRequests:
+    """A status stream and a sync run, each in its own thread, open until the server ends them."""
+
+    def __init__(self, base: str, status_url: str, video_url: str) -> None:
+        self.streaming = threading.Event()
+        self.stream_ended_at: float | None = None  # time.monotonic()
+        self.run_response: httpx.Response | None = None
+        self.threads = [threading.Thread(target=self._stream, args=(status_url,), daemon=True),
+                        threading.Thread(target=self._run, args=(base, video_url), daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _stream(self, status_url: str) -> None:
+        with httpx.stream("GET", status_url + "/stream", timeout=120) as response:
+            for _ in response.iter_lines():
+                self.streaming.set()
+        self.stream_ended_at = time.monotonic()
+
+    def _run(self, base: str, video_url: str) -> None:
+        self.run_response = httpx.post(f"{base}/run/{APP}/depth", timeout=120,
+                                       json={"prompt": "x", "video_url": video_url})
+
+    def join(self, timeout: float) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+
 def test_sigterm_requeues_the_running_job_and_a_restart_completes_it(tmp_path: Path, media: Media) -> None:
     data_dir = tmp_path / "data"
     store = JobStore(data_dir / "jobs.sqlite3")
@@ -58,11 +86,25 @@ def test_sigterm_requeues_the_running_job_and_a_restart_completes_it(tmp_path: P
             }).json()
             wait_for_step(client, submit["status_url"])
             assert client.get(submit["status_url"]).json()["status"] == "IN_PROGRESS"
+        # Requests that wait on a job must not hold the shutdown open: a status stream and a sync run
+        # (queued behind the running job) are open when SIGTERM arrives.
+        waiting = WaitingRequests(first.base, submit["status_url"], data_uri(media.not_a_video))
+        deadline = time.monotonic() + 30
+        while store.count_queued() < 1 or not waiting.streaming.is_set():
+            assert time.monotonic() < deadline, "the sync run or the stream did not start"
+            time.sleep(0.1)
         started = time.monotonic()
         code = first.stop(signal.SIGTERM, timeout=STOP_GRACE_S + 60)
         took = time.monotonic() - started
+        waiting.join(timeout=10)
     finally:
         first.stop(signal.SIGKILL)
+    assert waiting.run_response is not None and waiting.run_response.status_code == 503
+    assert waiting.run_response.json()["error_type"] == "server_shutting_down"
+    assert waiting.stream_ended_at is not None and waiting.stream_ended_at - started < STOP_GRACE_S
+    run_job = store.get(waiting.run_response.headers["x-fal-request-id"])
+    assert run_job is not None and run_job.status is Status.COMPLETED  # cancelled: its caller will retry
+    assert run_job.error is not None and run_job.error.status_code == 499
     # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is a clean exit too.
     assert code in (0, -signal.SIGTERM), first.log_text()
     assert took < STOP_GRACE_S, f"shutdown took {took:.1f}s: the worker was not stopped gracefully"

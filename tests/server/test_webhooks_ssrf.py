@@ -214,3 +214,47 @@ def test_live_server_refuses_a_loopback_webhook_and_delivers_an_allowlisted_one(
             assert result.status_code == 200 and result.json() == {"seed": 1}
     finally:
         server.stop()
+
+
+def test_malformed_urls_fail_alone_and_do_not_hold_up_the_others(store: JobStore, receiver: Receiver,
+                                                                 tmp_path: Path) -> None:
+    key = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
+    bad = [completed_job(store, url) for url in ("http://h:99999/hook", "http://[::1/hook", "http://h:x/")]
+    good = completed_job(store, f"{receiver.base}/after-the-bad-ones")
+    rows = deliver_all(store, key, [*bad, good], allow_hosts=("127.0.0.1",))
+    for job in bad:
+        row = rows[job.id]
+        assert (row.state, row.attempts) == ("failed", 1) and "not a valid URL" in str(row.last_error), row
+    assert rows[good.id].state == "delivered"
+    assert [path for _, path, _, _ in receiver.requests] == ["/after-the-bad-ones"]
+
+
+def test_a_receiver_answering_with_an_endless_body_does_not_hold_the_dispatcher(store: JobStore,
+                                                                                 tmp_path: Path) -> None:
+    """200 with a 1 GB Content-Length, then a trickle: the status is all that is read."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"x" * 1024)
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    threading.Thread(target=serve, daemon=True).start()
+    key = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
+    job = completed_job(store, f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+    started = time.monotonic()
+    try:
+        rows = deliver_all(store, key, [job], allow_hosts=("127.0.0.1",), timeout=10.0)
+    finally:
+        stop.set()
+        listener.close()
+    assert rows[job.id].state == "delivered" and rows[job.id].last_status == 200
+    assert time.monotonic() - started < 5.0
