@@ -63,6 +63,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_input_pixels=args.max_input_pixels, max_input_seconds=args.max_input_seconds,
         max_input_frames=args.max_input_frames, max_output_frames=args.max_output_frames,
         max_request_bytes=args.max_request_bytes, max_queue_length=args.max_queue_length,
+        max_input_bytes=args.max_download_bytes, download_timeout_s=args.download_timeout,
+        max_upload_bytes=args.max_upload_bytes,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     certfile, keyfile = args.ssl_certfile, args.ssl_keyfile
@@ -155,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "are not counted)")
     serve.add_argument("--max-queue-length", type=positive(int), default=1000,
                        help="queued requests beyond which submit answers 429 (default 1000)")
+    serve.add_argument("--max-download-bytes", type=positive(int), default=2 * 1024**3,
+                       help="largest input a URL or data: URI may deliver (default 2 GiB)")
+    serve.add_argument("--download-timeout", type=positive(float), default=60.0,
+                       help="seconds an input download may take (default 60)")
+    serve.add_argument("--max-upload-bytes", type=positive(int), default=2 * 1024**3,
+                       help="largest file a client may upload to /storage (default 2 GiB)")
     serve.add_argument("--log-level", default="info")
     # Off by default: fal's clients poll status at 10 Hz per request, which would be most of the log (and
     # a quarter of the API process's CPU at 2000 polls/s, measured with wrk).

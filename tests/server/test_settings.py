@@ -99,6 +99,11 @@ def test_reliability_flags_reach_settings(tmp_path: Path, monkeypatch: pytest.Mo
         "http://localhost:3000", "--upload-max-age-hours", "2", "--max-output-frames", "241",
         "--pose-model", "openpose",
     ])
+    assert (defaults.max_input_bytes, defaults.download_timeout_s, defaults.max_upload_bytes) == (
+        2 * 1024**3, 60.0, 2 * 1024**3)
+    sizes = _served_settings(monkeypatch, ["--data-dir", str(tmp_path), "--max-download-bytes", "1000",
+                                           "--download-timeout", "5", "--max-upload-bytes", "2000"])
+    assert (sizes.max_input_bytes, sizes.download_timeout_s, sizes.max_upload_bytes) == (1000, 5.0, 2000)
     assert given.cors_allow_origins == "https://a.example,http://localhost:3000"
     assert given.upload_max_age_s == 7200.0 and given.max_output_frames == 241
     assert given.worker_env == {"VACE_POSE_MODEL": "openpose"}
