@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ def positive(kind: Callable[[str], T]) -> Callable[[str], T]:
     """An argparse type for limits and durations: 0 or less would refuse everything (or keep nothing)."""
     def parse(text: str) -> T:
         value = kind(text)
-        if not value > 0:  # type: ignore[operator]
+        if not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message

@@ -8,6 +8,8 @@ and requeue their jobs while uvicorn drains the connections.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -18,6 +20,7 @@ from fastapi import FastAPI
 # Open requests get this long after SIGTERM; with the workers' 30 s grace running alongside, the whole
 # shutdown fits in `docker run --stop-timeout 60`.
 GRACEFUL_SHUTDOWN_S = 30
+STARTUP_FAILURE = 3
 
 
 class WorkersFirstServer(uvicorn.Server):
@@ -26,11 +29,17 @@ class WorkersFirstServer(uvicorn.Server):
         self.on_exit = on_exit
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.on_exit()
+        if not self.should_exit:  # once: a second signal (uvicorn's "force exit") must not re-enter it
+            self.on_exit()
         super().handle_exit(sig, frame)
 
 
 def run_server(app: FastAPI, **uvicorn_options: Any) -> None:
     """Serve `app` (built by server.app.create_app) until SIGTERM/SIGINT; options are uvicorn.Config's."""
     config = uvicorn.Config(app, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **uvicorn_options)
-    WorkersFirstServer(config, on_exit=app.state.begin_shutdown).run()
+    server = WorkersFirstServer(config, on_exit=app.state.begin_shutdown)
+    # uvicorn re-raises the Ctrl+C it shut down for; the shutdown itself is done (uvicorn.run does this too).
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # e.g. the port is taken; uvicorn.run's exit code

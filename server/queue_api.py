@@ -34,6 +34,9 @@ NOT_FOUND = {"detail": "Request not found"}
 QUEUE_FULL = "queue_full"
 SHUTTING_DOWN = "server_shutting_down"
 SHUTTING_DOWN_DETAIL = "The server is shutting down; this request was cancelled. Retry it in a moment."
+# How long a sync run waits, once the server is stopping, for its running job to stop or finish; less
+# than uvicorn's drain time (server/http_server.py's GRACEFUL_SHUTDOWN_S, 30 s).
+RUN_SHUTDOWN_WAIT_S = 20.0
 
 
 def public_base(request: Request, override: str | None) -> str:
@@ -115,6 +118,10 @@ def parse_start_timeout(value: str | None) -> float | None:
     if seconds <= 0:
         raise ValueError(value)
     return time.time() + seconds
+
+
+def shutting_down_response() -> JSONResponse:
+    return error_response(request_error(SHUTTING_DOWN_DETAIL, SHUTTING_DOWN, 503), {"Retry-After": "30"})
 
 
 class QueueApi:
@@ -215,26 +222,36 @@ class QueueApi:
             payload: endpoint.input_model,  # type: ignore[name-defined]
             x_fal_request_timeout: str | None = Header(None),
         ) -> Any:
+            if self.shutting_down.is_set():
+                return shutting_down_response()
             job = await run_in_threadpool(self._enqueue, request, endpoint, payload, None, "normal",
                                           x_fal_request_timeout)
             if isinstance(job, JSONResponse):
                 return job
             status = job.summary
+            shutdown_deadline: float | None = None
             while status.status is not Status.COMPLETED:
                 if await request.is_disconnected():
                     # Like Cog: a sync caller that went away does not keep a GPU busy.
                     await run_in_threadpool(self.store.request_cancel, job.id)
                     return JSONResponse({"detail": "Client disconnected"}, status_code=499)
-                if self.shutting_down.is_set():
+                if self.shutting_down.is_set() and shutdown_deadline is None:
                     # The caller holds no request id to come back for, and will retry: cancel, not requeue.
-                    await run_in_threadpool(self.store.request_cancel, job.id)
-                    return error_response(request_error(SHUTTING_DOWN_DETAIL, SHUTTING_DOWN, 503),
-                                          {"Retry-After": "30"})
+                    outcome = await run_in_threadpool(self.store.request_cancel, job.id)
+                    if outcome is CancelOutcome.OK:  # still queued: cancelled at once
+                        return shutting_down_response()
+                    # Running (it stops at its next step, or finishes if it is encoding) or just completed:
+                    # answer with what it ends as, if that is soon.
+                    shutdown_deadline = time.monotonic() + RUN_SHUTDOWN_WAIT_S
+                if shutdown_deadline is not None and time.monotonic() > shutdown_deadline:
+                    return shutting_down_response()
                 await asyncio.sleep(RUN_POLL_S)
                 # The light row: the job's input (possibly a large data: URI) is read once, at the end.
                 status, _, _ = await run_in_threadpool(self._poll, job.id, None)
-            return result_response(await run_in_threadpool(self._get, job.id),
-                                   public_base(request, self.public_url))
+            final = await run_in_threadpool(self._get, job.id)
+            if shutdown_deadline is not None and final.error is not None and final.error.status_code == 499:
+                return shutting_down_response()  # cancelled by the shutdown, not by anyone the caller knows
+            return result_response(final, public_base(request, self.public_url))
 
         return run
 
@@ -311,7 +328,9 @@ class QueueApi:
                 yield ": keepalive\n\n"
                 last_write = time.monotonic()
             if await request.is_disconnected() or self.shutting_down.is_set():
-                return  # clients reconnect or poll; the job itself is requeued by its worker
+                # The job is requeued by its worker. A stream held open would be cut by uvicorn's drain
+                # anyway; @fal-ai/client's streaming mode then reports an error, polling clients carry on.
+                return
             await asyncio.sleep(STREAM_POLL_S)
 
     def result(self, request: Request, app_path: str, request_id: str) -> JSONResponse:

@@ -100,6 +100,7 @@ class WebhookDispatcher:
             try:
                 self._deliver(client, job, delivery.attempts)
             except Exception as exc:  # one bad row must not hold up the deliveries behind it
+                # (At least once: if recording a 2xx failed, the receiver gets the payload again.)
                 log.exception("webhook for %s: unexpected error", job.id)
                 self._failed_attempt(job, delivery.attempts, None, f"internal error: {exc!r}")
 
