@@ -1,4 +1,4 @@
-"""The `vace` command: `vace serve` runs the server, `vace download` fetches weights."""
+"""The `vace` command: `vace serve` runs the server, `vace download` fetches weights, `vace bench` times."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from pipelines.bench.cli import add_arguments as bench_arguments
 from server.settings import ATTENTION_BACKENDS, DEFAULT_MODEL_DIR, MEMORY_PLANS, VAE_TILING, Settings
 
 T = TypeVar("T", int, float)
@@ -107,6 +108,12 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pipelines.bench.cli import run
+
+    return run(args, ["vace", *args.argv])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,11 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--models", default=None,
                           help="with --annotators: a comma-separated subset (default: all but DA-V2)")
     download.set_defaults(func=_download)
+
+    bench = sub.add_parser("bench", help="time the 14B model (random weights) on this GPU; --tiny on a CPU")
+    bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `vace bench` records its exact command
     return int(args.func(args))
 
 
