@@ -72,7 +72,11 @@ def run(args: argparse.Namespace, command: list[str], started: float | None = No
                          runner=runner)
     print(f"vace bench on {env['name']} ({device}), budget {args.budget_s:.0f}s -> {path}", flush=True)
     torch.manual_seed(0)
-    for phase in phases.plan(bench):
+    plan = phases.plan(bench)
+    if args.only:  # a selected phase brings the phases it needs (the model build)
+        needed = {name for p in plan if p.name.startswith(runner.only) for name in p.requires}
+        runner.only = (*runner.only, *needed)
+    for phase in plan:
         runner.run(phase)
     runner.save()
     text = report.table(record)

@@ -24,21 +24,29 @@ def describe(device: torch.device) -> dict[str, Any]:
             "flash-attn", "torchao")},
     }
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        free, total = torch.cuda.mem_get_info(device)
-        info.update(
-            name=props.name, capability=f"{props.major}.{props.minor}", sms=props.multi_processor_count,
-            memory_total_gib=round(total / 2**30, 2), memory_free_gib=round(free / 2**30, 2),
-            sdp_enabled={kind: bool(getattr(torch.backends.cuda, f"{kind}_sdp_enabled")())
-                         for kind in ("flash", "mem_efficient", "math", "cudnn")},
-        )
-        try:  # private: the order SDPA tries kernels in (torch may still prefer another at run time)
-            info["sdp_priority_order"] = [torch.nn.attention.SDPBackend(int(i)).name
-                                          for i in torch._C._get_sdp_priority_order()]
-        except Exception as exc:  # noqa: BLE001
-            info["sdp_priority_order"] = f"unknown ({type(exc).__name__})"
+        try:
+            info.update(_cuda(device))
+        except Exception as exc:  # noqa: BLE001 - the figures matter more than the description
+            info.update(name="cuda device", description_error=f"{type(exc).__name__}: {exc}"[:300])
     else:
         info.update(name=f"{platform.processor() or platform.machine()} CPU", capability=None)
+    return info
+
+
+def _cuda(device: torch.device) -> dict[str, Any]:
+    props = torch.cuda.get_device_properties(device)
+    free, total = torch.cuda.mem_get_info(device)
+    info: dict[str, Any] = {
+        "name": props.name, "capability": f"{props.major}.{props.minor}", "sms": props.multi_processor_count,
+        "memory_total_gib": round(total / 2**30, 2), "memory_free_gib": round(free / 2**30, 2),
+        "sdp_enabled": {kind: bool(getattr(torch.backends.cuda, f"{kind}_sdp_enabled")())
+                        for kind in ("flash", "mem_efficient", "math", "cudnn")},
+    }
+    try:  # private: the order SDPA tries kernels in (torch may still prefer another at run time)
+        info["sdp_priority_order"] = [torch.nn.attention.SDPBackend(int(i)).name
+                                      for i in torch._C._get_sdp_priority_order()]
+    except Exception as exc:  # noqa: BLE001
+        info["sdp_priority_order"] = f"unknown ({type(exc).__name__})"
     return info
 
 
