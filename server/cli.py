@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from pipelines.bench.cli import add_arguments as bench_arguments
 from server.settings import ATTENTION_BACKENDS, DEFAULT_MODEL_DIR, MEMORY_PLANS, VAE_TILING, Settings
 
 T = TypeVar("T", int, float)
@@ -108,12 +107,6 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from pipelines.bench.cli import run
-
-    return run(args, ["vace", *args.argv])
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,15 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --annotators: a comma-separated subset (default: all but DA-V2)")
     download.set_defaults(func=_download)
 
-    bench = sub.add_parser("bench", help="time the 14B model (random weights) on this GPU; --tiny on a CPU")
-    bench_arguments(bench)
-    bench.set_defaults(func=_bench)
+    # Listed for --help only: main() hands `vace bench ...` to pipelines/bench/cli.py before parsing, so
+    # the API process's command module never imports pipeline code.
+    sub.add_parser("bench", add_help=False,
+                   help="time the 14B model (random weights) on this GPU; --tiny on a CPU (vace bench -h)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from pipelines.bench.cli import main as bench_main
+
+        return bench_main(argv[1:], command=["vace", *argv], prog="vace bench")
     args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # `vace bench` records its exact command
     return int(args.func(args))
 
 

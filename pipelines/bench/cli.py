@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_OUT = Path("benchmarks") / "results"
+DESCRIPTION = ("Time the Wan2.1 VACE 14B transformer (random weights) and VAE on this GPU, per attention "
+               "backend, with regional compile and memory plans; write JSON and a projected job-time table.")
 DEFAULT_BUDGET_S = 270.0
 
 
@@ -33,9 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(
-    argv: list[str] | None = None, command: list[str] | None = None, started: float | None = None
+    argv: list[str] | None = None,
+    command: list[str] | None = None,
+    started: float | None = None,
+    prog: str = "python -m pipelines.bench",
 ) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__))
+    """`command` is recorded in the JSON as the exact command line; `started` is when the process began."""
+    parser = add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION))
     args = parser.parse_args(argv)
     return run(args, command or ["vace", "bench", *(argv or [])], started)
 

@@ -42,3 +42,14 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     code, settings = _serve(monkeypatch, tmp_path, [])
     assert code == 2 and settings == []
     assert "VACE_ATTENTION must be one of auto, native, cudnn, flash3, sage" in capsys.readouterr().err
+
+
+def test_the_command_module_loads_no_pipeline_code() -> None:
+    """`vace bench` is handed over before parsing: `vace serve`'s process never imports pipelines/."""
+    import subprocess
+    import sys
+
+    code = ("import sys, server.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'pipelines', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
