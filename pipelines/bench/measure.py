@@ -12,6 +12,11 @@ import torch
 GiB = 2**30
 
 
+def sig(value: float, digits: int = 4) -> float:
+    """Round to significant digits, so toy-sized (--tiny) figures stay positive instead of rounding to 0."""
+    return float(f"{value:.{digits}g}")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -42,11 +47,11 @@ def peak_gib(device: torch.device) -> float | None:
     """Largest allocated bytes since reset_peak, in GiB (None on a CPU: no allocator statistics)."""
     if device.type != "cuda":
         return None
-    return round(torch.cuda.max_memory_allocated(device) / GiB, 3)
+    return sig(torch.cuda.max_memory_allocated(device) / GiB)
 
 
 def allocated_gib(device: torch.device) -> float | None:
-    return round(torch.cuda.memory_allocated(device) / GiB, 3) if device.type == "cuda" else None
+    return sig(torch.cuda.memory_allocated(device) / GiB) if device.type == "cuda" else None
 
 
 def free_memory(device: torch.device) -> None:

@@ -95,10 +95,11 @@ class Bench:
         size = model_size(self.models, self.model, None)
         return {
             "shape": shape.label, "tokens": shape.tokens, "backend": self.backend,
-            "first_call_s": round(times[0], 4), "forward_s": round(times[-1], 4), "output_finite": finite,
+            "first_call_s": measure.sig(times[0]), "forward_s": measure.sig(times[-1]),
+            "output_finite": finite,
             "peak_gib": peak,
-            "activation_peak_gib": None if peak is None else round(peak - self.weights_gib, 3),
-            "activation_estimate_gib": round(transformer_activation_bytes(size, shape.tokens) / GiB, 3),
+            "activation_peak_gib": None if peak is None else measure.sig(peak - self.weights_gib),
+            "activation_estimate_gib": measure.sig(transformer_activation_bytes(size, shape.tokens) / GiB),
         }
 
 
@@ -224,7 +225,7 @@ def _time_attention(bench: Bench, call: Callable[[], torch.Tensor], reference, s
                 result["rel_err"] = float(f"{relative_error(call()[:, rows], ref):.3e}")
             seconds = measure.median_seconds(call, bench.device, reps=2, warmup=1)
         flops = 4 * shape.tokens**2 * head_dim * heads
-        return {**result, "s": round(seconds, 5), "tflops": round(flops / seconds / 1e12, 1)}
+        return {**result, "s": measure.sig(seconds), "tflops": measure.sig(flops / seconds / 1e12)}
     except Exception as exc:  # noqa: BLE001 - a kernel that refuses these inputs is a finding, not a failure
         return f"{type(exc).__name__}: {exc}"[:240]
 
@@ -261,8 +262,8 @@ def build(bench: Bench) -> dict[str, Any]:
     bench.transformer = model
     bench.weights_gib = measure.weight_gib(model)
     fp32 = sum(p.numel() for p in model.parameters() if p.dtype == torch.float32)
-    return {"build_s": round(seconds, 2), "params": sum(p.numel() for p in model.parameters()),
-            "fp32_params": fp32, "weight_gib": round(bench.weights_gib, 3),
+    return {"build_s": measure.sig(seconds), "params": sum(p.numel() for p in model.parameters()),
+            "fp32_params": fp32, "weight_gib": measure.sig(bench.weights_gib),
             "allocated_gib": measure.allocated_gib(bench.device), "dtype": str(bench.dtype)}
 
 
@@ -304,7 +305,7 @@ def compile_blocks(bench: Bench) -> dict[str, Any]:
     speedup = eager / timing["forward_s"] if timing["forward_s"] > 0 else float("nan")
     return {"backend": choice, "shape": label, "compile_backend": backend,
             "first_call_s": timing["first_call_s"], "compiled_forward_s": timing["forward_s"],
-            "eager_forward_s": eager, "speedup": round(speedup, 3), "peak_gib": timing["peak_gib"],
+            "eager_forward_s": eager, "speedup": measure.sig(speedup), "peak_gib": timing["peak_gib"],
             "output_finite": timing["output_finite"]}
 
 
@@ -336,7 +337,7 @@ def _encode(bench: Bench, model: torch.nn.Module, shape: Shape, out: dict[str, A
     model(video[:, :, :5, :64, :64])  # warm-up: cuDNN convolution algorithms
     measure.reset_peak(bench.device)
     t, latents = measure.seconds(lambda: model.encode(video).latent_dist.mode(), bench.device)
-    out.update(encode_s=round(t, 3), encode_peak_gib=measure.peak_gib(bench.device))
+    out.update(encode_s=measure.sig(t), encode_peak_gib=measure.peak_gib(bench.device))
     return latents
 
 
@@ -350,7 +351,7 @@ def _decode(
     key = "decode_tiled" if tiled else "decode"
     measure.free_memory(bench.device)
     t, decoded = measure.seconds(lambda: model.decode(latents).sample, bench.device)
-    out.update({f"{key}_s": round(t, 3), f"{key}_peak_gib": measure.peak_gib(bench.device),
+    out.update({f"{key}_s": measure.sig(t), f"{key}_peak_gib": measure.peak_gib(bench.device),
                 f"{key}_finite": measure.all_finite(decoded)})
 
 
@@ -385,12 +386,12 @@ def memory_plans(bench: Bench) -> dict[str, Any]:
         timing = bench.forward(shape, calls=1)
         estimate = phase_peaks(offload, False, size, shape.height * shape.width, shape.frames)["denoise"]
         out[offload.value] = {
-            "shape": shape.label, "backend": choice, "apply_s": round(t_apply, 2),
+            "shape": shape.label, "backend": choice, "apply_s": measure.sig(t_apply),
             "forward_s": timing["forward_s"], "peak_gib": timing["peak_gib"],
-            "estimate_gib": round(estimate / GiB, 3), "output_finite": timing["output_finite"],
+            "estimate_gib": measure.sig(estimate / GiB), "output_finite": timing["output_finite"],
         }
         if timing["peak_gib"] is not None and estimate > 0:
-            out[offload.value]["estimate_over_measured"] = round(estimate / GiB / timing["peak_gib"], 3)
+            out[offload.value]["estimate_over_measured"] = measure.sig(estimate / GiB / timing["peak_gib"])
     return out
 
 

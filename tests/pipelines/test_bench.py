@@ -38,6 +38,17 @@ def _numbers(value: Any) -> list[float]:
     return [n for v in value for n in _numbers(v)]
 
 
+def _seconds(value: Any) -> list[float]:
+    """Every timing figure (keys ending in _s, and the attention probe's "s"), wherever it is nested."""
+    if isinstance(value, dict):
+        found = [float(v) for k, v in value.items() if (k.endswith("_s") or k == "s")
+                 and isinstance(v, int | float) and k not in ("estimate_s", "budget_s")]
+        return found + [n for v in value.values() for n in _seconds(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _seconds(v)]
+    return []
+
+
 def test_tiny_run_records_where_and_how_it_ran(tiny_run: tuple[dict[str, Any], Path, str]) -> None:
     record, _, _ = tiny_run
     assert record["kind"] == "vace-bench" and record["tiny"] is True
@@ -59,6 +70,9 @@ def test_tiny_run_runs_every_phase_it_can(tiny_run: tuple[dict[str, Any], Path, 
     for name in ran:
         figures = _numbers(phases[name]["results"]) + [phases[name]["wall_s"]]
         assert all(math.isfinite(n) and n >= 0 for n in figures), name
+        seconds = _seconds(phases[name]["results"])
+        assert all(n > 0 for n in seconds), (name, seconds)
+    assert len(_seconds(phases)) > 20
     assert phases["attention_auto"]["results"]["choice"] == "native"
     forward = phases["forward_480p_native"]["results"]
     assert forward["forward_s"] > 0 and forward["output_finite"] is True
