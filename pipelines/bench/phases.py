@@ -1,7 +1,8 @@
 """The benchmark's phases, most valuable first, each a small function returning its figures.
 
 Estimates (seconds on one H100 80GB) come from benchmarks/results/gpu_check_h100-80gb-hbm3_2026-11-26.json:
-14B build 4.7 s, forward 4.4 s at 480p/81f and 16.0 s at 720p/81f, VAE 25.7 s for encode + both decodes,
+14B build 4.7 s, forward 4.4 s at 480p/81f and 16.0 s at 720p/81f, VAE 25.7 s for encode + both decodes
+(a tiled encode adds about 6 s),
 regional compile's first call 16.5 s on a 3-block model (more here: two block classes, 48 blocks to guard).
 """
 
@@ -119,7 +120,7 @@ def plan(bench: Bench) -> list[Phase]:
                 requires=("build",), unavailable=f"unavailable: {reason}" if reason else None,
             ))
     phases += [
-        Phase("vae_720p", 40, lambda: vae(bench)),
+        Phase("vae_720p", 45, lambda: vae(bench)),
         Phase("compile", COMPILE_ESTIMATE_S[bench.compile_shape], lambda: compile_blocks(bench),
               requires=("build",)),
         # Last: group offload leaves the transformer in RAM behind diffusers' hooks.
@@ -321,7 +322,7 @@ def _uncompile(model: torch.nn.Module) -> None:
 
 
 def vae(bench: Bench) -> dict[str, Any]:
-    """fp32 VAE at 720p/81f: encode, decode, tiled decode (diffusers' 256 px tiles), each with its peak."""
+    """fp32 VAE at 720p/81f: encode and decode, untiled and tiled (diffusers' 256 px tiles), with peaks."""
     shape = bench.models.shape("720p")
     model = build_vae(bench.models.vae, bench.device)
     out: dict[str, Any] = {"shape": shape.as_dict()}
@@ -332,22 +333,32 @@ def vae(bench: Bench) -> dict[str, Any]:
     return out
 
 
+def _set_tiling(model: torch.nn.Module, tiled: bool) -> None:
+    if tiled:
+        model.enable_tiling()
+    else:
+        model.disable_tiling()
+
+
 def _encode(bench: Bench, model: torch.nn.Module, shape: Shape, out: dict[str, Any]) -> torch.Tensor:
+    """Encode untiled then tiled; returns the untiled latents for the decodes."""
     video = torch.rand(1, 3, shape.frames, shape.height, shape.width, device=bench.device) * 2 - 1
     model(video[:, :, :5, :64, :64])  # warm-up: cuDNN convolution algorithms
-    measure.reset_peak(bench.device)
-    t, latents = measure.seconds(lambda: model.encode(video).latent_dist.mode(), bench.device)
-    out.update(encode_s=measure.sig(t), encode_peak_gib=measure.peak_gib(bench.device))
+    latents = None
+    for tiled in (False, True):
+        _set_tiling(model, tiled)
+        key = "encode_tiled" if tiled else "encode"
+        measure.free_memory(bench.device)
+        t, encoded = measure.seconds(lambda: model.encode(video).latent_dist.mode(), bench.device)
+        out.update({f"{key}_s": measure.sig(t), f"{key}_peak_gib": measure.peak_gib(bench.device)})
+        latents = encoded if latents is None else latents
     return latents
 
 
 def _decode(
     bench: Bench, model: torch.nn.Module, latents: torch.Tensor, tiled: bool, out: dict[str, Any]
 ) -> None:
-    if tiled:
-        model.enable_tiling()
-    else:
-        model.disable_tiling()
+    _set_tiling(model, tiled)
     key = "decode_tiled" if tiled else "decode"
     measure.free_memory(bench.device)
     t, decoded = measure.seconds(lambda: model.decode(latents).sample, bench.device)

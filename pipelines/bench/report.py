@@ -10,18 +10,19 @@ FORWARDS_PER_STEP = 2  # classifier-free guidance: a conditional and an uncondit
 # cached for depth/pose (pipelines/vae_cache.py), so 2 encodes is the worst case, as projected here.
 VAE_ENCODES = 2
 FORMULA = (f"{STEPS * FORWARDS_PER_STEP} x forward_s + {VAE_ENCODES} x vae_encode_s + vae_decode_s "
-           "(VAE measured at 720p; other sizes scaled by pixel count)")
+           "(VAE measured at 720p, tiled for group_offload; other sizes scaled by pixel count)")
 
 
 def vae_job_seconds(record: dict[str, Any], label: str, tiled: bool = False) -> float | None:
     """VAE seconds one job at `label` spends, from the 720p VAE phase (None when it did not run)."""
     vae = _results(record, "vae_720p")
     decode = vae.get("decode_tiled_s" if tiled else "decode_s")
-    if "encode_s" not in vae or decode is None:
+    encode = vae.get("encode_tiled_s" if tiled else "encode_s", vae.get("encode_s"))
+    if encode is None or decode is None:
         return None
     shapes = record.get("shapes", {})
     ratio = _pixels(shapes.get(label)) / _pixels(shapes.get("720p"))
-    return (VAE_ENCODES * vae["encode_s"] + decode) * ratio
+    return (VAE_ENCODES * encode + decode) * ratio
 
 
 def modes(record: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
