@@ -179,7 +179,11 @@ def _sdp_choice(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
         return f"unknown ({type(exc).__name__}: {exc})"[:200]
 
 
-def _attention_calls(bench: Bench, q, k, v, qt, kt, vt) -> dict[str, Callable[[], torch.Tensor]]:  # noqa: ANN001
+def _attention_calls(
+    bench: Bench, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qt: torch.Tensor, kt: torch.Tensor,
+    vt: torch.Tensor,
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """Each way of computing this attention; (q, k, v) are (B, S, H, D), (qt, kt, vt) their permuted views."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.functional import scaled_dot_product_attention as sdpa
 
@@ -203,7 +207,7 @@ def _attention_calls(bench: Bench, q, k, v, qt, kt, vt) -> dict[str, Callable[[]
             from sageattention import sageattn
 
             calls["sageattn_direct"] = lambda: sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
-        except Exception:  # noqa: BLE001, S110 - not carried to this machine: no row
+        except Exception:  # noqa: BLE001 - not carried to this machine: no row
             pass
     return calls
 
@@ -216,8 +220,10 @@ def _sampled_reference(
     return rows, reference_attention(q[:, rows], k, v)
 
 
-def _time_attention(bench: Bench, call: Callable[[], torch.Tensor], reference, shape: Shape,  # noqa: ANN001
-                    heads: int, head_dim: int) -> dict[str, Any] | str:
+def _time_attention(
+    bench: Bench, call: Callable[[], torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor] | None,
+    shape: Shape, heads: int, head_dim: int,
+) -> dict[str, Any] | str:
     try:
         with torch.inference_mode():
             result: dict[str, Any] = {}
