@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLWan, WanVACEPipeline
 
+from pipelines.attention import apply_attention, parse_attention, select_for_device
 from pipelines.download import verify_model_dir
 from pipelines.memory import (
     AUTO,
@@ -92,16 +93,24 @@ def apply_memory_plan(
 
 
 def load_pipeline(
-    model_dir: Path, device: str | None = None, memory_plan: str = AUTO, vae_tiling: str = AUTO
+    model_dir: Path,
+    device: str | None = None,
+    memory_plan: str = AUTO,
+    vae_tiling: str = AUTO,
+    attention: str = AUTO,
 ) -> WanVACEPipeline:
     """Load a WanVACEPipeline from a local folder, with per-component dtypes and a memory plan for the device.
 
-    `memory_plan`: auto|all_on_gpu|model_offload|group_offload|sequential_offload; `vae_tiling`: auto|on|off.
-    Bad values raise ValueError before any weights are read.
+    `memory_plan`: auto|all_on_gpu|model_offload|group_offload|sequential_offload; `vae_tiling`: auto|on|off;
+    `attention`: auto|native|cudnn|flash3|sage (pipelines/attention.py). Bad values raise ValueError, and an
+    attention backend that cannot run here AttentionBackendError, before any weights are read.
     """
-    parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling)  # fail fast, not after a minute of loading
+    parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling), parse_attention(attention)
     model_dir = check_model_dir(model_dir)
     placement = choose_placement(device)
+    # Before the weights: an unusable --attention fails in seconds, and the timing has the GPU to itself.
+    selection = select_for_device(attention, placement.device, placement.transformer_dtype)
+    log.info("Attention backend on %s: %s (%s)", placement.device, selection.backend, selection.reason)
     # Loaded on its own so it keeps float32 while the rest of the pipeline follows transformer_dtype.
     vae = AutoencoderKLWan.from_pretrained(
         model_dir, subfolder="vae", dtype=placement.vae_dtype, local_files_only=True
@@ -109,6 +118,7 @@ def load_pipeline(
     pipe = WanVACEPipeline.from_pretrained(
         model_dir, vae=vae, dtype=placement.transformer_dtype, local_files_only=True
     )
+    apply_attention(pipe.transformer, selection)
     pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
     install_zero_input_cache(pipe.vae)  # depth/pose jobs skip re-encoding their constant all-zero stream
     return apply_memory_plan(pipe, placement, memory_plan, vae_tiling)

@@ -1,16 +1,17 @@
-"""The `vace` command: `vace serve` runs the server, `vace download` fetches weights."""
+"""The `vace` command: `vace serve` runs the server, `vace download` fetches weights, `vace bench` times."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from server.settings import DEFAULT_MODEL_DIR, MEMORY_PLANS, VAE_TILING, Settings
+from server.settings import ATTENTION_BACKENDS, DEFAULT_MODEL_DIR, MEMORY_PLANS, VAE_TILING, Settings
 
 T = TypeVar("T", int, float)
 
@@ -43,6 +44,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"{model} is not a diffusers model folder (no model_index.json); run `vace download` or pass "
               "--model /path/to/Wan2.1-VACE-14B-diffusers.", file=sys.stderr)
         return 2
+    attention = args.attention or os.environ.get("VACE_ATTENTION") or "auto"
+    if attention not in ATTENTION_BACKENDS:
+        print(f"VACE_ATTENTION must be one of {', '.join(ATTENTION_BACKENDS)}; got {attention!r}",
+              file=sys.stderr)
+        return 2
     # Worker-only options travel as environment variables (read by pipelines/annotators.py).
     worker_env = {name: str(value) for name, value in (
         ("VACE_GPUS", args.gpus),
@@ -56,7 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir.resolve(), model=model if model == "tiny" else str(Path(model).resolve()),
         host=args.host, port=args.port, device=args.device, num_workers=args.workers,
         max_attempts=args.max_attempts, public_url=args.public_url, worker_env=worker_env,
-        memory_plan=args.memory_plan, vae_tiling=args.vae_tiling,
+        memory_plan=args.memory_plan, vae_tiling=args.vae_tiling, attention=attention,
         **({"api_keys": tuple(args.api_key)} if args.api_key else {}),
         **({"fetch_allow_hosts": tuple(args.fetch_allow)} if args.fetch_allow else {}),
         **({"cors_allow_origins": ",".join(args.cors_origin)} if args.cors_origin else {}),
@@ -121,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--memory-plan", choices=MEMORY_PLANS, default="auto",
                        help="GPU placement; auto picks from free memory (see pipelines/memory.py)")
     serve.add_argument("--vae-tiling", choices=VAE_TILING, default="auto")
+    serve.add_argument("--attention", choices=ATTENTION_BACKENDS, default=None,
+                       help="attention kernel (also VACE_ATTENTION); auto times the available ones on the "
+                            "worker's GPU at start-up and keeps the fastest correct one (default auto)")
     serve.add_argument("--api-key", action="append", default=[],
                        help="require `Authorization: Key <key>` (repeatable; also VACE_API_KEYS)")
     serve.add_argument("--fetch-allow", action="append", default=[],
@@ -183,10 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--models", default=None,
                           help="with --annotators: a comma-separated subset (default: all but DA-V2)")
     download.set_defaults(func=_download)
+
+    # Listed for --help only: main() hands `vace bench ...` to pipelines/bench/cli.py before parsing, so
+    # the API process's command module never imports pipeline code.
+    sub.add_parser("bench", add_help=False,
+                   help="time the 14B model (random weights) on this GPU; --tiny on a CPU (vace bench -h)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from pipelines.bench.cli import main as bench_main
+
+        return bench_main(argv[1:], command=["vace", *argv], prog="vace bench")
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

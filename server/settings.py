@@ -12,6 +12,7 @@ DEFAULT_MODEL_DIR = Path("weights") / "Wan2.1-VACE-14B-diffusers"
 # tests/server/test_settings.py keeps the two lists equal.
 MEMORY_PLANS = ("auto", "all_on_gpu", "model_offload", "group_offload", "sequential_offload")
 VAE_TILING = ("auto", "on", "off")
+ATTENTION_BACKENDS = ("auto", "native", "cudnn", "flash3", "sage")  # pipelines/attention.py's choices
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Settings:
     worker_env: dict[str, str] = field(default_factory=dict)
     memory_plan: str = "auto"  # one of MEMORY_PLANS: how the model is placed on the GPU
     vae_tiling: str = "auto"  # one of VAE_TILING
+    attention: str = "auto"  # one of ATTENTION_BACKENDS: the transformer's attention kernel
     # Uploads (server/storage_api.py): the largest single file a client may upload.
     max_upload_bytes: int = 2 * 1024**3
     # Browsers calling /api/fal/proxy or upload URLs from another origin: comma-separated, or "*".

@@ -103,12 +103,21 @@ def test_load_for_cuda_uses_bf16_with_float32_vae(
         return pipe
 
     monkeypatch.setattr(loader, "apply_memory_plan", record)
+    _no_attention_probe(monkeypatch)
     pipe = load_pipeline(tiny_model_dir, device="cuda:0")
     assert seen == [Placement("cuda:0", torch.bfloat16, torch.float32)]
     assert pipe.transformer.dtype == torch.bfloat16
     assert pipe.text_encoder.dtype == torch.bfloat16
     assert pipe.vae.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in pipe.vae.parameters())
+
+
+def _no_attention_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU to time attention kernels on: the CUDA-placement tests get `native` without a probe."""
+    from pipelines.attention import AttentionSelection
+
+    monkeypatch.setattr(loader, "select_for_device",
+                        lambda requested, device, dtype: AttentionSelection("native", requested, "faked"))
 
 
 def test_load_missing_model(tmp_path: Path) -> None:
@@ -140,6 +149,7 @@ def test_load_passes_memory_flags(tiny_model_dir: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (23 * 2**30, 24 * 2**30))
     record = lambda pipe, plan, device: applied.append((plan, device)) or pipe  # noqa: E731
     monkeypatch.setattr(loader, "apply_plan", record)
+    _no_attention_probe(monkeypatch)
     load_pipeline(tiny_model_dir, device="cuda", memory_plan="group_offload", vae_tiling="on")
     plan, device = applied[0]
     assert (plan.offload, plan.vae_tiling, device) == (memory.Offload.GROUP_OFFLOAD, True, "cuda")
