@@ -1,6 +1,6 @@
 """Full-size annotator models with random weights, in each real model's on-disk format, for timing.
 
-For `python -m preprocessors.annotators.bench --full-size`: every builder here makes the real architecture at
+For `python -m benchmarks.annotators --full-size`: every builder here makes the real architecture at
 its real size (so loading and running it costs what the real model costs), with random weights (so its
 outputs are meaningless), and writes it into `dest` the way the real download lays it out, for the same
 loader the server uses. Nothing is downloaded. Each builder seeds torch itself without touching the
@@ -47,15 +47,15 @@ from pathlib import Path
 import torch
 
 from preprocessors.annotators.tiny import (
-    _CHATML_TEMPLATE,
-    _IMAGENET_MEAN,
-    _IMAGENET_STD,
+    CHATML_TEMPLATE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     build_tiny_openpose_body,
 )
 
 _SEED = 0
 
-# Parameter counts of the networks as built here (tests/annotators/test_bench.py checks them on the meta
+# Parameter counts of the networks as built here (tests/benchmarks/test_annotators.py checks them on the meta
 # device).
 MIDAS_PARAMETERS = 122_377_985
 DEPTH_ANYTHING_PARAMETERS = 335_315_649
@@ -198,8 +198,8 @@ def build_full_depth_anything(dest: Path) -> Path:
         ensure_multiple_of=14,
         resample=3,
         do_pad=False,
-        image_mean=_IMAGENET_MEAN,
-        image_std=_IMAGENET_STD,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
     ).save_pretrained(dest)
     return dest
 
@@ -257,7 +257,7 @@ def _stand_in_tokenizer():
     backend.train_from_iterator(corpus, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>")
-    tokenizer.chat_template = _CHATML_TEMPLATE
+    tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
 
 

@@ -345,14 +345,14 @@ def test_rife_download_extracts_train_log_flownet(tmp_path, monkeypatch):
 
     import huggingface_hub
 
-    from preprocessors.annotators import download
+    from preprocessors.annotators import sources
 
-    archive = tmp_path / download.RIFE_ZIP
+    archive = tmp_path / sources.RIFE_ZIP
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("__MACOSX/train_log/._flownet.pkl", b"finder")
         zf.writestr("__MACOSX/train_log/flownet.pkl", b"finder")
         zf.writestr("train_log/IFNet_HDv3.py", b"")
         zf.writestr("train_log/flownet.pkl", b"weights")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename: str(archive))
-    download._rife(tmp_path / "rife")
+    sources.rife(tmp_path / "rife")
     assert (tmp_path / "rife" / "flownet.pkl").read_bytes() == b"weights"
