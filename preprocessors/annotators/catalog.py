@@ -116,7 +116,7 @@ DWPOSE = AnnotatorModel(
 OPENPOSE = AnnotatorModel(
     folder="openpose", role="pose", choice="openpose",
     description="OpenPose body (pose, VACE_POSE_MODEL=openpose; non-commercial)",
-    licence="CMU OpenPose licence (non-commercial)", in_default_download=False,  # and not the default pose
+    licence="CMU OpenPose licence: non-commercial", in_default_download=False,  # and not the default pose
     required_files=("body_pose_model.pth",),
     fetch=sources.hf_file("lllyasviel/Annotators", "body_pose_model.pth"),
     build_tiny=_deferred("annotators.tiny", "build_tiny_openpose_body"),
@@ -152,7 +152,7 @@ NSFW = AnnotatorModel(
 PROMPT_LLM = AnnotatorModel(
     folder="qwen2.5-3b-instruct", role="prompt", choice=None,
     description="Qwen2.5-3B-Instruct (prompt expansion)",
-    licence="Qwen Research licence (non-commercial)", in_default_download=True,
+    licence="Qwen Research licence: non-commercial", in_default_download=True,
     required_files=("config.json", "tokenizer_config.json", "model.safetensors.index.json"),
     fetch=sources.hf_snapshot("Qwen/Qwen2.5-3B-Instruct", sources.TRANSFORMERS_FILES),
     build_tiny=_deferred("annotators.tiny", "build_tiny_prompt_llm"),
