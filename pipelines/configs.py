@@ -1,8 +1,11 @@
 """Published configs of the real Wan2.1 VACE components, for sizing without weights.
 
 Values are those of the `Wan-AI/Wan2.1-VACE-14B-diffusers` and `-1.3B-diffusers` config.json files
-(see wan-vace-notes §1.4). Nothing here loads weights: `build_on_meta` instantiates a model on the meta
-device, so its parameters can be counted in seconds and zero bytes.
+(`transformer/`, `text_encoder/` and `vae/`). Nothing here loads weights: `build_on_meta` instantiates a
+model on the meta device, so its parameters can be counted in seconds and zero bytes. It ships in the
+package, not with the tests: memory.py's model sizes are counted from these configs
+(tests/pipelines/test_memory.py recounts them), and the GPU benchmark `vace bench`, an operator command,
+takes the real 14B config from here.
 """
 
 from __future__ import annotations

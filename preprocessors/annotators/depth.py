@@ -1,7 +1,7 @@
 """Depth control video: Depth-Anything-V2 or MiDaS DPT-Hybrid through transformers.
 
 VACE's depth annotator turns each frame's depth map into an image normalised per frame to 0..255 with
-near = bright, replicated to 3 channels and resized back to the frame size (notes §2.2). Both models predict
+near = bright, replicated to 3 channels and resized back to the frame size. Both models predict
 relative *inverse* depth (disparity: bigger = nearer), so min-max normalising their raw output already gives
 near = bright; no inversion is needed.
 """
