@@ -8,9 +8,20 @@ import torch
 
 from preprocessors.annotators._common import AnnotatorNotFoundError
 from preprocessors.annotators.tiny import build_tiny_film, build_tiny_rife
-from preprocessors.interpolation.base import LinearBlend, output_length
+from preprocessors.interpolation.base import PairInterpolator, output_length
 from preprocessors.interpolation.film import PAD_MULTIPLE, FilmInterpolator, load_film, recursion_order
 from preprocessors.interpolation.rife import IFNet, RifeInterpolator, load_rife, pad_multiple, warp
+
+
+class LinearBlend(PairInterpolator):
+    """Cross-fade: the simplest PairInterpolator, needing no weights (checks the shared batching logic)."""
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 4) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    def _between(self, img0, img1, ts):
+        return [img0 * (1 - t) + img1 * t for t in ts]
 
 
 def _frames(n=4, h=40, w=72):
