@@ -23,13 +23,22 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from preprocessors.annotators import catalog
 from preprocessors.annotators._common import DOWNLOAD_HINT, AnnotatorNotFoundError
 from preprocessors.annotators.catalog import AnnotatorModel
+from preprocessors.annotators.protocols import (
+    DepthEstimator,
+    PoseAnnotator,
+    SupportsPromptExpansion,
+    SupportsSafetyCheck,
+)
+
+if TYPE_CHECKING:
+    from preprocessors.interpolation.base import Interpolator
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +123,22 @@ class Annotators:
             return self.pose().annotate
         raise ValueError(f"no control annotator for task {task!r}")
 
-    def depth(self) -> Any:
+    def depth(self) -> DepthEstimator:
         return self._get(catalog.choices("depth")[self.config.depth_backend])
 
-    def pose(self) -> Any:
+    def pose(self) -> PoseAnnotator:
         return self._get(catalog.choices("pose")[self.config.pose_backend])
 
-    def interpolator(self, model: str) -> Any:
+    def interpolator(self, model: str) -> Interpolator:
         interpolators = catalog.choices("interpolator")
         if model not in interpolators:
             raise ValueError(f"unknown interpolator {model!r}; known: {sorted(interpolators)}")
         return self._get(interpolators[model])
 
-    def safety(self) -> Any:
+    def safety(self) -> SupportsSafetyCheck:
         return self._get(catalog.NSFW)
 
-    def prompt_expander(self) -> Any:
+    def prompt_expander(self) -> SupportsPromptExpansion:
         return self._get(catalog.PROMPT_LLM)
 
     def loaded(self) -> list[str]:
