@@ -80,8 +80,12 @@ class _FullSize:
     run: Callable[[Any, np.ndarray, int], int]
 
 
-def _load_depth(loader_name: str):
-    def load(folder: Path, args: argparse.Namespace):
+# (folder, args) -> (annotator, its torch network)
+Loader = Callable[[Path, argparse.Namespace], tuple[Any, torch.nn.Module]]
+
+
+def _load_depth(loader_name: str) -> Loader:
+    def load(folder: Path, args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
         from preprocessors.annotators import depth
 
         est = getattr(depth, loader_name)(folder, args.device)
@@ -95,7 +99,7 @@ def _run_depth(est, frames: np.ndarray, n: int) -> int:
     return n
 
 
-def _load_rife(folder: Path, args: argparse.Namespace):
+def _load_rife(folder: Path, args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
     from preprocessors.interpolation.rife import load_rife
 
     interp = load_rife(folder, args.device)
@@ -107,7 +111,7 @@ def _run_interpolation(interp, frames: np.ndarray, n: int) -> int:
     return n
 
 
-def _load_openpose(folder: Path, args: argparse.Namespace):
+def _load_openpose(folder: Path, args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
     from preprocessors.annotators.catalog import POSE_DETECT_RESOLUTION
     from preprocessors.annotators.pose_detect import load_openpose_body
 
@@ -120,7 +124,7 @@ def _run_pose(det, frames: np.ndarray, n: int) -> int:
     return n
 
 
-def _load_safety(folder: Path, args: argparse.Namespace):
+def _load_safety(folder: Path, args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
     from preprocessors.annotators.safety import load_safety_checker
 
     checker = load_safety_checker(folder, args.device)
@@ -225,7 +229,7 @@ def _bench_prompt_llm(folder: Path, args: argparse.Namespace) -> None:
     generate = expander.model.generate
     runs: list[tuple[int, int]] = []  # (prompt tokens, new tokens) of each call
 
-    def counting_generate(*a, **kw):
+    def counting_generate(*a: Any, **kw: Any) -> torch.Tensor:
         out = generate(*a, **kw)
         prompt = kw["input_ids"].shape[1]
         runs.append((prompt, out.shape[1] - prompt))

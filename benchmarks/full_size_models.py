@@ -42,7 +42,9 @@ architectures would need mmdet/mmpose code that is not here).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -52,6 +54,11 @@ from preprocessors.annotators.tiny import (
     IMAGENET_STD,
     build_tiny_openpose_body,
 )
+
+if TYPE_CHECKING:
+    from transformers import DepthAnythingConfig, DPTConfig, PreTrainedTokenizerFast, Qwen2Config, ViTConfig
+
+Model = TypeVar("Model")
 
 _SEED = 0
 
@@ -70,7 +77,7 @@ NSFW_SIZE = 224
 PROMPT_LLM_STORED_DTYPE = torch.bfloat16
 
 
-def midas_config():
+def midas_config() -> DPTConfig:
     from transformers import BitConfig, DPTConfig
 
     backbone = BitConfig(
@@ -104,7 +111,7 @@ def midas_config():
     )
 
 
-def depth_anything_config():
+def depth_anything_config() -> DepthAnythingConfig:
     from transformers import DepthAnythingConfig, Dinov2Config
 
     backbone = Dinov2Config(
@@ -130,7 +137,7 @@ def depth_anything_config():
     )
 
 
-def nsfw_config():
+def nsfw_config() -> ViTConfig:
     from transformers import ViTConfig
 
     return ViTConfig(
@@ -145,7 +152,7 @@ def nsfw_config():
     )
 
 
-def prompt_llm_config(eos_token_id: int | None = None, pad_token_id: int | None = None):
+def prompt_llm_config(eos_token_id: int | None = None, pad_token_id: int | None = None) -> Qwen2Config:
     from transformers import Qwen2Config
 
     return Qwen2Config(
@@ -165,7 +172,7 @@ def prompt_llm_config(eos_token_id: int | None = None, pad_token_id: int | None 
     )
 
 
-def _seeded(make):
+def _seeded(make: Callable[[], Model]) -> Model:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         return make()
@@ -236,7 +243,7 @@ def build_full_nsfw_classifier(dest: Path) -> Path:
     return dest
 
 
-def _stand_in_tokenizer():
+def _stand_in_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE with Qwen's special tokens and ChatML template, trained on the expander's texts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

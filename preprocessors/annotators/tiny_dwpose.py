@@ -7,13 +7,18 @@ API from a seeded numpy generator (no torch export involved), in milliseconds.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto
 
 _SEED = 0
 
 
-def _onnx_model(nodes, inputs, outputs, initializers, name: str):
+def _onnx_model(nodes: list[NodeProto], inputs: list[ValueInfoProto], outputs: list[ValueInfoProto],
+                initializers: list[TensorProto], name: str) -> ModelProto:
     from onnx import helper
 
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
@@ -22,7 +27,7 @@ def _onnx_model(nodes, inputs, outputs, initializers, name: str):
                              producer_name="vace-server tiny")
 
 
-def _tiny_yolox(batch: int | str, size: int = 640, num_classes: int = 80):
+def _tiny_yolox(batch: int | str, size: int = 640, num_classes: int = 80) -> ModelProto:
     """YOLOX's output contract on a few pooling layers: (B, N, 5 + classes) with raw box terms and sigmoid
     objectness/class scores, over the stride-8/16/32 grids. Every 1x1 convolution sees the pooled BGR pixels
     (0..255) with small random weights; a fixed bias map on the stride-32 grid makes one cell, above the
@@ -70,7 +75,7 @@ def _tiny_yolox(batch: int | str, size: int = 640, num_classes: int = 80):
 
 
 def _tiny_rtmpose(batch: int | str, size: tuple[int, int] = (384, 288), keypoints: int = 133,
-                  rank: int = 8, split_ratio: int = 2):
+                  rank: int = 8, split_ratio: int = 2) -> ModelProto:
     """RTMPose's SimCC contract: input (B, 3, 384, 288), outputs simcc_x (B, 133, 576), simcc_y (B, 133, 768).
 
     The crop is pooled to 12x9, a random linear layer with a sigmoid gives each keypoint `rank` weights,
