@@ -44,24 +44,26 @@ class AnnotatorModel:
     load: Callable[[Path, AnnotatorConfig], Any]  # the folder -> the annotator the worker uses
 
 
-def _deferred(module: str, function: str) -> Callable[..., Any]:
-    """`preprocessors.<module>.<function>`, imported on the first call (model libraries load slowly)."""
+@dataclass(frozen=True)
+class Deferred:
+    """`preprocessors.<module>.<function>`, imported when first called (model libraries load slowly)."""
 
-    def call(*args: Any) -> Any:
-        return getattr(importlib.import_module(f"preprocessors.{module}"), function)(*args)
+    module: str
+    function: str
 
-    call.__qualname__ = call.__name__ = f"{module}.{function}"
-    return call
+    def resolve(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(f"preprocessors.{self.module}"), self.function)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.resolve()(*args)
 
 
-def _on_device(module: str, function: str) -> Callable[[Path, AnnotatorConfig], Any]:
-    """A loader whose only setting is the device: `function(folder, device)`."""
-    loader = _deferred(module, function)
+@dataclass(frozen=True)
+class OnDevice(Deferred):
+    """A deferred loader whose only setting is the device: `function(folder, device)`."""
 
-    def load(folder: Path, config: AnnotatorConfig) -> Any:
-        return loader(folder, config.device)
-
-    return load
+    def __call__(self, folder: Path, config: AnnotatorConfig) -> Any:
+        return self.resolve()(folder, config.device)
 
 
 def _load_openpose(folder: Path, config: AnnotatorConfig) -> Any:
@@ -92,8 +94,8 @@ DEPTH_ANYTHING = AnnotatorModel(
     licence="CC-BY-NC-4.0", in_default_download=False,  # non-commercial, and not the default depth model
     required_files=_TRANSFORMERS_LAYOUT,
     fetch=sources.hf_snapshot("depth-anything/Depth-Anything-V2-Large-hf", sources.TRANSFORMERS_FILES),
-    build_tiny=_deferred("annotators.tiny", "build_tiny_depth_anything"),
-    load=_on_device("annotators.depth", "load_depth_anything"),
+    build_tiny=Deferred("annotators.tiny", "build_tiny_depth_anything"),
+    load=OnDevice("annotators.depth", "load_depth_anything"),
 )
 MIDAS = AnnotatorModel(
     folder="dpt-hybrid-midas", role="depth", choice="midas",
@@ -101,8 +103,8 @@ MIDAS = AnnotatorModel(
     licence="Apache-2.0", in_default_download=True,
     required_files=("config.json", "preprocessor_config.json", "model.safetensors|pytorch_model.bin"),
     fetch=sources.midas,
-    build_tiny=_deferred("annotators.tiny", "build_tiny_midas"),
-    load=_on_device("annotators.depth", "load_midas"),
+    build_tiny=Deferred("annotators.tiny", "build_tiny_midas"),
+    load=OnDevice("annotators.depth", "load_midas"),
 )
 DWPOSE = AnnotatorModel(
     folder="dwpose", role="pose", choice="dwpose",
@@ -110,8 +112,8 @@ DWPOSE = AnnotatorModel(
     licence="Apache-2.0", in_default_download=True,
     required_files=sources.DWPOSE_FILES,
     fetch=sources.vace_pose,
-    build_tiny=_deferred("annotators.tiny_dwpose", "build_tiny_dwpose"),
-    load=_on_device("annotators.dwpose", "load_dwpose"),
+    build_tiny=Deferred("annotators.tiny_dwpose", "build_tiny_dwpose"),
+    load=OnDevice("annotators.dwpose", "load_dwpose"),
 )
 OPENPOSE = AnnotatorModel(
     folder="openpose", role="pose", choice="openpose",
@@ -119,7 +121,7 @@ OPENPOSE = AnnotatorModel(
     licence="CMU OpenPose licence: non-commercial", in_default_download=False,  # and not the default pose
     required_files=("body_pose_model.pth",),
     fetch=sources.hf_file("lllyasviel/Annotators", "body_pose_model.pth"),
-    build_tiny=_deferred("annotators.tiny", "build_tiny_openpose_body"),
+    build_tiny=Deferred("annotators.tiny", "build_tiny_openpose_body"),
     load=_load_openpose,
 )
 FILM = AnnotatorModel(
@@ -128,8 +130,8 @@ FILM = AnnotatorModel(
     licence="Apache-2.0", in_default_download=True,
     required_files=(sources.FILM_FILE,),
     fetch=sources.film,
-    build_tiny=_deferred("annotators.tiny", "build_tiny_film"),
-    load=_on_device("interpolation.film", "load_film"),
+    build_tiny=Deferred("annotators.tiny", "build_tiny_film"),
+    load=OnDevice("interpolation.film", "load_film"),
 )
 RIFE = AnnotatorModel(
     folder="rife", role="interpolator", choice="rife",
@@ -137,8 +139,8 @@ RIFE = AnnotatorModel(
     licence="MIT", in_default_download=True,
     required_files=("flownet.pkl",),
     fetch=sources.rife,
-    build_tiny=_deferred("annotators.tiny", "build_tiny_rife"),
-    load=_on_device("interpolation.rife", "load_rife"),
+    build_tiny=Deferred("annotators.tiny", "build_tiny_rife"),
+    load=OnDevice("interpolation.rife", "load_rife"),
 )
 NSFW = AnnotatorModel(
     folder="nsfw-image-detection", role="safety", choice=None,
@@ -146,7 +148,7 @@ NSFW = AnnotatorModel(
     licence="Apache-2.0", in_default_download=True,
     required_files=_TRANSFORMERS_LAYOUT,
     fetch=sources.hf_snapshot("Falconsai/nsfw_image_detection", sources.TRANSFORMERS_FILES),
-    build_tiny=_deferred("annotators.tiny", "build_tiny_nsfw_classifier"),
+    build_tiny=Deferred("annotators.tiny", "build_tiny_nsfw_classifier"),
     load=_load_safety,
 )
 PROMPT_LLM = AnnotatorModel(
@@ -155,7 +157,7 @@ PROMPT_LLM = AnnotatorModel(
     licence="Qwen Research licence: non-commercial", in_default_download=True,
     required_files=("config.json", "tokenizer_config.json", "model.safetensors.index.json"),
     fetch=sources.hf_snapshot("Qwen/Qwen2.5-3B-Instruct", sources.TRANSFORMERS_FILES),
-    build_tiny=_deferred("annotators.tiny", "build_tiny_prompt_llm"),
+    build_tiny=Deferred("annotators.tiny", "build_tiny_prompt_llm"),
     load=_load_prompt_expander,
 )
 

@@ -22,6 +22,14 @@ def test_choices_name_each_backend_once() -> None:
 
 
 @pytest.mark.parametrize("model", catalog.ALL, ids=lambda m: m.folder)
+def test_deferred_builders_and_loaders_name_real_functions(model: catalog.AnnotatorModel) -> None:
+    deferred = [f for f in (model.build_tiny, model.load) if isinstance(f, catalog.Deferred)]
+    assert deferred  # every record names at least its tiny builder this way
+    for function in deferred:
+        assert callable(function.resolve())
+
+
+@pytest.mark.parametrize("model", catalog.ALL, ids=lambda m: m.folder)
 def test_weights_readme_lists_each_model_with_its_licence(model: catalog.AnnotatorModel) -> None:
     row_start = f"| `{model.folder}/` |"
     rows = [line for line in WEIGHTS_README.read_text().splitlines() if line.startswith(row_start)]
