@@ -32,6 +32,8 @@ TINY_PROMPT_MAX_NEW_TOKENS = 24  # the tiny LLM's words are random: a short expa
 
 @dataclass(frozen=True)
 class AnnotatorModel:
+    """One annotator model: everything the download command, the worker and the tiny mode need to know."""
+
     folder: str  # its sub-folder of the annotators folder, and its name in `vace download --models`
     role: Role
     choice: str | None  # its name in VACE_DEPTH_MODEL, VACE_POSE_MODEL or interpolator_model; None: no choice
