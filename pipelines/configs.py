@@ -1,8 +1,12 @@
 """Published configs of the real Wan2.1 VACE components, for sizing without weights.
 
 Values are those of the `Wan-AI/Wan2.1-VACE-14B-diffusers` and `-1.3B-diffusers` config.json files
-(see wan-vace-notes §1.4). Nothing here loads weights: `build_on_meta` instantiates a model on the meta
-device, so its parameters can be counted in seconds and zero bytes.
+(`transformer/`, `text_encoder/` and `vae/`). Nothing here loads weights: `build_on_meta` instantiates a
+model on the meta device, so its parameters can be counted in seconds and zero bytes. The worker never
+reads these (it measures the pipeline it loaded: memory.py's `ModelSize.from_pipeline`); they ship in the
+package because the GPU benchmark `vace bench`, an operator command, takes the real 14B config from here.
+memory.py's WAN_VACE_14B / WAN_VACE_1_3B sizes were counted from them (tests/pipelines/test_memory.py
+recounts them).
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ without a GPU. The estimate for each plan is the peak over the phases of one req
   6.73 B counts the token embedding twice: `shared` and `encoder.embed_tokens` are one tied tensor);
   VAE 126.9 M = 0.47 GiB.
 * transformer activations per token (tokens = latent frames x H/16 x W/16; 75,600 at 720p/81 frames):
-  the VACE hints kept for the whole forward (num_vace_layers x dim x 2 B; about 6 GiB at 720p/81f, notes §1.5)
-  plus a block's working set: bf16 hidden/control/normed states and two fp32 upcasts (12 x dim B) and the
-  FFN intermediate with its GELU output (4 x ffn_dim B). 14B at 720p/81f: 14.0 GiB. CFG runs the cond and
-  uncond passes one after the other, so it does not double this.
+  the VACE hints kept for the whole forward (num_vace_layers x dim x 2 B; for 14B at 720p/81f,
+  8 x 5120 x 2 B x 75,600 tokens = 5.8 GiB) plus a block's working set: bf16 hidden/control/normed states
+  and two fp32 upcasts (12 x dim B) and the FFN intermediate with its GELU output (4 x ffn_dim B). 14B at
+  720p/81f: 14.0 GiB. CFG runs the cond and uncond passes one after the other, so it does not double this.
 * VAE: 24 KiB per output pixel untiled (decode; measured 20.6 KiB/px on CPU with the real fp32 architecture,
   independent of frame count because the decoder is causal and frame-chunked; rounded up for cuDNN
   workspaces), a 256 x 256 tile when tiled, plus the decoded fp32 video twice (output and post-processing).

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.annotators import AnnotatorConfig, Annotators, ControlAnnotator
 from pipelines.generate import GenerationCancelled, GenerationRequest, generate
 from pipelines.memory import Offload, plan_of
 from pipelines.schedulers import default_flow_shift
 from preprocessors.annotators._common import AnnotatorNotFoundError
+from preprocessors.annotators.registry import AnnotatorConfig, Annotators, ControlAnnotator
 from preprocessors.canvas import (
     Placement,
     canvas_size,

@@ -27,7 +27,7 @@ from server.limits import InputLimits
 from server.settings import Settings
 
 if TYPE_CHECKING:
-    from pipelines.annotators import Annotators
+    from preprocessors.annotators.registry import Annotators
 
 log = logging.getLogger("vace.worker")
 
@@ -63,7 +63,7 @@ class Worker:
 
     def _annotators(self) -> Annotators:
         """Annotator models are loaded on first use; the configuration (environment) is checked now."""
-        from pipelines.annotators import AnnotatorConfig, Annotators
+        from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 
         config = AnnotatorConfig.for_worker(self.settings.model, self.settings.data_dir, self.settings.device)
         log.info("%s annotators: %s (depth %s, pose %s, safety checker missing: %s, threshold %g)",

@@ -1,7 +1,7 @@
 """Depth control video: Depth-Anything-V2 or MiDaS DPT-Hybrid through transformers.
 
 VACE's depth annotator turns each frame's depth map into an image normalised per frame to 0..255 with
-near = bright, replicated to 3 channels and resized back to the frame size (notes §2.2). Both models predict
+near = bright, replicated to 3 channels and resized back to the frame size. Both models predict
 relative *inverse* depth (disparity: bigger = nearer), so min-max normalising their raw output already gives
 near = bright; no inversion is needed.
 """
@@ -9,7 +9,6 @@ near = bright; no inversion is needed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,12 +21,6 @@ from preprocessors.annotators._common import (
     resolve_device,
     to_nchw,
 )
-
-
-class DepthEstimator(Protocol):
-    def estimate(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 (F, H, W, 3) frames -> uint8 (F, H, W, 3) depth images (near = bright)."""
-        ...
 
 
 def depth_to_image(depth: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:

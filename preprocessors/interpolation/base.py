@@ -60,14 +60,3 @@ class PairInterpolator(ABC):
                 img = (mid.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                 out[start * step + j : stop * step : step] = img
         return out
-
-
-class LinearBlend(PairInterpolator):
-    """Cross-fade; a stand-in needing no weights (tests, `--model tiny`)."""
-
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 4) -> None:
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-
-    def _between(self, img0, img1, ts):
-        return [img0 * (1 - t) + img1 * t for t in ts]

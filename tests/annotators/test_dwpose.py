@@ -31,7 +31,7 @@ from preprocessors.annotators.dwpose import (
     wholebody_to_pose,
 )
 from preprocessors.annotators.pose_render import Pose
-from preprocessors.annotators.tiny import build_tiny_dwpose
+from preprocessors.annotators.tiny_dwpose import build_tiny_dwpose
 
 # --- YOLOX ----------------------------------------------------------------------------------------------
 

@@ -8,9 +8,20 @@ import torch
 
 from preprocessors.annotators._common import AnnotatorNotFoundError
 from preprocessors.annotators.tiny import build_tiny_film, build_tiny_rife
-from preprocessors.interpolation.base import LinearBlend, output_length
+from preprocessors.interpolation.base import PairInterpolator, output_length
 from preprocessors.interpolation.film import PAD_MULTIPLE, FilmInterpolator, load_film, recursion_order
 from preprocessors.interpolation.rife import IFNet, RifeInterpolator, load_rife, pad_multiple, warp
+
+
+class LinearBlend(PairInterpolator):
+    """Cross-fade: the simplest PairInterpolator, needing no weights (checks the shared batching logic)."""
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 4) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    def _between(self, img0, img1, ts):
+        return [img0 * (1 - t) + img1 * t for t in ts]
 
 
 def _frames(n=4, h=40, w=72):
@@ -345,14 +356,14 @@ def test_rife_download_extracts_train_log_flownet(tmp_path, monkeypatch):
 
     import huggingface_hub
 
-    from preprocessors.annotators import download
+    from preprocessors.annotators import sources
 
-    archive = tmp_path / download.RIFE_ZIP
+    archive = tmp_path / sources.RIFE_ZIP
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("__MACOSX/train_log/._flownet.pkl", b"finder")
         zf.writestr("__MACOSX/train_log/flownet.pkl", b"finder")
         zf.writestr("train_log/IFNet_HDv3.py", b"")
         zf.writestr("train_log/flownet.pkl", b"weights")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename: str(archive))
-    download._rife(tmp_path / "rife")
+    sources.rife(tmp_path / "rife")
     assert (tmp_path / "rife" / "flownet.pkl").read_bytes() == b"weights"

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import skimage.data
 
-from pipelines.annotators import AnnotatorConfig, Annotators
-from preprocessors.annotators import layout
 from preprocessors.annotators._common import AnnotatorNotFoundError
+from preprocessors.annotators.catalog import DEPTH_ANYTHING, DWPOSE, MIDAS, NSFW, OPENPOSE
+from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 
 
 def test_tiny_registry_builds_only_what_is_used_and_caches(tmp_path: Path) -> None:
     registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True))
     checker = registry.safety()
     assert registry.safety() is checker
-    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [layout.NSFW]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [NSFW.folder]
     # The tiny checker is biased to "normal": the default threshold passes, threshold 0 flags.
     frames = np.random.default_rng(0).integers(0, 256, size=(3, 40, 60, 3), dtype=np.uint8)
     verdict = checker.check_frames(frames)
@@ -25,8 +25,8 @@ def test_tiny_registry_builds_only_what_is_used_and_caches(tmp_path: Path) -> No
     strict = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True, safety_threshold=0.0))
     assert strict.safety().check_frames(frames).flagged
     depth = registry.control("depth")(frames)
-    assert depth.shape == frames.shape and (tmp_path / layout.MIDAS).is_dir()
-    assert not (tmp_path / layout.DEPTH_ANYTHING).exists() and not (tmp_path / layout.DWPOSE).exists()
+    assert depth.shape == frames.shape and (tmp_path / MIDAS.folder).is_dir()
+    assert not (tmp_path / DEPTH_ANYTHING.folder).exists() and not (tmp_path / DWPOSE.folder).exists()
 
 
 @pytest.mark.parametrize("get", [
@@ -45,7 +45,7 @@ def test_depth_backend_choice(tmp_path: Path) -> None:
     registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True,
                                           depth_backend="depth-anything-v2"))
     registry.depth()
-    assert (tmp_path / layout.DEPTH_ANYTHING).is_dir() and not (tmp_path / layout.MIDAS).exists()
+    assert (tmp_path / DEPTH_ANYTHING.folder).is_dir() and not (tmp_path / MIDAS.folder).exists()
     with pytest.raises(ValueError, match="VACE_DEPTH_MODEL"):
         AnnotatorConfig(root=tmp_path, depth_backend="zoe")
 
@@ -56,10 +56,10 @@ def test_pose_backend_choice(tmp_path: Path) -> None:
     frames = np.ascontiguousarray(skimage.data.astronaut()[None, ::2, ::2])
     video = registry.control("pose")(frames)
     assert video.shape == frames.shape and video.dtype == np.uint8 and video.any()
-    assert (tmp_path / layout.DWPOSE).is_dir() and not (tmp_path / layout.OPENPOSE).exists()
-    assert registry.loaded() == [layout.DWPOSE]
+    assert (tmp_path / DWPOSE.folder).is_dir() and not (tmp_path / OPENPOSE.folder).exists()
+    assert registry.loaded() == [DWPOSE.folder]
     openpose = Annotators(AnnotatorConfig(root=tmp_path / "nothing", device="cpu", pose_backend="openpose"))
-    with pytest.raises(AnnotatorNotFoundError, match=layout.OPENPOSE):
+    with pytest.raises(AnnotatorNotFoundError, match=OPENPOSE.folder):
         openpose.pose()
     with pytest.raises(ValueError, match="VACE_POSE_MODEL"):
         AnnotatorConfig(root=tmp_path, pose_backend="mediapipe")
@@ -75,7 +75,7 @@ def test_offload_keeps_models_on_a_cpu_worker(tmp_path: Path) -> None:
     assert registry.offload() == []  # nothing loaded: a no-op
     checker = registry.safety()
     assert registry.offload() == []  # no GPU memory to free: the model stays
-    assert registry.safety() is checker and registry.loaded() == [layout.NSFW]
+    assert registry.safety() is checker and registry.loaded() == [NSFW.folder]
 
 
 def test_offload_on_a_gpu_worker_drops_and_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,9 +87,9 @@ def test_offload_on_a_gpu_worker_drops_and_reloads(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(Annotators, "_uses_gpu", lambda self: True)  # as if the device were cuda
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
-    assert sorted(registry.offload()) == sorted([layout.NSFW, layout.DWPOSE])
+    assert sorted(registry.offload()) == sorted([NSFW.folder, DWPOSE.folder])
     assert registry.loaded() == [] and emptied == [True]
     frames = np.random.default_rng(0).integers(0, 256, size=(1, 40, 60, 3), dtype=np.uint8)
     again = registry.safety()  # loaded again on next use, and works
     assert again is not checker and not again.check_frames(frames).flagged
-    assert registry.pose() is not pose and registry.loaded() == [layout.NSFW, layout.DWPOSE]
+    assert registry.pose() is not pose and registry.loaded() == [NSFW.folder, DWPOSE.folder]

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 import server.execute as execute
-from pipelines.annotators import AnnotatorConfig, Annotators
 from pipelines.generate import GenerationRequest
 from pipelines.loader import load_pipeline
 from pipelines.memory import MemoryPlan, Offload
-from preprocessors.annotators import layout
+from preprocessors.annotators import catalog
+from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.video_io import read_video, write_mp4
 from server.endpoints import APP_ID
 from server.errors import InputError
@@ -204,7 +204,7 @@ class OutputFlagger:
 def test_flagged_output_is_not_returned(tmp_path: Path, tiny_annotators, source, echo) -> None:
     video, _ = source
     registry = Annotators(tiny_annotators.config)
-    registry._loaded[layout.NSFW] = OutputFlagger()
+    registry._loaded[catalog.NSFW.folder] = OutputFlagger()
     with pytest.raises(InputError) as caught:
         run(make_executor(tmp_path, registry), f"{APP_ID}/depth", request(video))
     detail = caught.value.to_job_error().body["detail"][0]
@@ -347,7 +347,7 @@ def test_annotators_leave_the_gpu_during_generation_under_an_offloading_plan(
                "num_inference_steps": 2, "temporal_upsample_factor": 1, "enable_safety_checker": True}
     out = run(make_executor(tmp_path, registry, pipe), f"{APP_ID}/reframe", payload, hooks)
     assert len(out.frames) == 2 * FRAMES - 1  # interpolated after generation, by a reloaded RIFE
-    used = {layout.RIFE, layout.NSFW}
+    used = {catalog.RIFE.folder, catalog.NSFW.folder}
     assert set(registry.loaded()) == used
     checks = [m for m in hooks.logs if m.startswith("Safety check")]
     assert len(checks) == 2 and "generated video" in checks[1]  # the reloaded checker ran on the output

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import server.execute as execute
-from pipelines.annotators import AnnotatorConfig, Annotators
+from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.interpolation.timeline import Timeline, output_frames
 from preprocessors.video_io import write_mp4
 from server.endpoints import APP_ID, ENDPOINTS, Refusal, output_frames_at_submit, submit_refusal

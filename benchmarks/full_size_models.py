@@ -1,6 +1,6 @@
 """Full-size annotator models with random weights, in each real model's on-disk format, for timing.
 
-For `python -m preprocessors.annotators.bench --full-size`: every builder here makes the real architecture at
+For `python -m benchmarks.annotators --full-size`: every builder here makes the real architecture at
 its real size (so loading and running it costs what the real model costs), with random weights (so its
 outputs are meaningless), and writes it into `dest` the way the real download lays it out, for the same
 loader the server uses. Nothing is downloaded. Each builder seeds torch itself without touching the
@@ -42,20 +42,27 @@ architectures would need mmdet/mmpose code that is not here).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from preprocessors.annotators.tiny import (
-    _CHATML_TEMPLATE,
-    _IMAGENET_MEAN,
-    _IMAGENET_STD,
+    CHATML_TEMPLATE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     build_tiny_openpose_body,
 )
 
+if TYPE_CHECKING:
+    from transformers import DepthAnythingConfig, DPTConfig, PreTrainedTokenizerFast, Qwen2Config, ViTConfig
+
+Model = TypeVar("Model")
+
 _SEED = 0
 
-# Parameter counts of the networks as built here (tests/annotators/test_bench.py checks them on the meta
+# Parameter counts of the networks as built here (tests/benchmarks/test_annotators.py checks them on the meta
 # device).
 MIDAS_PARAMETERS = 122_377_985
 DEPTH_ANYTHING_PARAMETERS = 335_315_649
@@ -70,7 +77,7 @@ NSFW_SIZE = 224
 PROMPT_LLM_STORED_DTYPE = torch.bfloat16
 
 
-def midas_config():
+def midas_config() -> DPTConfig:
     from transformers import BitConfig, DPTConfig
 
     backbone = BitConfig(
@@ -104,7 +111,7 @@ def midas_config():
     )
 
 
-def depth_anything_config():
+def depth_anything_config() -> DepthAnythingConfig:
     from transformers import DepthAnythingConfig, Dinov2Config
 
     backbone = Dinov2Config(
@@ -130,7 +137,7 @@ def depth_anything_config():
     )
 
 
-def nsfw_config():
+def nsfw_config() -> ViTConfig:
     from transformers import ViTConfig
 
     return ViTConfig(
@@ -145,7 +152,7 @@ def nsfw_config():
     )
 
 
-def prompt_llm_config(eos_token_id: int | None = None, pad_token_id: int | None = None):
+def prompt_llm_config(eos_token_id: int | None = None, pad_token_id: int | None = None) -> Qwen2Config:
     from transformers import Qwen2Config
 
     return Qwen2Config(
@@ -165,7 +172,7 @@ def prompt_llm_config(eos_token_id: int | None = None, pad_token_id: int | None 
     )
 
 
-def _seeded(make):
+def _seeded(make: Callable[[], Model]) -> Model:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         return make()
@@ -198,8 +205,8 @@ def build_full_depth_anything(dest: Path) -> Path:
         ensure_multiple_of=14,
         resample=3,
         do_pad=False,
-        image_mean=_IMAGENET_MEAN,
-        image_std=_IMAGENET_STD,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
     ).save_pretrained(dest)
     return dest
 
@@ -236,7 +243,7 @@ def build_full_nsfw_classifier(dest: Path) -> Path:
     return dest
 
 
-def _stand_in_tokenizer():
+def _stand_in_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE with Qwen's special tokens and ChatML template, trained on the expander's texts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -257,7 +264,7 @@ def _stand_in_tokenizer():
     backend.train_from_iterator(corpus, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>")
-    tokenizer.chat_template = _CHATML_TEMPLATE
+    tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
 
 

@@ -1,8 +1,8 @@
 """The worker's annotator models (depth, pose, interpolators, safety checker, prompt LLM).
 
-Each is loaded on first use from its sub-folder of one annotators folder (names in
-preprocessors/annotators/layout.py), on the worker's device, and kept for later jobs. A missing folder raises
-AnnotatorNotFoundError naming `vace download --annotators`. With the tiny model the folder is
+Each is loaded on first use from its sub-folder of one annotators folder (the records in catalog.py say
+which sub-folder and how to load it), on the worker's device, and kept for later jobs. A missing folder
+raises AnnotatorNotFoundError naming `vace download --annotators`. With the tiny model the folder is
 `<data_dir>/models/annotators` and each tiny model is built there on first use (the OpenPose one is a 210 MB
 file, so nothing is built at worker start). `Annotators.offload()` frees the GPU memory they hold before the
 14B pipeline runs.
@@ -23,12 +23,22 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from preprocessors.annotators import layout
+from preprocessors.annotators import catalog
 from preprocessors.annotators._common import DOWNLOAD_HINT, AnnotatorNotFoundError
+from preprocessors.annotators.catalog import AnnotatorModel
+from preprocessors.annotators.protocols import (
+    DepthEstimator,
+    PoseAnnotator,
+    SupportsPromptExpansion,
+    SupportsSafetyCheck,
+)
+
+if TYPE_CHECKING:
+    from preprocessors.interpolation.base import Interpolator
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +46,11 @@ DEFAULT_ANNOTATORS_DIR = Path("weights") / "annotators"
 TINY_SUBDIR = Path("models") / "annotators"
 # MiDaS by default: it is VACE's own `depth` annotator and Apache-2.0, while Depth-Anything-V2-Large (VACE's
 # `depthv2`) is CC-BY-NC-4.0, not usable commercially.
-DEPTH_BACKENDS = {"midas": layout.MIDAS, "depth-anything-v2": layout.DEPTH_ANYTHING}
 DEFAULT_DEPTH_BACKEND = "midas"
 # DWPose by default: it is VACE's own pose annotator (body + face) and Apache-2.0; OpenPose's body network
 # draws no face and its weights are non-commercial.
-POSE_BACKENDS = {"dwpose": layout.DWPOSE, "openpose": layout.OPENPOSE}
 DEFAULT_POSE_BACKEND = "dwpose"
 SAFETY_MISSING_CHOICES = ("warn", "refuse")
-INTERPOLATORS = {"rife": layout.RIFE, "film": layout.FILM}
-# Real OpenPose (VACE_POSE_MODEL=openpose) detects at 512 px (controlnet-aux's default); the tiny mode's
-# full-size random network would take 1-2 s per 832x480 frame on a CPU there, and its output is noise anyway.
-POSE_DETECT_RESOLUTION = 512
-TINY_POSE_DETECT_RESOLUTION = 128
-TINY_PROMPT_MAX_NEW_TOKENS = 24  # the tiny LLM's words are random: a short expansion shows the path works
 
 # A control annotator turns uint8 (F, H, W, 3) frames into a control video of the same shape.
 ControlAnnotator = Callable[[np.ndarray], np.ndarray]
@@ -65,11 +67,11 @@ class AnnotatorConfig:
     safety_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.depth_backend not in DEPTH_BACKENDS:
-            raise ValueError(f"VACE_DEPTH_MODEL must be one of {sorted(DEPTH_BACKENDS)}, "
+        if self.depth_backend not in catalog.choices("depth"):
+            raise ValueError(f"VACE_DEPTH_MODEL must be one of {sorted(catalog.choices('depth'))}, "
                              f"got {self.depth_backend!r}")
-        if self.pose_backend not in POSE_BACKENDS:
-            raise ValueError(f"VACE_POSE_MODEL must be one of {sorted(POSE_BACKENDS)}, "
+        if self.pose_backend not in catalog.choices("pose"):
+            raise ValueError(f"VACE_POSE_MODEL must be one of {sorted(catalog.choices('pose'))}, "
                              f"got {self.pose_backend!r}")
         if self.safety_missing not in SAFETY_MISSING_CHOICES:
             raise ValueError(f"VACE_SAFETY_MISSING must be one of {SAFETY_MISSING_CHOICES}, "
@@ -121,68 +123,26 @@ class Annotators:
             return self.pose().annotate
         raise ValueError(f"no control annotator for task {task!r}")
 
-    def depth(self) -> Any:
-        name = DEPTH_BACKENDS[self.config.depth_backend]
+    def depth(self) -> DepthEstimator:
+        return self._get(catalog.choices("depth")[self.config.depth_backend])
 
-        def load() -> Any:
-            from preprocessors.annotators.depth import load_depth_anything, load_midas
+    def pose(self) -> PoseAnnotator:
+        return self._get(catalog.choices("pose")[self.config.pose_backend])
 
-            loader = load_midas if name == layout.MIDAS else load_depth_anything
-            return loader(self.folder(name), self.config.device)
+    def interpolator(self, model: str) -> Interpolator:
+        interpolators = catalog.choices("interpolator")
+        if model not in interpolators:
+            raise ValueError(f"unknown interpolator {model!r}; known: {sorted(interpolators)}")
+        return self._get(interpolators[model])
 
-        return self._get(name, load)
+    def safety(self) -> SupportsSafetyCheck:
+        return self._get(catalog.NSFW)
 
-    def pose(self) -> Any:
-        name = POSE_BACKENDS[self.config.pose_backend]
-
-        def load() -> Any:
-            if name == layout.DWPOSE:
-                from preprocessors.annotators.dwpose import load_dwpose
-
-                return load_dwpose(self.folder(name), self.config.device)
-            from preprocessors.annotators.pose_detect import load_openpose_body
-
-            resolution = TINY_POSE_DETECT_RESOLUTION if self.config.tiny else POSE_DETECT_RESOLUTION
-            return load_openpose_body(self.folder(name), self.config.device, resolution)
-
-        return self._get(name, load)
-
-    def interpolator(self, model: str) -> Any:
-        if model not in INTERPOLATORS:
-            raise ValueError(f"unknown interpolator {model!r}; known: {sorted(INTERPOLATORS)}")
-        name = INTERPOLATORS[model]
-
-        def load() -> Any:
-            if name == layout.RIFE:
-                from preprocessors.interpolation.rife import load_rife
-
-                return load_rife(self.folder(name), self.config.device)
-            from preprocessors.interpolation.film import load_film
-
-            return load_film(self.folder(name), self.config.device)
-
-        return self._get(name, load)
-
-    def safety(self) -> Any:
-        def load() -> Any:
-            from preprocessors.annotators.safety import load_safety_checker
-
-            return load_safety_checker(self.folder(layout.NSFW), self.config.device,
-                                       threshold=self.config.safety_threshold)
-
-        return self._get(layout.NSFW, load)
-
-    def prompt_expander(self) -> Any:
-        def load() -> Any:
-            from preprocessors.annotators.prompt_expansion import MAX_NEW_TOKENS, load_prompt_expander
-
-            tokens = TINY_PROMPT_MAX_NEW_TOKENS if self.config.tiny else MAX_NEW_TOKENS
-            return load_prompt_expander(self.folder(layout.PROMPT_LLM), self.config.device, tokens)
-
-        return self._get(layout.PROMPT_LLM, load)
+    def prompt_expander(self) -> SupportsPromptExpansion:
+        return self._get(catalog.PROMPT_LLM)
 
     def loaded(self) -> list[str]:
-        """Names (layout folders) of the models loaded now."""
+        """Sub-folder names (catalog.py) of the models loaded now."""
         return list(self._loaded)
 
     def offload(self) -> list[str]:
@@ -210,9 +170,11 @@ class Annotators:
 
         return resolve_device(self.config.device).type != "cpu"
 
-    def _get(self, name: str, load: Callable[[], Any]) -> Any:
+    def _get(self, model: AnnotatorModel) -> Any:
+        name = model.folder
         if name not in self._loaded:
-            model = load()  # raises AnnotatorNotFoundError with the download command; nothing is cached
+            # Raises AnnotatorNotFoundError with the download command; nothing is cached then.
+            annotator = model.load(self.folder(name), self.config)
             log.info("Loaded annotator %s from %s", name, self.config.root)
-            self._loaded[name] = model
+            self._loaded[name] = annotator
         return self._loaded[name]

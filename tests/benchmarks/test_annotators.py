@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from preprocessors.annotators import bench, full_size, layout
+from benchmarks import annotators, annotators_full_size
+from benchmarks import full_size_models as full_size
+from preprocessors.annotators import catalog
 
 
 def _meta_parameters(make) -> int:
@@ -54,30 +56,31 @@ def test_rife_is_the_real_network():
 def test_depth_anything_processes_832x480_at_518x896():
     from transformers import DPTImageProcessor
 
-    from preprocessors.annotators.tiny import _IMAGENET_MEAN, _IMAGENET_STD
+    from preprocessors.annotators.tiny import IMAGENET_MEAN, IMAGENET_STD
 
     processor = DPTImageProcessor(
         size={"height": full_size.DEPTH_ANYTHING_SIZE, "width": full_size.DEPTH_ANYTHING_SIZE},
         keep_aspect_ratio=True, ensure_multiple_of=14, resample=3, do_pad=False,
-        image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD,
+        image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
     )
     frame = torch.zeros(1, 3, 480, 832, dtype=torch.uint8)
     assert tuple(processor(images=frame, return_tensors="pt")["pixel_values"].shape) == (1, 3, 518, 896)
 
 
 def test_unbuildable_models_are_reported_as_skipped(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(sys, "argv", ["bench", "--full-size", "--only", layout.FILM, layout.DWPOSE,
-                                      "--threads", str(torch.get_num_threads()), "--tmp", str(tmp_path)])
-    bench.main()
+    monkeypatch.setattr(sys, "argv", ["bench", "--full-size", "--only", catalog.FILM.folder,
+                                      catalog.DWPOSE.folder, "--threads", str(torch.get_num_threads()),
+                                      "--tmp", str(tmp_path)])
+    annotators.main()
     out = capsys.readouterr().out
-    assert f"{layout.FILM:<36} skipped:" in out
-    assert f"{layout.DWPOSE:<36} skipped:" in out
+    assert f"{catalog.FILM.folder:<36} skipped:" in out
+    assert f"{catalog.DWPOSE.folder:<36} skipped:" in out
     assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
 def test_forward_clock_records_time_and_input_shape():
     net = torch.nn.Conv2d(3, 2, 1)
-    clock = bench._ForwardClock(net)
+    clock = annotators_full_size._ForwardClock(net)
     net(torch.zeros(2, 3, 5, 7))
     clock.close()
     net(torch.zeros(1, 3, 4, 4))  # hooks removed: not recorded
@@ -94,5 +97,5 @@ def test_safety_run_checks_eight_frames_of_an_81_frame_video(n):
             seen.append(video.shape)
 
     frames = np.zeros((n + 1, 4, 6, 3), dtype=np.uint8)
-    assert bench._run_safety(Checker(), frames, n) == 8
+    assert annotators_full_size._run_safety(Checker(), frames, n) == 8
     assert seen == [(81, 4, 6, 3)]
