@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from server.flags import field_values
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path | str) -> dict[str, Any]:
     """The file's table as given (flag names -> values); TOML unless the name ends in .json."""
     text = Path(path).read_text(encoding="utf-8")
     data = json.loads(text) if Path(path).suffix.lower() == ".json" else tomllib.loads(text)
@@ -32,9 +32,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
 class ConfigFileSource(PydanticBaseSettingsSource):
     """A pydantic-settings source for one config file (none: it contributes nothing)."""
 
-    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | str | None) -> None:
         super().__init__(settings_cls)
-        self._values = field_values(settings_cls, read_config_file(path)) if path is not None else {}
+        try:
+            self._values = field_values(settings_cls, read_config_file(path)) if path else {}
+        except (OSError, ValueError) as exc:  # ValueError: TOML, JSON, or a key that is no setting
+            raise ValueError(f"config file {path}: {exc}") from exc
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._values.get(field_name), field_name, False

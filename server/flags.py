@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -77,7 +76,7 @@ def _without_none(annotation: Any) -> Any:
 
 
 def _is_positive(info: FieldInfo) -> bool:
-    return any(isinstance(m, annotated_types.Gt) and m.gt == 0 for m in info.metadata)
+    return any(getattr(constraint, "gt", None) == 0 for constraint in info.metadata)  # Field(gt=0)
 
 
 def _default_text(info: FieldInfo, flag: Flag) -> str:

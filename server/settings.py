@@ -10,6 +10,7 @@ are comma-separated in the environment. The API process hands the result to work
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -145,7 +146,7 @@ class Settings(BaseSettings):
         False, description="serve HTTPS with a certificate created once under <data-dir>/tls/")
     config_file: Annotated[Path | None, Flag("config", metavar="FILE")] = Field(
         None, description="TOML or JSON file of settings, keyed by these flags' names; flags and VACE_* "
-                          "environment variables override it")
+                          "environment variables override it (also VACE_CONFIG_FILE)")
     # Webhook retries (server/webhooks.py): delay base * 2**attempt, capped; tests shorten it by env var.
     webhook_max_attempts: int = 10
     webhook_retry_base_s: float = 15.0
@@ -160,7 +161,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Flags (the keyword arguments) > environment > the --config file > defaults."""
         init_kwargs = getattr(init_settings, "init_kwargs", {})
-        return init_settings, env_settings, ConfigFileSource(settings_cls, init_kwargs.get("config_file"))
+        config_file = init_kwargs.get("config_file") if "config_file" in init_kwargs else os.environ.get(
+            f"{ENV_PREFIX}CONFIG_FILE")
+        return init_settings, env_settings, ConfigFileSource(settings_cls, config_file)
 
     @field_validator("api_keys", "fetch_allow_hosts", mode="before")
     @classmethod
@@ -221,7 +224,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_json(cls, text: str) -> Settings:
-        return cls.model_validate_json(text)
+        # Every other field is in the text; a VACE_CONFIG_FILE the worker inherits is not read again.
+        return cls(**{**json.loads(text), "config_file": None})
 
 
 def split_names(text: str) -> list[str]:

@@ -59,11 +59,22 @@ def test_flag_beats_environment_beats_file_beats_default(tmp_path: Path, monkeyp
     assert Settings.from_json(settings.to_json()).retention_s == 7200.0  # the worker needs no file
 
 
+def test_config_file_from_the_environment_is_read_once(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "vace.toml"
+    config.write_text("max-queue-length = 5")
+    monkeypatch.setenv("VACE_CONFIG_FILE", str(config))
+    settings = Settings(data_dir=tmp_path, model="tiny")
+    assert settings.max_queue_length == 5
+    config.unlink()  # a worker inherits VACE_CONFIG_FILE but takes every value from the API process
+    assert Settings.from_json(settings.to_json()).max_queue_length == 5
+
+
 def test_bad_config_file_is_refused_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
     for text, reason in (("max-queue-lenght = 3", "max-queue-lenght"), ("max-queue-length = 0", "greater"),
-                         ("depth-model = 'zoe'", "depth-anything-v2"), ("port = ", "")):
+                         ("depth-model = 'zoe'", "depth-anything-v2"), ("port = ", "bad.toml")):
         config = tmp_path / "bad.toml"
         config.write_text(text)
         args = build_parser().parse_args(["serve", "--model", "tiny", "--config", str(config)])
