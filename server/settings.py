@@ -63,7 +63,7 @@ WORKER_ENV_FIELDS = ("gpus", "annotators_dir", "depth_model", "pose_model", "saf
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True,
-                                      extra="forbid", validate_by_name=True, validate_by_alias=True)
+                                      extra="forbid", populate_by_name=True)
 
     model: Annotated[str, Flag("model", metavar="tiny|PATH")] = Field(
         str(DEFAULT_MODEL_DIR), validate_default=True,
