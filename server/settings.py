@@ -51,6 +51,8 @@ LARGEST_VALID_OUTPUT = 1441
 
 HOUR = 3600.0
 GiB = 1024**3
+DEFAULT_RETENTION_S = 7 * 24 * HOUR  # server/retention.py's default too
+DEFAULT_UPLOAD_MAX_AGE_S = 24 * HOUR
 # Positive limits: 0 or less would refuse everything (or keep nothing); infinity is no limit to check.
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -97,11 +99,12 @@ class Settings(BaseSettings):
         description="browser origin allowed to call the API, e.g. https://app.example.com (repeatable; "
                     "also VACE_CORS_ORIGINS, comma-separated)")
     retention_s: Annotated[PositiveFloat, Flag("retention-hours", scale=HOUR)] = Field(
-        7 * 24 * HOUR, description="finished jobs and their files are deleted after this long")
+        DEFAULT_RETENTION_S, description="finished jobs and their files are deleted after this long")
     # Never longer than retention_s (server/retention.py).
     upload_max_age_s: Annotated[PositiveFloat, Flag("upload-max-age-hours", scale=HOUR)] = Field(
-        24 * HOUR, description="uploads started but not completed are deleted after this long without a "
-                               "write (at most --retention-hours)")
+        DEFAULT_UPLOAD_MAX_AGE_S,
+        description="uploads started but not completed are deleted after this long without a write (at most "
+                    "--retention-hours)")
     annotators_dir: Annotated[Path, Flag("annotators-dir")] = Field(
         DEFAULT_ANNOTATORS_DIR, validate_default=True,
         description="depth/pose/interpolation/safety/LLM models")
