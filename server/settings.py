@@ -24,7 +24,8 @@ from server.flags import Flag
 ENV_PREFIX = "VACE_"
 DEFAULT_MODEL_DIR = Path("weights") / "Wan2.1-VACE-14B-diffusers"
 # The worker's own defaults and choices live in pipelines/memory.py and pipelines/annotators.py, which the
-# API process must not import (torch, numpy); tests/server/test_settings.py keeps them equal to these.
+# API process must not import (torch, numpy); tests/server/test_settings.py and test_settings_sources.py keep
+# them equal to these.
 MemoryPlan = Literal["auto", "all_on_gpu", "model_offload", "group_offload", "sequential_offload"]
 VaeTiling = Literal["auto", "on", "off"]
 DepthModel = Literal["midas", "depth-anything-v2"]
@@ -59,8 +60,7 @@ PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 # A comma-separated environment variable, a list in a config file, or a repeated flag.
 NameList = Annotated[tuple[str, ...], NoDecode]
 # Fields the worker reads from its environment (pipelines/annotators.py) rather than from Settings.
-WORKER_ENV_FIELDS = ("gpus", "annotators_dir", "depth_model", "pose_model", "safety_missing",
-                     "safety_threshold")
+WORKER_ENV_FIELDS = ("annotators_dir", "depth_model", "pose_model", "safety_missing", "safety_threshold")
 
 
 class Settings(BaseSettings):

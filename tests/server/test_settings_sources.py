@@ -128,3 +128,11 @@ def test_every_flag_is_in_help_and_in_the_readme_table(capsys: pytest.CaptureFix
     # Fields that are not flags are internal tuning (environment or config file only).
     unflagged = set(Settings.model_fields) - set(flagged_fields(Settings))
     assert all(name.startswith("webhook_") for name in unflagged), unflagged
+
+
+def test_gpus_give_one_worker_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.supervisor import _worker_envs
+
+    settings = _served(monkeypatch, ["--data-dir", str(tmp_path), "--gpus", "0, 1"])
+    assert _worker_envs(settings) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert _worker_envs(Settings(data_dir=tmp_path, model="tiny", num_workers=2)) == [{}, {}]
