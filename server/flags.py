@@ -82,7 +82,7 @@ def _is_positive(info: FieldInfo) -> bool:
 def _default_text(info: FieldInfo, flag: Flag) -> str:
     """The default in the flag's unit, for --help; empty when there is nothing to say."""
     default = info.get_default(call_default_factory=True)
-    if default in (None, False, (), "") or isinstance(default, bool):
+    if default is None or isinstance(default, bool) or default in ((), ""):
         return ""
     if isinstance(default, int | float) and flag.scale != 1.0:
         default = default / flag.scale
