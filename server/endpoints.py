@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -73,7 +74,7 @@ def parse_app_path(path: str) -> str | None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _get(payload: BaseModel, name: str, default: object = None) -> object:
+def _get(payload: BaseModel, name: str, default: Any = None) -> Any:
     # Per-task models lack some fields (the depth model has no zoom_factor); absent means "not requested".
     return getattr(payload, name, default)
 

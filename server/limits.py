@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import InputError, error_response, request_error
+from server.settings import LARGEST_VALID_OUTPUT, MAX_INPUT_FRAMES, MAX_INPUT_PIXELS, MAX_INPUT_SECONDS
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -29,16 +30,6 @@ OUTPUT_TOO_LONG = "output_too_long"
 # Routes whose body is a file, streamed to disk under its own cap (max_upload_bytes, server/storage_api.py).
 UPLOAD_PUT_PREFIXES = ("/storage/upload/", "/files/")
 UPLOAD_POST_PATHS = ("/files/upload",)
-
-
-# The longest output a valid request can ask for: reframe with num_frames 241 (the schema's maximum, which
-# also caps match_input_num_frames), temporal_downsample_factor 0 and temporal_upsample_factor 5 (both at
-# most 5) is 240 gaps x 6 + 1 frames. Downsampling shortens it: d = u = 5 generates 41 frames and adds 10
-# between each pair, 441 in all. The default admits every request fal's schema allows (refusing a valid
-# fal request by default would break compatibility); at 720p the 1441 frames are 1441 x 1280 x 720 x 3
-# bytes = 4.0 GB of RGB in the worker before encoding (241 generated frames: 0.67 GB), so an operator with
-# less host memory lowers it. tests/server/test_output_cap.py keeps this equal to the schema's bounds.
-LARGEST_VALID_OUTPUT = 1441
 
 
 def output_length_field(upsample_factor: int, follows_input: bool) -> str:
@@ -53,9 +44,9 @@ def output_length_field(upsample_factor: int, follows_input: bool) -> str:
 
 @dataclass(frozen=True)
 class InputLimits:
-    max_pixels: int = 4096 * 4096
-    max_seconds: float = 600.0
-    max_frames: int = 36_000
+    max_pixels: int = MAX_INPUT_PIXELS
+    max_seconds: float = MAX_INPUT_SECONDS
+    max_frames: int = MAX_INPUT_FRAMES
     # Frames in the returned video, after reframe's interpolation: what the worker holds and encodes.
     max_output_frames: int = LARGEST_VALID_OUTPUT
 

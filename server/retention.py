@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from server.jobstore import JobStore, RetentionStore
+from server.settings import DEFAULT_RETENTION_S
+from server.settings import DEFAULT_UPLOAD_MAX_AGE_S as UPLOAD_MAX_AGE_S
 from server.storage_api import UPLOAD_TEMP_PREFIX
 
 log = logging.getLogger("vace.retention")
 
-DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 WORK_MAX_AGE_S = 24 * 3600.0
-UPLOAD_MAX_AGE_S = 24 * 3600.0
 SWEEP_INTERVAL_S = 300.0
 BATCH = 500  # jobs per transaction: a large backlog is cleared in slices, never one long write lock
 _FILE_LINK = re.compile(r"/files/([A-Za-z0-9_-]+)/([A-Za-z0-9._-]+)$")

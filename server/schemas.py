@@ -476,4 +476,4 @@ def task_of(endpoint_id: str, payload: BaseModel) -> str:
     task = getattr(payload, "task", None)
     if task not in TASKS:
         raise ValueError(f"cannot tell the task of {endpoint_id!r} from a {type(payload).__name__} payload")
-    return task
+    return str(task)  # one of TASKS; getattr gave mypy no type

@@ -135,7 +135,7 @@ class Supervisor:
 
 def _worker_envs(settings: Settings) -> list[dict[str, str]]:
     """One worker per visible GPU when several are requested; each sees only its own device."""
-    gpus = settings.worker_env.get("VACE_GPUS", "")
+    gpus = settings.gpus or ""
     if gpus:
         return [{"CUDA_VISIBLE_DEVICES": g.strip()} for g in gpus.split(",") if g.strip()]
     # num_workers 0 is an API-only server: jobs wait in the queue for a worker (tests, split deployments).

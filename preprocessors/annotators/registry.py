@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ANNOTATORS_DIR = Path("weights") / "annotators"
 TINY_SUBDIR = Path("models") / "annotators"
+# server/settings.py states these choices and defaults again for the API process, which cannot import this
+# module (numpy); tests/server/test_settings_sources.py keeps the two equal.
 # MiDaS by default: it is VACE's own `depth` annotator and Apache-2.0, while Depth-Anything-V2-Large (VACE's
 # `depthv2`) is CC-BY-NC-4.0, not usable commercially.
 DEFAULT_DEPTH_BACKEND = "midas"
@@ -51,6 +53,8 @@ DEFAULT_DEPTH_BACKEND = "midas"
 # draws no face and its weights are non-commercial.
 DEFAULT_POSE_BACKEND = "dwpose"
 SAFETY_MISSING_CHOICES = ("warn", "refuse")
+DEFAULT_SAFETY_MISSING = "warn"
+DEFAULT_SAFETY_THRESHOLD = 0.5
 
 # A control annotator turns uint8 (F, H, W, 3) frames into a control video of the same shape.
 ControlAnnotator = Callable[[np.ndarray], np.ndarray]
@@ -63,8 +67,8 @@ class AnnotatorConfig:
     tiny: bool = False  # build tiny random models on first use
     depth_backend: str = DEFAULT_DEPTH_BACKEND
     pose_backend: str = DEFAULT_POSE_BACKEND
-    safety_missing: str = "warn"
-    safety_threshold: float = 0.5
+    safety_missing: str = DEFAULT_SAFETY_MISSING
+    safety_threshold: float = DEFAULT_SAFETY_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.depth_backend not in catalog.choices("depth"):
@@ -92,8 +96,8 @@ class AnnotatorConfig:
             root=root, device=device, tiny=tiny,
             depth_backend=environ.get("VACE_DEPTH_MODEL") or DEFAULT_DEPTH_BACKEND,
             pose_backend=environ.get("VACE_POSE_MODEL") or DEFAULT_POSE_BACKEND,
-            safety_missing=environ.get("VACE_SAFETY_MISSING") or "warn",
-            safety_threshold=float(threshold) if threshold else 0.5,
+            safety_missing=environ.get("VACE_SAFETY_MISSING") or DEFAULT_SAFETY_MISSING,
+            safety_threshold=float(threshold) if threshold else DEFAULT_SAFETY_THRESHOLD,
         )
 
 

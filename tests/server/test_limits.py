@@ -259,12 +259,17 @@ def test_input_limits_check_order_and_boundaries() -> None:
         limits.check_image("ref_image_urls", 11, 10)
 
 
-def test_cli_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
-    args = build_parser().parse_args(["serve"])
+def test_cli_defaults_are_the_settings_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[Settings] = []
+    monkeypatch.setattr("server.app.create_app", lambda settings: served.append(settings))
+    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
+    args = build_parser().parse_args(["serve", "--model", "tiny", "--data-dir", str(tmp_path)])
+    assert args.func(args) == 0
     settings = Settings(data_dir=tmp_path, model="tiny")
     for name in ("max_input_pixels", "max_input_seconds", "max_input_frames", "max_request_bytes",
                  "max_queue_length"):
-        assert getattr(args, name) == getattr(settings, name), name
+        assert getattr(served[0], name) == getattr(settings, name) == getattr(InputLimits(), name.replace(
+            "_input", ""), getattr(settings, name)), name
     again = Settings.from_json(Settings(data_dir=tmp_path, model="tiny", max_input_pixels=7).to_json())
     assert again.max_input_pixels == 7 and InputLimits.from_settings(again).max_pixels == 7
 

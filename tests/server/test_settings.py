@@ -64,7 +64,7 @@ def test_worker_only_flags_travel_as_environment(tmp_path: Path, monkeypatch: py
     assert env["VACE_ANNOTATORS_DIR"] == str(Path("ann").resolve())
     assert env["VACE_DEPTH_MODEL"] == "depth-anything-v2" and env["VACE_SAFETY_MISSING"] == "refuse"
     assert env["VACE_SAFETY_THRESHOLD"] == "0.25" and "VACE_GPUS" not in env
-    assert "VACE_POSE_MODEL" not in env  # not given: the worker's default
+    assert env["VACE_POSE_MODEL"] == "dwpose"  # not given: the default, stated so the worker's env can't win
 
 
 def test_api_process_never_imports_torch(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_reliability_flags_reach_settings(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("VACE_CORS_ORIGINS", raising=False)
     defaults = _served_settings(monkeypatch, ["--data-dir", str(tmp_path)])
     assert defaults.cors_allow_origins == "*" and defaults.upload_max_age_s == 24 * 3600.0
-    assert defaults.max_output_frames == 1441 and "VACE_POSE_MODEL" not in defaults.worker_env
+    assert defaults.max_output_frames == 1441 and defaults.worker_env["VACE_POSE_MODEL"] == "dwpose"
     given = _served_settings(monkeypatch, [
         "--data-dir", str(tmp_path), "--cors-origin", "https://a.example", "--cors-origin",
         "http://localhost:3000", "--upload-max-age-hours", "2", "--max-output-frames", "241",
@@ -106,7 +106,7 @@ def test_reliability_flags_reach_settings(tmp_path: Path, monkeypatch: pytest.Mo
     assert (sizes.max_input_bytes, sizes.download_timeout_s, sizes.max_upload_bytes) == (1000, 5.0, 2000)
     assert given.cors_allow_origins == "https://a.example,http://localhost:3000"
     assert given.upload_max_age_s == 7200.0 and given.max_output_frames == 241
-    assert given.worker_env == {"VACE_POSE_MODEL": "openpose"}
+    assert given.worker_env == {**defaults.worker_env, "VACE_POSE_MODEL": "openpose"}
     again = Settings.from_json(given.to_json())  # what a worker sees
     assert again.max_output_frames == 241 and again.upload_max_age_s == 7200.0
     with pytest.raises(SystemExit):
