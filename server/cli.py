@@ -29,8 +29,8 @@ def positive(kind: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.app import create_app
-    from server.http_server import run_server
+    from server.api.app import create_app
+    from server.api.server import run_server
 
     model = args.model
     if model is None:
@@ -70,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     certfile, keyfile = args.ssl_certfile, args.ssl_keyfile
     if args.ssl_self_signed:
-        from server.tls import ensure_self_signed
+        from server.api.tls import ensure_self_signed
 
         cert, key = ensure_self_signed(settings.data_dir / "tls", args.host)
         certfile, keyfile = str(cert), str(key)

@@ -1,6 +1,7 @@
 """The output-length cap (InputLimits.max_output_frames): reframe's interpolation can multiply the frame count
 (241 frames with temporal_upsample_factor 5 become 1441), so the operator can cap what a worker holds and
-encodes. A length fixed by the request alone is refused at submit (server/endpoints.py); one that follows
+encodes. A length fixed by the request alone is refused at submit (server/contract/endpoints.py); one that
+follows
 the input video is refused by the worker right after the probe, before generation or interpolation.
 """
 
@@ -15,19 +16,20 @@ import annotated_types
 import numpy as np
 import pytest
 
-import server.execute as execute
+import server.worker.runner as execute
 from pipelines.annotators import AnnotatorConfig, Annotators
-from preprocessors.interpolation.timeline import Timeline, output_frames
+from preprocessors.interpolation.timeline import Timeline
 from preprocessors.video_io import write_mp4
-from server.endpoints import APP_ID, ENDPOINTS, Refusal, output_frames_at_submit, submit_refusal
-from server.errors import InputError
-from server.execute import Executor
-from server.fetch import Fetcher
-from server.filestore import FileStore
-from server.limits import LARGEST_VALID_OUTPUT, InputLimits
-from server.queue_api import refusal_response
-from server.schemas import WanVACEReframeRequest, task_of
+from server.api.routes.queue import refusal_response
+from server.contract.endpoints import APP_ID, ENDPOINTS, Refusal, output_frames_at_submit, submit_refusal
+from server.contract.errors import InputError
+from server.contract.inputs import WanVACEReframeRequest, task_of
+from server.contract.limits import LARGEST_VALID_OUTPUT, InputLimits
+from server.contract.timing import output_frames
+from server.files.local import FileStore
 from server.settings import Settings
+from server.worker.fetch import Fetcher
+from server.worker.runner import Executor
 from tests.server.test_execute_annotators import run
 from tests.server.test_execute_equivalence import tiny_sizes, uri
 
@@ -76,6 +78,13 @@ def test_default_cap_is_the_longest_output_the_schema_allows():
     assert longest == LARGEST_VALID_OUTPUT == InputLimits().max_output_frames == 1441
     assert max_frames == execute.MAX_FRAMES
     assert output_frames(241, 5, 5) == 441  # downsampling shortens it: 41 generated, 10 in-betweens each
+
+
+def test_submit_arithmetic_matches_the_workers_timeline():
+    # server/contract/timing.py (API, no numpy) and preprocessors/interpolation/timeline.py (worker) count
+    # alike.
+    for n, d, u in itertools.product(range(1, 242, 7), range(6), range(6)):
+        assert output_frames(n, d, u) == Timeline(16.0, n, d, u).output_frames
 
 
 def test_largest_valid_request_passes_the_default_check():

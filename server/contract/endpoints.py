@@ -10,22 +10,24 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from preprocessors.interpolation.timeline import output_frames
-from server.limits import OUTPUT_TOO_LONG, InputLimits, output_length_field
-from server.schemas import (
+from server.contract.inputs import (
     WanVACEDepthRequest,
-    WanVACEDepthResponse,
     WanVACEInpaintingRequest,
-    WanVACEInpaintingResponse,
     WanVACEInput,
     WanVACEOutpaintingRequest,
-    WanVACEOutpaintingResponse,
     WanVACEPoseRequest,
-    WanVACEPoseResponse,
     WanVACEReframeRequest,
+)
+from server.contract.limits import OUTPUT_TOO_LONG, InputLimits, output_length_field
+from server.contract.outputs import (
+    WanVACEDepthResponse,
+    WanVACEInpaintingResponse,
+    WanVACEOutpaintingResponse,
+    WanVACEPoseResponse,
     WanVACEReframeResponse,
     WanVACEResponse,
 )
+from server.contract.timing import output_frames
 
 APP_ID = "fal-ai/wan-vace-14b"
 

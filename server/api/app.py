@@ -14,20 +14,21 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from server.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
-from server.auth import ApiKeyMiddleware
-from server.endpoints import ENDPOINTS
-from server.filestore import FILES_ROUTE, FileStore
-from server.jobstore import JobStore
-from server.limits import InputLimits, RequestSizeMiddleware
-from server.queue_api import QueueApi
-from server.retention import RetentionSweeper
+from server.api.background.retention import RetentionSweeper
+from server.api.background.supervisor import Supervisor
+from server.api.background.webhook_signing import JWKS_ROUTE, jwks, load_or_create_signing_key
+from server.api.background.webhooks import WebhookDispatcher
+from server.api.middleware.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
+from server.api.middleware.auth import ApiKeyMiddleware
+from server.api.middleware.body_limit import RequestSizeMiddleware
+from server.api.middleware.status_fast_path import StatusFastPath
+from server.api.routes.queue import QueueApi
+from server.api.routes.storage import StorageApi
+from server.contract.endpoints import ENDPOINTS
+from server.contract.limits import InputLimits
+from server.files.local import FILES_ROUTE, FileStore
+from server.jobs.sqlite import JobStore
 from server.settings import Settings
-from server.status_fast_path import StatusFastPath
-from server.storage_api import StorageApi
-from server.supervisor import Supervisor
-from server.webhook_signing import JWKS_ROUTE, jwks, load_or_create_signing_key
-from server.webhooks import WebhookDispatcher
 
 HEARTBEAT_STALE_S = 15.0
 # What the JS client sends from a browser (fal-protocol.md §6.2), plus the other x-fal-* request headers.
