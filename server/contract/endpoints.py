@@ -126,7 +126,7 @@ def unsupported_reason(task: str, payload: BaseModel) -> str | None:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A request refused at submit: queue_api answers it as a 422 detail item."""
+    """A request refused at submit: server/api/routes/queue.py answers it as a 422 detail item."""
 
     message: str
     error_type: str

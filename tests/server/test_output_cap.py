@@ -60,7 +60,7 @@ def _bounds(name: str) -> tuple[int, int]:
 
 
 def _check(endpoint: str, payload: dict[str, Any], limits: InputLimits | None = None) -> str | None:
-    """What the submit route decides, as queue_api computes it."""
+    """What the submit route decides, as server/api/routes/queue.py computes it."""
     model = ENDPOINTS[endpoint].input_model.model_validate(payload)
     refusal = submit_refusal(task_of(endpoint, model), model, limits)
     return None if refusal is None else refusal.message
@@ -136,7 +136,7 @@ def test_over_long_request_is_refused_at_submit_in_the_422_form():
     assert "temporal_upsample_factor" in reason
     assert _check(REFRAME, {**payload, "num_frames": 199}, limits) is None  # 397 frames
     assert _check(REFRAME, {**payload, "match_input_num_frames": True}, limits) is None  # the worker's call
-    # What queue_api answers: fal's 422 detail list, not retryable, blaming the interpolation.
+    # What the queue route answers: fal's 422 detail list, not retryable, blaming the interpolation.
     refusal = submit_refusal("reframe", WanVACEReframeRequest.model_validate(payload), limits)
     assert refusal == Refusal(reason, "output_too_long", ("body", "temporal_upsample_factor"))
     response = refusal_response(refusal)
