@@ -1,10 +1,9 @@
 """Per task: the worker's code path against a plain diffusers call with the same inputs (tiny model).
 
 For each task one 240p/81-frame job runs through `server.worker.runner.Executor.run` (input decoding,
-conditioning,
-generation, trimming, H.264 encoding and storing, all included), and then the exact GenerationRequest the
-worker built is replayed on a plain `WanVACEPipeline.from_pretrained(...)` (only the pipeline call is timed).
-A ratio below 1 means the worker is faster than plain diffusers despite doing more.
+conditioning, generation, trimming, H.264 encoding and storing, all included), and then the exact
+GenerationRequest the worker built is replayed on a plain `WanVACEPipeline.from_pretrained(...)` (only the
+pipeline call is timed). A ratio below 1 means the worker is faster than plain diffusers despite doing more.
 
     python -m benchmarks.tasks_vs_diffusers [--steps 2] [--tasks depth pose inpainting outpainting reframe]
 """

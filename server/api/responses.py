@@ -1,5 +1,4 @@
-"""fal's errors (server/contract/errors.py) as HTTP responses: the API process's side of the error
-contract."""
+"""fal's errors (server/contract/errors.py) as HTTP responses: the API process's side of them."""
 
 from __future__ import annotations
 

@@ -4,8 +4,7 @@
   first frame; an image's header) before the rest is decoded; a refusal is a 422 model error on the field.
   It also caps the output's length (`max_output_frames`, which reframe's interpolation can take past the
   schema's 241): refused at submit when the request alone fixes the length (server/contract/endpoints.py),
-  else by
-  the worker right after the probe, before anything is generated or interpolated.
+  else by the worker right after the probe, before anything is generated or interpolated.
 - JSON request bodies are capped in the API process by server/api/middleware/body_limit.py.
 """
 

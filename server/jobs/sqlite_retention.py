@@ -8,8 +8,8 @@ from server.jobs.sqlite import JobStore, row_to_job
 
 # ------------------------------------------------------------------------------------------------------------
 # Retention (server/api/background/retention.py). Finds and deletes finished jobs past their TTL: the job
-# row, its logs and
-# any webhook delivery row. Only COMPLETED jobs are ever deleted, whatever the caller passes.
+# row, its logs and any webhook delivery row. Only COMPLETED jobs are ever deleted, whatever the caller
+# passes.
 # ------------------------------------------------------------------------------------------------------------
 
 

@@ -10,8 +10,7 @@ from server.jobs.sqlite import JobStore
 
 # ------------------------------------------------------------------------------------------------------------
 # Webhook deliveries (server/api/background/webhooks.py). Same SQLite file, own table: one row per job with
-# a webhook,
-# created once the job is COMPLETED, so pending deliveries survive restarts of the API process.
+# a webhook, created once the job is COMPLETED, so pending deliveries survive restarts of the API process.
 # ------------------------------------------------------------------------------------------------------------
 
 WEBHOOK_SCHEMA = """

@@ -1,8 +1,7 @@
 """The output-length cap (InputLimits.max_output_frames): reframe's interpolation can multiply the frame count
 (241 frames with temporal_upsample_factor 5 become 1441), so the operator can cap what a worker holds and
 encodes. A length fixed by the request alone is refused at submit (server/contract/endpoints.py); one that
-follows
-the input video is refused by the worker right after the probe, before generation or interpolation.
+follows the input video is refused by the worker right after the probe, before generation or interpolation.
 """
 
 from __future__ import annotations
@@ -81,8 +80,7 @@ def test_default_cap_is_the_longest_output_the_schema_allows():
 
 
 def test_submit_arithmetic_matches_the_workers_timeline():
-    # server/contract/timing.py (API, no numpy) and preprocessors/interpolation/timeline.py (worker) count
-    # alike.
+    # server/contract/timing.py (API, no numpy) and preprocessors/interpolation/timeline.py (worker) agree.
     for n, d, u in itertools.product(range(1, 242, 7), range(6), range(6)):
         assert output_frames(n, d, u) == Timeline(16.0, n, d, u).output_frames
 

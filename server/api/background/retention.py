@@ -9,11 +9,10 @@
 - folders under work/ untouched for WORK_MAX_AGE_S whose job is not queued or running (a worker killed
   mid-job never removes its scratch folder);
 - upload slots under uploads/ (server/api/routes/storage.py: an initiate call's upload URL, and multipart
-parts)
-  with no write for `upload_max_age_s` (capped at retention_s: a finished upload lives no longer either):
-  the slot folder goes, so its upload URL stops working; a never-completed upload's reserved, still empty
-  files/{token}/ folder goes with it. A completed file is never touched here (it expires as above), and a
-  slot written to within the age, in its own folder or in its file's folder, counts as in progress.
+  parts) with no write for `upload_max_age_s` (capped at retention_s: a finished upload lives no longer
+  either): the slot folder goes, so its upload URL stops working; a never-completed upload's reserved, still
+  empty files/{token}/ folder goes with it. A completed file is never touched here (it expires as above), and
+  a slot written to within the age, in its own folder or in its file's folder, counts as in progress.
 Queued and running jobs, and anything they reference, are never touched.
 """
 

@@ -40,8 +40,7 @@ _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _CHUNK = 1 << 20
 # Bytes stream into such a temp file next to their destination, renamed into place only when complete
 # (server/api/background/retention.py tells an unfinished upload by it). Slots that are never completed are
-# swept by
-# server/api/background/retention.py after Settings.upload_max_age_s without a write.
+# swept by that module after Settings.upload_max_age_s without a write.
 UPLOAD_TEMP_PREFIX = ".upload-"
 
 
