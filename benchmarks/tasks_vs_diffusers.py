@@ -1,9 +1,9 @@
 """Per task: the worker's code path against a plain diffusers call with the same inputs (tiny model).
 
-For each task one 240p/81-frame job runs through `server.execute.Executor.run` (input decoding, conditioning,
-generation, trimming, H.264 encoding and storing, all included), and then the exact GenerationRequest the
-worker built is replayed on a plain `WanVACEPipeline.from_pretrained(...)` (only the pipeline call is timed).
-A ratio below 1 means the worker is faster than plain diffusers despite doing more.
+For each task one 240p/81-frame job runs through `server.worker.runner.Executor.run` (input decoding,
+conditioning, generation, trimming, H.264 encoding and storing, all included), and then the exact
+GenerationRequest the worker built is replayed on a plain `WanVACEPipeline.from_pretrained(...)` (only the
+pipeline call is timed). A ratio below 1 means the worker is faster than plain diffusers despite doing more.
 
     python -m benchmarks.tasks_vs_diffusers [--steps 2] [--tasks depth pose inpainting outpainting reframe]
 """
@@ -25,14 +25,14 @@ import torch  # noqa: E402
 from diffusers import WanVACEPipeline  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import server.execute as execute  # noqa: E402
+import server.worker.runner as execute  # noqa: E402
 from pipelines.generate import GenerationRequest  # noqa: E402
 from pipelines.loader import load_pipeline  # noqa: E402
 from pipelines.tiny import ensure_tiny_pipeline  # noqa: E402
 from preprocessors.video_io import write_mp4  # noqa: E402
-from server.execute import Executor, JobHooks  # noqa: E402
-from server.fetch import Fetcher  # noqa: E402
-from server.filestore import FileStore  # noqa: E402
+from server.files.local import FileStore  # noqa: E402
+from server.worker.fetch import Fetcher  # noqa: E402
+from server.worker.runner import Executor, JobHooks  # noqa: E402
 from tests.server.conftest import moving_bar_frames  # noqa: E402
 
 APP = "fal-ai/wan-vace-14b"

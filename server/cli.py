@@ -38,8 +38,8 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.app import create_app
-    from server.http_server import run_server
+    from server.api.app import create_app
+    from server.api.server import run_server
 
     try:
         settings = Settings(**field_values(Settings, _given(args)))
@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     certfile, keyfile = settings.ssl_certfile, settings.ssl_keyfile
     if settings.ssl_self_signed:
-        from server.tls import ensure_self_signed
+        from server.api.tls import ensure_self_signed
 
         cert, key = ensure_self_signed(settings.data_dir / "tls", settings.host)
         certfile, keyfile = str(cert), str(key)

@@ -37,9 +37,9 @@ VAE_TILING: tuple[str, ...] = get_args(VaeTiling)
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(Attention)
 DEFAULT_ANNOTATORS_DIR = Path("weights") / "annotators"
 
-# Input caps (server/limits.py's InputLimits). Inputs are checked from the probe (header and first frame),
-# before the rest is decoded: a 16k x 16k frame is ~800 MB as RGB, and the schema bounds the output, not the
-# input.
+# Input caps (server/contract/limits.py's InputLimits). Inputs are checked from the probe (header and first
+# frame), before the rest is decoded: a 16k x 16k frame is ~800 MB as RGB, and the schema bounds the output,
+# not the input.
 MAX_INPUT_PIXELS = 4096 * 4096
 MAX_INPUT_SECONDS = 600.0
 MAX_INPUT_FRAMES = 36_000
@@ -54,7 +54,7 @@ LARGEST_VALID_OUTPUT = 1441
 
 HOUR = 3600.0
 GiB = 1024**3
-DEFAULT_RETENTION_S = 7 * 24 * HOUR  # server/retention.py's default too
+DEFAULT_RETENTION_S = 7 * 24 * HOUR  # server/api/background/retention.py's default too
 DEFAULT_UPLOAD_MAX_AGE_S = 24 * HOUR
 # Positive limits: 0 or less would refuse everything (or keep nothing); infinity is no limit to check.
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -105,7 +105,7 @@ class Settings(BaseSettings):
                     "also VACE_CORS_ORIGINS, comma-separated)")
     retention_s: Annotated[PositiveFloat, Flag("retention-hours", scale=HOUR)] = Field(
         DEFAULT_RETENTION_S, description="finished jobs and their files are deleted after this long")
-    # Never longer than retention_s (server/retention.py).
+    # Never longer than retention_s (server/api/background/retention.py).
     upload_max_age_s: Annotated[PositiveFloat, Flag("upload-max-age-hours", scale=HOUR)] = Field(
         DEFAULT_UPLOAD_MAX_AGE_S,
         description="uploads started but not completed are deleted after this long without a write (at most "
@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         MAX_INPUT_FRAMES, description="most frames an input video may have (as the container states it)")
     max_output_frames: Annotated[PositiveInt, Flag("max-output-frames")] = Field(
         LARGEST_VALID_OUTPUT, description="longest output video in frames, after reframe's interpolation")
-    # JSON request bodies; uploads (server/storage_api.py) are capped by max_upload_bytes instead.
+    # JSON request bodies; uploads (server/api/routes/storage.py) are capped by max_upload_bytes instead.
     max_request_bytes: Annotated[PositiveInt, Flag("max-request-bytes")] = Field(
         64 * 1024**2, description="largest JSON request body, data: URIs included (uploads are not counted)")
     max_queue_length: Annotated[PositiveInt, Flag("max-queue-length")] = Field(
@@ -155,7 +155,8 @@ class Settings(BaseSettings):
     config_file: Annotated[Path | None, Flag("config", metavar="FILE")] = Field(
         None, description="TOML or JSON file of settings, keyed by these flags' names; flags and VACE_* "
                           "environment variables override it (also VACE_CONFIG_FILE)")
-    # Webhook retries (server/webhooks.py): delay base * 2**attempt, capped; tests shorten it by env var.
+    # Webhook retries (server/api/background/webhooks.py): delay base * 2**attempt, capped; tests shorten it
+    # by environment variable.
     webhook_max_attempts: int = 10
     webhook_retry_base_s: float = 15.0
     webhook_retry_max_s: float = 1800.0
@@ -215,7 +216,7 @@ class Settings(BaseSettings):
 
     @property
     def webhook_key_path(self) -> Path:
-        """The Ed25519 key webhooks are signed with (server/webhook_signing.py)."""
+        """The Ed25519 key webhooks are signed with (server/api/background/webhook_signing.py)."""
         return self.data_dir / "webhook_ed25519.pem"
 
     @property

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.webhook_signing import public_keys, verify
+from server.api.background.webhook_signing import public_keys, verify
 from tests.clients.conftest import APP, WebhookReceiver, assert_video, failing_input, real_input
 from tests.server.conftest import LiveServer, Media
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.errors import InputError
-from server.jobstore import JobStore, WebhookStore
-from server.webhook_signing import jwks, load_or_create_signing_key, public_keys, verify
-from server.webhooks import WebhookDispatcher
+from server.api.background.webhook_signing import jwks, load_or_create_signing_key, public_keys, verify
+from server.api.background.webhooks import WebhookDispatcher
+from server.contract.errors import InputError
+from server.jobs.sqlite import JobStore
+from server.jobs.sqlite_webhooks import WebhookStore
 
 
 def dispatcher(store: JobStore, key: Ed25519PrivateKey) -> WebhookDispatcher:

@@ -14,8 +14,8 @@ def _serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str]) -> 
     import server.cli as cli
 
     captured: list[Settings] = []
-    monkeypatch.setattr("server.app.create_app", lambda settings: captured.append(settings))
-    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
+    monkeypatch.setattr("server.api.app.create_app", lambda settings: captured.append(settings))
+    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
     args = build_parser().parse_args(["serve", "--model", "tiny", "--data-dir", str(tmp_path), *argv])
     return cli._serve(args), captured
 

@@ -1,4 +1,5 @@
-"""API keys (server/auth.py): the middleware on a small app, in the real app's middleware stack, and live."""
+"""API keys (server/api/middleware/auth.py): the middleware on a small app, in the real app's middleware
+stack, and live."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
-from server import app as app_module
-from server.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
-from server.auth import ApiKeyMiddleware
-from server.limits import RequestSizeMiddleware
+from server.api import app as app_module
+from server.api.middleware.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
+from server.api.middleware.auth import ApiKeyMiddleware
+from server.api.middleware.body_limit import RequestSizeMiddleware
+from server.api.middleware.status_fast_path import StatusFastPath
 from server.settings import Settings
-from server.status_fast_path import StatusFastPath
 from tests.server.conftest import start_server
 
 KEYS = ("key-one", "id:secret-two")
@@ -160,7 +161,7 @@ def test_python_client_cdn_uploads_work_with_keys_on(tmp_path: Path) -> None:
 
 def test_live_server_with_keys_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if "ApiKeyMiddleware" not in inspect.getsource(app_module):
-        pytest.skip("ApiKeyMiddleware is not wired into server/app.py yet")
+        pytest.skip("ApiKeyMiddleware is not wired into server/api/app.py yet")
     monkeypatch.setenv("VACE_API_KEYS", ",".join(KEYS))
     server = start_server(tmp_path / "data", workers=0)  # nothing runs: jobs just wait in the queue
     try:

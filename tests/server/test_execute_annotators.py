@@ -19,18 +19,18 @@ import numpy as np
 import pytest
 import torch
 
-import server.execute as execute
+import server.worker.runner as execute
 from pipelines.generate import GenerationRequest
 from pipelines.loader import load_pipeline
 from pipelines.memory import MemoryPlan, Offload
 from preprocessors.annotators import catalog
 from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.video_io import read_video, write_mp4
-from server.endpoints import APP_ID
-from server.errors import InputError
-from server.execute import Executor, JobHooks
-from server.fetch import Fetcher
-from server.filestore import FileStore
+from server.contract.endpoints import APP_ID
+from server.contract.errors import InputError
+from server.files.local import FileStore
+from server.worker.fetch import Fetcher
+from server.worker.runner import Executor, JobHooks
 from tests.server.test_execute_equivalence import job, shrink, tiny_sizes, uri
 
 SRC_W, SRC_H, FRAMES, FPS = 192, 96, 7, 16

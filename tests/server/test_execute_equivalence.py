@@ -33,10 +33,10 @@ from PIL import Image
 
 from pipelines.loader import load_pipeline
 from preprocessors.video_io import probe_video, read_video, write_mp4
-from server.endpoints import APP_ID, ENDPOINTS
-from server.execute import Executor, JobHooks
-from server.fetch import Fetcher
-from server.filestore import FileStore
+from server.contract.endpoints import APP_ID, ENDPOINTS
+from server.files.local import FileStore
+from server.worker.fetch import Fetcher
+from server.worker.runner import Executor, JobHooks
 
 SRC_W, SRC_H, SRC_FRAMES, FPS = 192, 96, 7, 16
 MODEL_FRAMES = 9  # smallest 4k+1 >= 7

@@ -1,4 +1,4 @@
-"""SSRF-safe downloads (server/fetch.py): address rules, pinning, redirects, size caps, allowlist.
+"""SSRF-safe downloads (server/outbound.py): address rules, pinning, redirects, size caps, allowlist.
 
 Traffic stays on loopback: names like `public.test` are mapped to 127.0.0.1 by a fake resolver, and a guard
 fails the test if anything tries to open a connection to a non-loopback address.
@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from server.errors import InputError
-from server.fetch import MAX_REDIRECTS, NOT_ALLOWED, AddressPolicy, Fetcher, is_public_address
-from server.filestore import FileStore
-from server.tls import ensure_self_signed
+from server.api.tls import ensure_self_signed
+from server.contract.errors import InputError
+from server.files.local import FileStore
+from server.outbound import NOT_ALLOWED, AddressPolicy, is_public_address
+from server.worker.fetch import MAX_REDIRECTS, Fetcher
 
 BODY = b"0123456789" * 200  # 2000 bytes
 

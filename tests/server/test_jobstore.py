@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import internal_error
-from server.jobstore import PRIORITIES, CancelOutcome, JobStore, Status
+from server.contract.errors import internal_error
+from server.jobs.model import PRIORITIES, CancelOutcome, Status
+from server.jobs.sqlite import JobStore
 
 
 @pytest.fixture

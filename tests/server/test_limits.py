@@ -1,4 +1,4 @@
-"""Size caps (server/limits.py): oversized inputs, request bodies, a full queue and a full disk.
+"""Size caps (server/contract/limits.py): oversized inputs, request bodies, a full queue and a full disk.
 
 Every input here fails before generation, so no test pays for one. The oversized media are real files whose
 headers say what a real oversized file would say: a 16000x16000 PNG-coded MOV (one black frame, 280 KB), a
@@ -22,8 +22,8 @@ from PIL import Image
 
 from preprocessors.video_io import write_mp4
 from server.cli import build_parser
-from server.errors import InputError
-from server.limits import InputLimits
+from server.contract.errors import InputError
+from server.contract.limits import InputLimits
 from server.settings import Settings
 from tests.server.conftest import LiveServer, Media, data_uri, start_server, wait_completed
 
@@ -230,7 +230,7 @@ class _FullDisk:
 
 @pytest.mark.parametrize("wrapped", [False, True])
 def test_disk_full_ends_the_job_with_a_clear_507(tmp_path: Path, wrapped: bool) -> None:
-    from server.worker import Worker
+    from server.worker.loop import Worker
 
     worker = Worker(Settings(data_dir=tmp_path, model="tiny"), "w-test")
     submitted = worker.store.submit(f"{APP}/depth", {"seed": 1}, public_base="http://x")
@@ -261,8 +261,8 @@ def test_input_limits_check_order_and_boundaries() -> None:
 
 def test_cli_defaults_are_the_settings_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     served: list[Settings] = []
-    monkeypatch.setattr("server.app.create_app", lambda settings: served.append(settings))
-    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
+    monkeypatch.setattr("server.api.app.create_app", lambda settings: served.append(settings))
+    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
     args = build_parser().parse_args(["serve", "--model", "tiny", "--data-dir", str(tmp_path)])
     assert args.func(args) == 0
     settings = Settings(data_dir=tmp_path, model="tiny")
@@ -276,9 +276,9 @@ def test_cli_defaults_are_the_settings_defaults(tmp_path: Path, monkeypatch: pyt
 
 def test_mask_of_another_size_and_length_is_fitted(tmp_path: Path) -> None:
     """README: masks are cover-resized (nearest-neighbour); a mask video is fitted in time like the input."""
-    from server.execute import Executor, Timing
-    from server.fetch import Fetcher
-    from server.filestore import FileStore
+    from server.files.local import FileStore
+    from server.worker.fetch import Fetcher
+    from server.worker.runner import Executor, Timing
 
     files = FileStore(tmp_path / "files")
     executor = Executor(None, Fetcher(files, tmp_path / "work", 10**6, 5.0), files, tmp_path / "work")
@@ -311,7 +311,7 @@ def test_upload_cap_answers_in_the_same_flat_form(tmp_path: Path) -> None:
     """Storage's own cap (uploads skip the body cap) speaks fal's request-error form like every other cap."""
     from starlette.testclient import TestClient
 
-    from server.app import create_app
+    from server.api.app import create_app
 
     settings = Settings(data_dir=tmp_path / "data", model="tiny", max_upload_bytes=16)
     app = create_app(settings, run_workers=False)

@@ -1,7 +1,7 @@
 """The output-length cap (InputLimits.max_output_frames): reframe's interpolation can multiply the frame count
 (241 frames with temporal_upsample_factor 5 become 1441), so the operator can cap what a worker holds and
-encodes. A length fixed by the request alone is refused at submit (server/endpoints.py); one that follows
-the input video is refused by the worker right after the probe, before generation or interpolation.
+encodes. A length fixed by the request alone is refused at submit (server/contract/endpoints.py); one that
+follows the input video is refused by the worker right after the probe, before generation or interpolation.
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ import annotated_types
 import numpy as np
 import pytest
 
-import server.execute as execute
+import server.worker.runner as execute
 from preprocessors.annotators.registry import AnnotatorConfig, Annotators
-from preprocessors.interpolation.timeline import Timeline, output_frames
+from preprocessors.interpolation.timeline import Timeline
 from preprocessors.video_io import write_mp4
-from server.endpoints import APP_ID, ENDPOINTS, Refusal, output_frames_at_submit, submit_refusal
-from server.errors import InputError
-from server.execute import Executor
-from server.fetch import Fetcher
-from server.filestore import FileStore
-from server.limits import LARGEST_VALID_OUTPUT, InputLimits
-from server.queue_api import refusal_response
-from server.schemas import WanVACEReframeRequest, task_of
+from server.api.routes.queue import refusal_response
+from server.contract.endpoints import APP_ID, ENDPOINTS, Refusal, output_frames_at_submit, submit_refusal
+from server.contract.errors import InputError
+from server.contract.inputs import WanVACEReframeRequest, task_of
+from server.contract.limits import LARGEST_VALID_OUTPUT, InputLimits
+from server.contract.timing import output_frames
+from server.files.local import FileStore
 from server.settings import Settings
+from server.worker.fetch import Fetcher
+from server.worker.runner import Executor
 from tests.server.test_execute_annotators import run
 from tests.server.test_execute_equivalence import tiny_sizes, uri
 
@@ -58,7 +59,7 @@ def _bounds(name: str) -> tuple[int, int]:
 
 
 def _check(endpoint: str, payload: dict[str, Any], limits: InputLimits | None = None) -> str | None:
-    """What the submit route decides, as queue_api computes it."""
+    """What the submit route decides, as server/api/routes/queue.py computes it."""
     model = ENDPOINTS[endpoint].input_model.model_validate(payload)
     refusal = submit_refusal(task_of(endpoint, model), model, limits)
     return None if refusal is None else refusal.message
@@ -76,6 +77,12 @@ def test_default_cap_is_the_longest_output_the_schema_allows():
     assert longest == LARGEST_VALID_OUTPUT == InputLimits().max_output_frames == 1441
     assert max_frames == execute.MAX_FRAMES
     assert output_frames(241, 5, 5) == 441  # downsampling shortens it: 41 generated, 10 in-betweens each
+
+
+def test_submit_arithmetic_matches_the_workers_timeline():
+    # server/contract/timing.py (API, no numpy) and preprocessors/interpolation/timeline.py (worker) agree.
+    for n, d, u in itertools.product(range(1, 242, 7), range(6), range(6)):
+        assert output_frames(n, d, u) == Timeline(16.0, n, d, u).output_frames
 
 
 def test_largest_valid_request_passes_the_default_check():
@@ -127,7 +134,7 @@ def test_over_long_request_is_refused_at_submit_in_the_422_form():
     assert "temporal_upsample_factor" in reason
     assert _check(REFRAME, {**payload, "num_frames": 199}, limits) is None  # 397 frames
     assert _check(REFRAME, {**payload, "match_input_num_frames": True}, limits) is None  # the worker's call
-    # What queue_api answers: fal's 422 detail list, not retryable, blaming the interpolation.
+    # What the queue route answers: fal's 422 detail list, not retryable, blaming the interpolation.
     refusal = submit_refusal("reframe", WanVACEReframeRequest.model_validate(payload), limits)
     assert refusal == Refusal(reason, "output_too_long", ("body", "temporal_upsample_factor"))
     response = refusal_response(refusal)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from server.jobstore import JobStore
+from server.jobs.sqlite import JobStore
 from tests.server.conftest import Media, data_uri, start_server, wait_completed, wait_for_step
 
 APP = "fal-ai/wan-vace-14b"

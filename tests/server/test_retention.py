@@ -1,4 +1,5 @@
-"""Retention (server/retention.py): what a sweep deletes and, above all, what it leaves alone."""
+"""Retention (server/api/background/retention.py): what a sweep deletes and, above all, what it leaves
+alone."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from server.errors import internal_error
-from server.filestore import FileStore
-from server.jobstore import Job, JobStore, Status, WebhookStore
-from server.retention import RetentionSweeper, output_tokens, sweep
+from server.api.background.retention import RetentionSweeper, output_tokens, sweep
+from server.contract.errors import internal_error
+from server.files.local import FileStore
+from server.jobs.model import Job, Status
+from server.jobs.sqlite import JobStore
+from server.jobs.sqlite_webhooks import WebhookStore
 
 DAY = 24 * 3600.0
 TTL = 7 * DAY
@@ -141,7 +144,7 @@ def test_webhook_delivery_rows_go_with_their_job(store: JobStore, files: FileSto
 
 def test_large_backlogs_are_cleared_in_one_pass(store: JobStore, files: FileStore,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("server.retention.BATCH", 3)
+    monkeypatch.setattr("server.api.background.retention.BATCH", 3)
     for _ in range(7):
         finished(store)
     assert sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL).jobs_deleted == 7
@@ -219,7 +222,7 @@ def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path)
             (token_folder(streaming["file_url"]) / ".upload-inflight").write_bytes(b"half")
 
             sweeper = RetentionSweeper(JobStore(data_dir / "jobs.sqlite3"), files_root, data_dir / "work",
-                                       retention_s=TTL)  # as server/app.py builds it: uploads/ is found
+                                       retention_s=TTL)  # as server/api/app.py builds it: uploads/ is found
             report = sweeper.run_once()
 
             assert report.upload_slots_deleted == 4 and report.files_deleted == 0 and not report.errors
@@ -249,7 +252,7 @@ def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path)
 
 def test_upload_max_age_is_configurable_and_capped_by_retention(store: JobStore, files: FileStore,
                                                                 tmp_path: Path) -> None:
-    from server.storage_api import Uploads
+    from server.api.routes.storage import Uploads
 
     uploads = Uploads(files, tmp_path / "uploads", max_bytes=1000)
     slots = {name: uploads.create(f"{name}.mp4", "video/mp4") for name in ("two_hours", "half_hour")}

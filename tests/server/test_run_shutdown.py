@@ -16,9 +16,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.errors import cancelled_error
-from server.jobstore import JobStore, Status
+from server.api.app import create_app
+from server.contract.errors import cancelled_error
+from server.jobs.model import Status
+from server.jobs.sqlite import JobStore
 from server.settings import Settings
 
 APP = "fal-ai/wan-vace-14b"

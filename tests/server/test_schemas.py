@@ -9,23 +9,25 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 
-from server.endpoints import APP_ID, ENDPOINTS, Endpoint, parse_app_path, unsupported_reason
-from server.schemas import (
-    DEFAULT_NEGATIVE_PROMPT,
-    File,
+from server.contract.endpoints import APP_ID, ENDPOINTS, Endpoint, parse_app_path, unsupported_reason
+from server.contract.fields import DEFAULT_NEGATIVE_PROMPT
+from server.contract.inputs import (
     WanVACEDepthRequest,
-    WanVACEDepthResponse,
     WanVACEInpaintingRequest,
-    WanVACEInpaintingResponse,
     WanVACEInput,
     WanVACEOutpaintingRequest,
-    WanVACEOutpaintingResponse,
     WanVACEPoseRequest,
-    WanVACEPoseResponse,
     WanVACEReframeRequest,
+    task_of,
+)
+from server.contract.outputs import (
+    File,
+    WanVACEDepthResponse,
+    WanVACEInpaintingResponse,
+    WanVACEOutpaintingResponse,
+    WanVACEPoseResponse,
     WanVACEReframeResponse,
     WanVACEResponse,
-    task_of,
 )
 
 # Copied from fal's page on purpose (not imported), so a typo in the module cannot hide here.

@@ -53,8 +53,8 @@ def test_worker_only_flags_travel_as_environment(tmp_path: Path, monkeypatch: py
     import server.cli as cli
 
     captured: dict[str, Settings] = {}
-    monkeypatch.setattr("server.app.create_app", lambda settings: captured.setdefault("s", settings))
-    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
+    monkeypatch.setattr("server.api.app.create_app", lambda settings: captured.setdefault("s", settings))
+    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
     args = build_parser().parse_args([
         "serve", "--model", "tiny", "--data-dir", str(tmp_path), "--annotators-dir", "ann",
         "--depth-model", "depth-anything-v2", "--safety-missing", "refuse", "--safety-threshold", "0.25",
@@ -69,8 +69,8 @@ def test_worker_only_flags_travel_as_environment(tmp_path: Path, monkeypatch: py
 
 def test_api_process_never_imports_torch(tmp_path: Path) -> None:
     """The API process must stay light and CUDA-free: only workers load torch, diffusers and PyAV."""
-    code = ("import sys; from pathlib import Path; import server.app, server.cli, server.settings; "
-            "server.app.create_app(server.settings.Settings(data_dir=Path(sys.argv[1]), model='tiny'), "
+    code = ("import sys; from pathlib import Path; import server.api.app, server.cli, server.settings; "
+            "server.api.app.create_app(server.settings.Settings(data_dir=Path(sys.argv[1]), model='tiny'), "
             "run_workers=False); "
             "print(','.join(sorted({'torch', 'diffusers', 'transformers', 'av', 'cv2'} & set(sys.modules))))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
@@ -83,8 +83,8 @@ def _served_settings(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Settin
     import server.cli as cli
 
     captured: list[Settings] = []
-    monkeypatch.setattr("server.app.create_app", lambda settings: captured.append(settings))
-    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
+    monkeypatch.setattr("server.api.app.create_app", lambda settings: captured.append(settings))
+    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
     assert cli._serve(build_parser().parse_args(["serve", "--model", "tiny", *argv])) == 0
     return captured[0]
 

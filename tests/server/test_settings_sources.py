@@ -23,8 +23,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def _served(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Settings:
     """The Settings `vace serve ARGV` would hand to the app (uvicorn not started)."""
     captured: list[Settings] = []
-    monkeypatch.setattr("server.app.create_app", lambda settings: captured.append(settings))
-    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
+    monkeypatch.setattr("server.api.app.create_app", lambda settings: captured.append(settings))
+    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
     args = build_parser().parse_args(["serve", "--model", "tiny", *argv])
     assert args.func(args) == 0
     return captured[0]
@@ -67,7 +67,7 @@ def test_config_file_from_the_environment_is_read_once(tmp_path: Path,
 
 def test_bad_config_file_is_refused_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("server.http_server.run_server", lambda app, **kwargs: None)
+    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
     for text, reason in (("max-queue-lenght = 3", "max-queue-lenght"), ("max-queue-length = 0", "greater"),
                          ("depth-model = 'zoe'", "depth-anything-v2"), ("port = ", "bad.toml")):
         config = tmp_path / "bad.toml"
@@ -126,7 +126,7 @@ def test_every_flag_is_in_help_and_in_the_readme_table(capsys: pytest.CaptureFix
 
 
 def test_gpus_give_one_worker_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.supervisor import _worker_envs
+    from server.api.background.supervisor import _worker_envs
 
     settings = _served(monkeypatch, ["--data-dir", str(tmp_path), "--gpus", "0, 1"])
     assert _worker_envs(settings) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]

@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from preprocessors.video_io import read_video
-from server.jobstore import JobStore, Status
+from server.api.background.supervisor import STOP_GRACE_S, Supervisor
+from server.jobs.model import Status
+from server.jobs.sqlite import JobStore
 from server.settings import Settings
-from server.supervisor import STOP_GRACE_S, Supervisor
 from tests.server.conftest import Media, data_uri, start_server, wait_completed, wait_for_step
 
 APP = "fal-ai/wan-vace-14b"
@@ -146,7 +147,7 @@ def test_a_worker_killed_after_the_grace_period_spends_no_attempt(tmp_path: Path
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that does not stop in time (e.g. mid-way through a long VAE decode) is killed by the
     supervisor; its job goes back to the queue as if it had stopped itself. A cancel request still wins."""
-    monkeypatch.setattr("server.supervisor.STOP_GRACE_S", 1.0)
+    monkeypatch.setattr("server.api.background.supervisor.STOP_GRACE_S", 1.0)
     settings = Settings(data_dir=tmp_path, model="tiny", num_workers=1)
     store = JobStore(settings.db_path)
     supervisor = Supervisor(settings, store)

@@ -12,7 +12,13 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from server.webhook_signing import jwks, load_or_create_signing_key, public_keys, signature_headers, verify
+from server.api.background.webhook_signing import (
+    jwks,
+    load_or_create_signing_key,
+    public_keys,
+    signature_headers,
+    verify,
+)
 from tests.server.conftest import LiveServer
 
 

@@ -1,4 +1,4 @@
-"""Webhook targets pass the same SSRF guard as input URLs (server/fetch.py's AddressPolicy).
+"""Webhook targets pass the same SSRF guard as input URLs (server/outbound.py's AddressPolicy).
 
 Real receivers listen on loopback (IPv4 and IPv6); the dispatcher runs its own delivery thread against a
 real SQLite store. A refused target must never see a request, must fail without retries, and must leave
@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.jobstore import Job, JobStore, Status, WebhookDelivery, WebhookStore
-from server.webhook_signing import jwks, load_or_create_signing_key, public_keys, verify
-from server.webhooks import WebhookDispatcher
+from server.api.background.webhook_signing import jwks, load_or_create_signing_key, public_keys, verify
+from server.api.background.webhooks import WebhookDispatcher
+from server.jobs.model import Job, Status, WebhookDelivery
+from server.jobs.sqlite import JobStore
+from server.jobs.sqlite_webhooks import WebhookStore
 from tests.server.conftest import start_server
 
 APP = "fal-ai/wan-vace-14b"

@@ -35,7 +35,7 @@ class WorkersFirstServer(uvicorn.Server):
 
 
 def run_server(app: FastAPI, **uvicorn_options: Any) -> None:
-    """Serve `app` (built by server.app.create_app) until SIGTERM/SIGINT; options are uvicorn.Config's."""
+    """Serve `app` (built by server.api.app.create_app) until SIGTERM/SIGINT; options are uvicorn.Config's."""
     config = uvicorn.Config(app, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **uvicorn_options)
     server = WorkersFirstServer(config, on_exit=app.state.begin_shutdown)
     # uvicorn re-raises the Ctrl+C it shut down for; the shutdown itself is done (uvicorn.run does this too).

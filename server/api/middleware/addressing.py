@@ -20,7 +20,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.endpoints import ENDPOINTS
+from server.contract.endpoints import ENDPOINTS
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 TARGET_URL_HEADER = "x-fal-target-url"

@@ -17,14 +17,16 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import URL
 from starlette.types import Scope
 
-from server.endpoints import APP_ID, ENDPOINTS, Endpoint, Refusal, parse_app_path, submit_refusal
-from server.errors import ERRORS_DOC_URL, error_response, request_error
-from server.jobstore import PRIORITIES, CancelOutcome, Job, JobStatus, JobStore, LogEntry, Status
-from server.limits import InputLimits
-from server.schemas import task_of
+from server.api.responses import error_response
+from server.api.urls import absolute_urls, public_base, scope_base
+from server.contract.endpoints import APP_ID, ENDPOINTS, Endpoint, Refusal, parse_app_path, submit_refusal
+from server.contract.errors import ERRORS_DOC_URL, request_error
+from server.contract.inputs import task_of
+from server.contract.limits import InputLimits
+from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status
+from server.jobs.sqlite import JobStore
 
 STREAM_POLL_S = 0.25
 STREAM_KEEPALIVE_S = 15.0
@@ -35,20 +37,8 @@ QUEUE_FULL = "queue_full"
 SHUTTING_DOWN = "server_shutting_down"
 SHUTTING_DOWN_DETAIL = "The server is shutting down; this request was cancelled. Retry it in a moment."
 # How long a sync run waits, once the server is stopping, for its running job to stop or finish; less
-# than uvicorn's drain time (server/http_server.py's GRACEFUL_SHUTDOWN_S, 30 s).
+# than uvicorn's drain time (server/api/server.py's GRACEFUL_SHUTDOWN_S, 30 s).
 RUN_SHUTDOWN_WAIT_S = 20.0
-
-
-def public_base(request: Request, override: str | None) -> str:
-    """The scheme://host[:port] the caller used, so every URL we return works for it."""
-    return scope_base(request.scope, override)
-
-
-def scope_base(scope: Scope, override: str | None) -> str:
-    if override:
-        return override.rstrip("/")
-    url = URL(scope=scope)
-    return f"{url.scheme}://{url.netloc}"
 
 
 def queue_urls(scope: Scope, override: str | None, job_id: str) -> dict[str, str]:
@@ -80,19 +70,6 @@ def status_body(job: JobStatus, urls: dict[str, str], position: int,
             body["error"] = job.error_message
             body["error_type"] = job.error_type
     return body
-
-
-def absolute_urls(value: Any, base: str) -> Any:
-    """Outputs store this server's file links as paths; each caller gets them on the host it used."""
-    if isinstance(value, dict):
-        return {k: base + v if _is_local_link(k, v) else absolute_urls(v, base) for k, v in value.items()}
-    if isinstance(value, list):
-        return [absolute_urls(v, base) for v in value]
-    return value
-
-
-def _is_local_link(key: str, value: Any) -> bool:
-    return key == "url" and isinstance(value, str) and value.startswith("/")
 
 
 def result_response(job: Job, base: str) -> JSONResponse:
@@ -281,7 +258,8 @@ class QueueApi:
 
     async def status(self, request: Request, app_path: str, request_id: str,
                      logs: str | None = Query(None, description="1/0/true/false")) -> JSONResponse:
-        """Documents the route; live polls are answered by server/status_fast_path.py with the same code."""
+        """Documents the route; live polls are answered by server/api/middleware/status_fast_path.py with
+        the same code."""
         return self.status_answer(request.scope, app_path, request_id, logs)
 
     def status_answer(self, scope: Scope, app_path: str, request_id: str, logs: str | None) -> JSONResponse:

@@ -7,7 +7,7 @@
   with the raw body (or `/files/upload/multipart` + `PUT {access_url}/multipart/{id}/{n}` over 100 MB).
 
 Every finished upload is a normal `/files/{token}/{name}` file, so it can be passed back as `video_url`
-and the worker reads it from disk (server/fetch.py) instead of over HTTP.
+and the worker reads it from disk (server/outbound.py) instead of over HTTP.
 Tokens and upload ids are not checked yet: authentication is a later issue.
 """
 
@@ -30,16 +30,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from server.errors import error_response, request_error
-from server.filestore import FileStore
-from server.queue_api import public_base
+from server.api.responses import error_response
+from server.api.urls import public_base
+from server.contract.errors import request_error
+from server.files.local import FileStore
 
 CDN_TOKEN_TTL_S = 3600
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _CHUNK = 1 << 20
 # Bytes stream into such a temp file next to their destination, renamed into place only when complete
-# (server/retention.py tells an unfinished upload by it). Slots that are never completed are swept by
-# server/retention.py after Settings.upload_max_age_s without a write.
+# (server/api/background/retention.py tells an unfinished upload by it). Slots that are never completed are
+# swept by that module after Settings.upload_max_age_s without a write.
 UPLOAD_TEMP_PREFIX = ".upload-"
 
 

@@ -11,22 +11,24 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from preprocessors.interpolation.timeline import output_frames
-from server.limits import OUTPUT_TOO_LONG, InputLimits, output_length_field
-from server.schemas import (
+from server.contract.inputs import (
     WanVACEDepthRequest,
-    WanVACEDepthResponse,
     WanVACEInpaintingRequest,
-    WanVACEInpaintingResponse,
     WanVACEInput,
     WanVACEOutpaintingRequest,
-    WanVACEOutpaintingResponse,
     WanVACEPoseRequest,
-    WanVACEPoseResponse,
     WanVACEReframeRequest,
+)
+from server.contract.limits import OUTPUT_TOO_LONG, InputLimits, output_length_field
+from server.contract.outputs import (
+    WanVACEDepthResponse,
+    WanVACEInpaintingResponse,
+    WanVACEOutpaintingResponse,
+    WanVACEPoseResponse,
     WanVACEReframeResponse,
     WanVACEResponse,
 )
+from server.contract.timing import output_frames
 
 APP_ID = "fal-ai/wan-vace-14b"
 
@@ -125,7 +127,7 @@ def unsupported_reason(task: str, payload: BaseModel) -> str | None:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A request refused at submit: queue_api answers it as a 422 detail item."""
+    """A request refused at submit: server/api/routes/queue.py answers it as a 422 detail item."""
 
     message: str
     error_type: str

@@ -1,35 +1,32 @@
-"""The FastAPI application: fal's queue/run routes, output files and health. Never imports torch."""
+"""The FastAPI application: wiring of the routes, middleware and background threads. Never imports torch."""
 
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from server.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
-from server.auth import ApiKeyMiddleware
-from server.endpoints import ENDPOINTS
-from server.filestore import FILES_ROUTE, FileStore
-from server.jobstore import JobStore
-from server.limits import InputLimits, RequestSizeMiddleware
-from server.queue_api import QueueApi
-from server.retention import RetentionSweeper
+from server.api.background.retention import RetentionSweeper
+from server.api.background.supervisor import Supervisor
+from server.api.background.webhook_signing import jwks, load_or_create_signing_key
+from server.api.background.webhooks import WebhookDispatcher
+from server.api.middleware.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
+from server.api.middleware.auth import ApiKeyMiddleware
+from server.api.middleware.body_limit import RequestSizeMiddleware
+from server.api.middleware.status_fast_path import StatusFastPath
+from server.api.routes.queue import QueueApi
+from server.api.routes.service import service_router
+from server.api.routes.storage import StorageApi
+from server.contract.limits import InputLimits
+from server.files.local import FileStore
+from server.jobs.sqlite import JobStore
 from server.settings import Settings
-from server.status_fast_path import StatusFastPath
-from server.storage_api import StorageApi
-from server.supervisor import Supervisor
-from server.webhook_signing import JWKS_ROUTE, jwks, load_or_create_signing_key
-from server.webhooks import WebhookDispatcher
 
-HEARTBEAT_STALE_S = 15.0
 # What the JS client sends from a browser (fal-protocol.md §6.2), plus the other x-fal-* request headers.
 CORS_HEADERS = [
     "authorization", "content-type", "accept", "x-fal-queue-priority", "x-fal-target-url",
@@ -104,38 +101,5 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     queue_api.include_in(app)
     storage = StorageApi(files, settings.uploads_dir, settings.max_upload_bytes, settings.public_url)
     app.include_router(storage.router)
-
-    @app.get("/health", tags=["server"])
-    def health() -> JSONResponse:
-        """200 once at least one worker has its model loaded and is alive; 503 before that."""
-        workers = store.workers()
-        now = time.time()
-        ready = [w for w in workers if w["state"] == "ready" and now - w["heartbeat"] < HEARTBEAT_STALE_S]
-        body = {
-            "status": "ok" if ready else "starting",
-            "workers": [{"id": w["id"], "state": w["state"], "model": w["model"], "detail": w["detail"]}
-                        for w in workers],
-            "queued": store.count_queued(),
-        }
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    @app.get(FILES_ROUTE + "/{token}/{name}", tags=["files"], response_model=None)
-    def get_file(token: str, name: str) -> FileResponse | JSONResponse:
-        path = files.resolve(token, name)
-        if path is None:
-            return JSONResponse({"detail": "File not found"}, status_code=404)
-        media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media_type, filename=name)
-
-    published_keys = jwks(signing_key.public_key())
-
-    @app.get(JWKS_ROUTE, tags=["server"])
-    def webhook_keys() -> JSONResponse:
-        """The public key(s) webhook signatures verify against, as fal publishes its own (JWKS)."""
-        return JSONResponse(published_keys, headers={"Cache-Control": "public, max-age=3600"})
-
-    @app.get("/", tags=["server"])
-    def index() -> dict[str, object]:
-        return {"endpoints": sorted(ENDPOINTS), "docs": "/docs", "openapi": "/openapi.json"}
-
+    app.include_router(service_router(store, files, jwks(signing_key.public_key())))
     return app

@@ -14,7 +14,7 @@ import urllib.parse
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.queue_api import QueueApi
+from server.api.routes.queue import QueueApi
 
 _STATUS_PATH = re.compile(r"/queue/(?P<app>.+)/requests/(?P<request_id>[^/]+)/status")
 

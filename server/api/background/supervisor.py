@@ -4,7 +4,7 @@ The API process never imports torch; each worker is a separate Python process (`
 so a CUDA crash or an OOM kill takes down only that worker while the API keeps answering.
 
 One thread starts, watches and finally stops every worker, and it outlives them: a worker's parent-death
-signal (server/worker.py) fires when the *thread* that started it ends, not the process, so a worker
+signal (server/worker/loop.py) fires when the *thread* that started it ends, not the process, so a worker
 started from a thread that exits first would be SIGKILLed mid-job instead of stopping gracefully.
 Shutdown (SIGTERM to the server): each worker gets SIGTERM, puts its running job back in the queue at
 its next checkpoint (every denoising step, and before interpolation) without spending an attempt, and exits
@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from server.jobstore import JobStore
+from server.jobs.sqlite import JobStore
 from server.settings import Settings
 
 log = logging.getLogger("vace.supervisor")

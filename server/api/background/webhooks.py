@@ -4,9 +4,9 @@ A daemon thread in the API process polls the job store, so delivery never holds 
 and pending deliveries (attempt count, next time) live in SQLite and resume after a restart.
 
 Each POST is signed as fal signs it (Ed25519, public key at /.well-known/jwks.json): see
-server/webhook_signing.py and docs/clients.md.
+server/api/background/webhook_signing.py and docs/clients.md.
 
-Webhook URLs come from callers, so delivery is guarded like input downloads (server/fetch.py's
+Webhook URLs come from callers, so delivery is guarded like input downloads (server/outbound.py's
 AddressPolicy, one shared check): the host is resolved at delivery time and refused if any of its
 addresses is loopback, private, link-local/metadata or otherwise not public, unless the operator allowlisted
 it (`--fetch-allow` / VACE_FETCH_ALLOW_HOSTS); the POST goes to the vetted address (Host header and TLS SNI
@@ -29,10 +29,12 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.fetch import AddressNotAllowed, AddressPolicy, tls_verify
-from server.jobstore import Job, JobStore, WebhookStore
-from server.queue_api import absolute_urls
-from server.webhook_signing import signature_headers
+from server.api.background.webhook_signing import signature_headers
+from server.api.urls import absolute_urls
+from server.jobs.model import Job
+from server.jobs.sqlite import JobStore
+from server.jobs.sqlite_webhooks import WebhookStore
+from server.outbound import AddressNotAllowed, AddressPolicy, tls_verify
 
 log = logging.getLogger("vace.webhooks")
 

@@ -18,13 +18,14 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
-from server.errors import InputError, JobError, cancelled_error, internal_error, request_error
-from server.execute import Executor, JobHooks
-from server.fetch import Fetcher
-from server.filestore import FileStore
-from server.jobstore import Job, JobStore
-from server.limits import InputLimits
+from server.contract.errors import InputError, JobError, cancelled_error, internal_error, request_error
+from server.contract.limits import InputLimits
+from server.files.local import FileStore
+from server.jobs.model import Job
+from server.jobs.sqlite import JobStore
 from server.settings import Settings
+from server.worker.fetch import Fetcher
+from server.worker.runner import Executor, JobHooks
 
 if TYPE_CHECKING:
     from preprocessors.annotators.registry import Annotators
@@ -191,6 +192,3 @@ def main(argv: list[str] | None = None) -> int:
     worker.store.set_worker_state(args.worker_id, worker.pid, "stopped", settings.model)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

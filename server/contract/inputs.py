@@ -1,4 +1,4 @@
-"""Request and response models of the `fal-ai/wan-vace-14b` endpoints.
+"""Request models of the `fal-ai/wan-vace-14b` endpoints.
 
 The contract is fal's endpoint page (root endpoint plus the depth, pose, inpainting, outpainting and reframe
 sub-paths): field names, defaults, ranges, enums and descriptions follow it. A few fields fal added later are
@@ -12,69 +12,20 @@ This module is imported by the API process: keep it free of torch and other heav
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field
 
-# Literal (not Enum) so OpenAPI shows the allowed values inline next to the field, as fal's schema does, and
-# the parsed values are plain strings the worker can compare and log without `.value`.
-Task = Literal["depth", "pose", "inpainting", "outpainting", "reframe"]
-Resolution = Literal["240p", "360p", "480p", "580p", "720p"]
-AspectRatio = Literal["auto", "16:9", "9:16", "1:1"]
-InterpolatorModel = Literal["rife", "film"]
-Sampler = Literal["unipc", "dpm++", "euler"]
-
-TASKS: tuple[str, ...] = get_args(Task)
-RESOLUTIONS: tuple[str, ...] = get_args(Resolution)
-ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
-INTERPOLATOR_MODELS: tuple[str, ...] = get_args(InterpolatorModel)
-SAMPLERS: tuple[str, ...] = get_args(Sampler)
-
-DEFAULT_NEGATIVE_PROMPT = (
-    "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "
-    "still, overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, "
-    "extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, malformed limbs, "
-    "fused fingers, still picture, cluttered background, three legs, many people in the background, "
-    "walking backwards"
+from server.contract.fields import (
+    DEFAULT_NEGATIVE_PROMPT,
+    TASKS,
+    AspectRatio,
+    InputUrl,
+    InterpolatorModel,
+    Resolution,
+    Sampler,
+    Task,
 )
-
-# ------------------------------------------------------------------------------------------------------------
-# URL fields
-# ------------------------------------------------------------------------------------------------------------
-
-_URL_SCHEMES = ("http", "https", "data")
-
-
-def _preview(value: str, limit: int = 60) -> str:
-    # data: URIs can be megabytes long; never echo one whole into an error message.
-    return value if len(value) <= limit else value[:limit] + "..."
-
-
-def _check_url(value: str, info: ValidationInfo) -> str:
-    """Check only the scheme and basic shape; fetching (and its limits) is the worker's job."""
-    name = info.field_name or "URL"
-    url = value.strip()
-    if not url:
-        raise ValueError(f"{name} is empty; send an http(s) URL or a data: URI")
-    scheme, sep, rest = url.partition(":")
-    if not sep or scheme.lower() not in _URL_SCHEMES:
-        raise ValueError(f"{name} must be an http(s) URL or a data: URI, got {_preview(url)!r}")
-    if scheme.lower() == "data":
-        if "," not in rest:
-            raise ValueError(f"{name} is not a valid data: URI (expected 'data:<mediatype>[;base64],<data>')")
-        return url
-    try:
-        host = urlsplit(url).netloc
-    except ValueError as exc:  # e.g. an unbalanced '[' in an IPv6 host
-        raise ValueError(f"{name} is not a valid URL ({exc}): {_preview(url)!r}") from exc
-    if not host:
-        raise ValueError(f"{name} has no host: {_preview(url)!r}")
-    return url
-
-
-# Surrounding whitespace is stripped; the value stays a plain string (http(s) URL or data: URI).
-InputUrl = Annotated[str, AfterValidator(_check_url)]
 
 # ------------------------------------------------------------------------------------------------------------
 # Descriptions shared by several models (text from fal's endpoint page)
@@ -411,53 +362,6 @@ class WanVACEReframeRequest(_VACEBase, _ReframeFields, _PasteBackField):
     video_url: InputUrl = Field(
         description=f"{_VIDEO_URL} This video will be used as a reference for the reframe task."
     )
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Output models
-# ------------------------------------------------------------------------------------------------------------
-
-
-class File(BaseModel):
-    url: str = Field(description="The URL where the file can be downloaded from.")
-    content_type: str | None = Field(default=None, description="The mime type of the file.")
-    file_name: str | None = Field(
-        default=None, description="The name of the file. It will be auto-generated if not provided."
-    )
-    file_size: int | None = Field(default=None, description="The size of the file in bytes.")
-    # Only set when the client asked for inline data; leaving a null out keeps responses as fal sends them.
-    file_data: str | None = Field(default=None, description="File data", exclude_if=lambda v: v is None)
-
-
-_OUTPUT_CONFIG = ConfigDict(json_schema_extra={"x-fal-order-properties": ["video", "prompt", "seed"]})
-
-
-class WanVACEResponse(BaseModel):
-    model_config = _OUTPUT_CONFIG
-
-    video: File = Field(description="The generated video file.")
-    prompt: str = Field(description="The prompt used for generation.")
-    seed: int = Field(description="The seed used for generation.")
-
-
-class WanVACEDepthResponse(WanVACEResponse):
-    video: File = Field(description="The generated depth video file.")
-
-
-class WanVACEPoseResponse(WanVACEResponse):
-    video: File = Field(description="The generated pose video file.")
-
-
-class WanVACEInpaintingResponse(WanVACEResponse):
-    video: File = Field(description="The generated inpainting video file.")
-
-
-class WanVACEOutpaintingResponse(WanVACEResponse):
-    video: File = Field(description="The generated outpainting video file.")
-
-
-class WanVACEReframeResponse(WanVACEResponse):
-    video: File = Field(description="The generated reframe video file.")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -52,13 +52,13 @@ from preprocessors.video_io import (
     read_video,
     write_mp4,
 )
-from server.endpoints import ENDPOINTS
-from server.errors import InputError
-from server.fetch import Fetcher
-from server.filestore import FileStore
-from server.jobstore import Job
-from server.limits import InputLimits, output_length_field
-from server.schemas import task_of
+from server.contract.endpoints import ENDPOINTS
+from server.contract.errors import InputError
+from server.contract.inputs import task_of
+from server.contract.limits import InputLimits, output_length_field
+from server.files.local import FileStore
+from server.jobs.model import Job
+from server.worker.fetch import Fetcher
 
 MAX_FRAMES = 241  # the schema's upper bound; also bounds match_input_num_frames
 SAFETY_SAMPLE = 8  # frames the safety checker looks at, evenly spaced, first and last included

@@ -17,12 +17,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from server.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
+from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
+from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -67,46 +66,6 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
-class Status(StrEnum):
-    """The only three states fal's clients accept (anything else makes fal-client raise)."""
-
-    IN_QUEUE = "IN_QUEUE"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETED = "COMPLETED"
-
-
-class CancelOutcome(StrEnum):
-    """fal's cancel answers."""
-
-    OK = "OK"
-    CANCELLATION_REQUESTED = "CANCELLATION_REQUESTED"
-    ALREADY_COMPLETED = "ALREADY_COMPLETED"
-    NOT_FOUND = "NOT_FOUND"
-
-
-PRIORITIES = {"high": 0, "normal": 1, "low": 2}
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """What status polls need, read without the (possibly megabytes of) input and output JSON."""
-
-    id: str
-    seq: int
-    status: Status
-    priority: int
-    started_at: float | None
-    completed_at: float | None
-    error_message: str | None
-    error_type: str | None
-
-    @property
-    def inference_time(self) -> float | None:
-        if self.started_at is None or self.completed_at is None:
-            return None
-        return self.completed_at - self.started_at
-
-
 _STATUS_COLUMNS = "id, seq, status, priority, started_at, completed_at, error, error_type"
 
 
@@ -115,46 +74,7 @@ def _row_to_status(row: sqlite3.Row) -> JobStatus:
                      row["completed_at"], row["error"], row["error_type"])
 
 
-@dataclass(frozen=True)
-class Job:
-    id: str
-    seq: int
-    endpoint: str
-    input: dict[str, Any]
-    status: Status
-    priority: int
-    public_base: str
-    webhook_url: str | None
-    start_deadline: float | None
-    created_at: float
-    started_at: float | None
-    completed_at: float | None
-    attempts: int
-    worker_id: str | None
-    cancel_requested: bool
-    output: dict[str, Any] | None
-    error: JobError | None
-
-    @property
-    def summary(self) -> JobStatus:
-        error = self.error
-        return JobStatus(self.id, self.seq, self.status, self.priority, self.started_at, self.completed_at,
-                         error.message if error else None, error.error_type if error else None)
-
-    @property
-    def inference_time(self) -> float | None:
-        return self.summary.inference_time
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    id: int
-    ts: float
-    level: str
-    message: str
-
-
-def _row_to_job(row: sqlite3.Row) -> Job:
+def row_to_job(row: sqlite3.Row) -> Job:
     error = None
     if row["error"] is not None:
         error = JobError(
@@ -253,7 +173,7 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row) if row else None
+        return row_to_job(row) if row else None
 
     def get_status(self, job_id: str) -> JobStatus | None:
         row = self._conn().execute(f"SELECT {_STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -432,132 +352,3 @@ def _write_error(conn: sqlite3.Connection, job_id: str, error: JobError, worker_
         sql += " AND worker_id = ?"
         params.append(worker_id)
     return conn.execute(sql, params).rowcount == 1
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Webhook deliveries (server/webhooks.py). Same SQLite file, own table: one row per job with a webhook,
-# created once the job is COMPLETED, so pending deliveries survive restarts of the API process.
-# ------------------------------------------------------------------------------------------------------------
-
-WEBHOOK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    job_id        TEXT PRIMARY KEY,
-    state         TEXT NOT NULL,          -- pending | delivered | failed
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    next_at       REAL NOT NULL,
-    last_status   INTEGER,
-    last_error    TEXT,
-    delivered_at  REAL
-);
-CREATE INDEX IF NOT EXISTS webhook_due ON webhook_deliveries (state, next_at);
-"""
-
-
-@dataclass(frozen=True)
-class WebhookDelivery:
-    job_id: str
-    state: str
-    attempts: int
-    next_at: float
-    last_status: int | None
-    last_error: str | None
-
-
-class WebhookStore:
-    """Delivery bookkeeping next to the jobs; uses the JobStore's per-thread connections."""
-
-    def __init__(self, jobs: JobStore) -> None:
-        self.jobs = jobs
-        jobs._conn().executescript(WEBHOOK_SCHEMA)
-
-    def enqueue_completed(self, max_age_s: float) -> int:
-        """Create a pending delivery for every recently completed job with a webhook and none yet."""
-        now = time.time()
-        with self.jobs._tx() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO webhook_deliveries (job_id, state, next_at)"
-                " SELECT id, 'pending', ? FROM jobs WHERE status = ? AND webhook_url IS NOT NULL"
-                " AND completed_at >= ? AND NOT EXISTS"
-                " (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = jobs.id)",
-                (now, Status.COMPLETED, now - max_age_s),
-            )
-            return cur.rowcount
-
-    def due(self, limit: int = 20) -> list[WebhookDelivery]:
-        rows = self.jobs._conn().execute(
-            "SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY next_at"
-            " LIMIT ?", (time.time(), limit),
-        ).fetchall()
-        return [_row_to_delivery(r) for r in rows]
-
-    def get(self, job_id: str) -> WebhookDelivery | None:
-        row = self.jobs._conn().execute("SELECT * FROM webhook_deliveries WHERE job_id = ?",
-                                        (job_id,)).fetchone()
-        return _row_to_delivery(row) if row else None
-
-    def mark_delivered(self, job_id: str, status_code: int) -> None:
-        self.jobs._conn().execute(
-            "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, last_status = ?,"
-            " last_error = NULL, delivered_at = ? WHERE job_id = ?", (status_code, time.time(), job_id),
-        )
-
-    def mark_failed_attempt(self, job_id: str, status_code: int | None, error: str,
-                            next_at: float | None) -> None:
-        """Record a failed attempt; `next_at=None` gives up for good."""
-        self.jobs._conn().execute(
-            "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, last_status = ?,"
-            " last_error = ?, next_at = COALESCE(?, next_at) WHERE job_id = ?",
-            ("pending" if next_at is not None else "failed", status_code, error[:500], next_at, job_id),
-        )
-
-
-def _row_to_delivery(row: sqlite3.Row) -> WebhookDelivery:
-    return WebhookDelivery(row["job_id"], row["state"], row["attempts"], row["next_at"], row["last_status"],
-                           row["last_error"])
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Retention (server/retention.py). Finds and deletes finished jobs past their TTL: the job row, its logs and
-# any webhook delivery row. Only COMPLETED jobs are ever deleted, whatever the caller passes.
-# ------------------------------------------------------------------------------------------------------------
-
-
-class RetentionStore:
-    """Expiry queries next to the jobs; uses the JobStore's per-thread connections."""
-
-    def __init__(self, jobs: JobStore) -> None:
-        self.jobs = jobs
-
-    def expired(self, completed_before: float, limit: int = 500) -> list[Job]:
-        rows = self.jobs._conn().execute(
-            "SELECT * FROM jobs WHERE status = ? AND completed_at < ? ORDER BY completed_at LIMIT ?",
-            (Status.COMPLETED, completed_before, limit),
-        ).fetchall()
-        return [_row_to_job(r) for r in rows]
-
-    def delete_completed(self, job_ids: list[str]) -> int:
-        """Delete these jobs if they are COMPLETED, with their logs; returns how many jobs went."""
-        deleted = 0
-        with self.jobs._tx() as conn:
-            has_deliveries = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'webhook_deliveries'").fetchone()
-            for job_id in job_ids:
-                cur = conn.execute("DELETE FROM jobs WHERE id = ? AND status = ?", (job_id, Status.COMPLETED))
-                if cur.rowcount != 1:
-                    continue
-                deleted += 1
-                conn.execute("DELETE FROM logs WHERE job_id = ?", (job_id,))
-                if has_deliveries:
-                    conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
-        return deleted
-
-    def references(self, text: str) -> bool:
-        """Whether any remaining job mentions `text` in its input or output (e.g. a file token)."""
-        row = self.jobs._conn().execute(
-            "SELECT 1 FROM jobs WHERE instr(input, ?) > 0 OR instr(output, ?) > 0 LIMIT 1", (text, text),
-        ).fetchone()
-        return row is not None
-
-    def is_active(self, job_id: str) -> bool:
-        row = self.jobs._conn().execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return row is not None and row["status"] != Status.COMPLETED

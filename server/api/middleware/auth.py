@@ -23,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.addressing import REQUEST_ID_HEADER
+from server.api.middleware.addressing import REQUEST_ID_HEADER
 
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
                         "/.well-known/jwks.json"})

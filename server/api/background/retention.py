@@ -8,11 +8,11 @@
   of jobs deleted some other way);
 - folders under work/ untouched for WORK_MAX_AGE_S whose job is not queued or running (a worker killed
   mid-job never removes its scratch folder);
-- upload slots under uploads/ (server/storage_api.py: an initiate call's upload URL, and multipart parts)
-  with no write for `upload_max_age_s` (capped at retention_s: a finished upload lives no longer either):
-  the slot folder goes, so its upload URL stops working; a never-completed upload's reserved, still empty
-  files/{token}/ folder goes with it. A completed file is never touched here (it expires as above), and a
-  slot written to within the age, in its own folder or in its file's folder, counts as in progress.
+- upload slots under uploads/ (server/api/routes/storage.py: an initiate call's upload URL, and multipart
+  parts) with no write for `upload_max_age_s` (capped at retention_s: a finished upload lives no longer
+  either): the slot folder goes, so its upload URL stops working; a never-completed upload's reserved, still
+  empty files/{token}/ folder goes with it. A completed file is never touched here (it expires as above), and
+  a slot written to within the age, in its own folder or in its file's folder, counts as in progress.
 Queued and running jobs, and anything they reference, are never touched.
 """
 
@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.jobstore import JobStore, RetentionStore
+from server.api.routes.storage import UPLOAD_TEMP_PREFIX
+from server.jobs.sqlite import JobStore
+from server.jobs.sqlite_retention import RetentionStore
 from server.settings import DEFAULT_RETENTION_S
 from server.settings import DEFAULT_UPLOAD_MAX_AGE_S as UPLOAD_MAX_AGE_S
-from server.storage_api import UPLOAD_TEMP_PREFIX
 
 log = logging.getLogger("vace.retention")
 

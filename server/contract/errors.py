@@ -1,4 +1,6 @@
-"""Failures in fal's two wire formats, kept so the result route can replay them exactly.
+"""Failures in fal's two wire formats, as data, kept so the result route can replay them exactly.
+
+No HTTP import: the worker and the job store use these too; server/api/responses.py turns them into responses.
 
 - Request errors (cancelled, timed out, worker lost): a flat `{"detail": str, "error_type": str}` body plus
   the `X-Fal-Error-Type` header.
@@ -10,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from starlette.responses import JSONResponse
 
 ERRORS_DOC_URL = "https://docs.fal.ai/errors/#"
 
@@ -53,14 +53,6 @@ class InputError(Exception):
 
 def request_error(detail: str, error_type: str, status_code: int) -> JobError:
     return JobError(detail, error_type, status_code, {"detail": detail, "error_type": error_type})
-
-
-def error_response(error: JobError, headers: dict[str, str] | None = None) -> JSONResponse:
-    """An error as HTTP: its status and body, plus X-Fal-Error-Type for the flat request-error form."""
-    all_headers = dict(headers or {})
-    if error.is_request_error:
-        all_headers["X-Fal-Error-Type"] = error.error_type
-    return JSONResponse(error.body, status_code=error.status_code, headers=all_headers)
 
 
 def cancelled_error() -> JobError:

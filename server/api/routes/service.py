@@ -1,0 +1,54 @@
+"""The server's own routes: health, output files, the webhook signing keys (JWKS) and the index."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, JSONResponse
+
+from server.api.background.webhook_signing import JWKS_ROUTE
+from server.contract.endpoints import ENDPOINTS
+from server.files.local import FILES_ROUTE, FileStore
+from server.jobs.sqlite import JobStore
+
+HEARTBEAT_STALE_S = 15.0
+
+
+def service_router(store: JobStore, files: FileStore, published_keys: dict[str, Any]) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health", tags=["server"])
+    def health() -> JSONResponse:
+        """200 once at least one worker has its model loaded and is alive; 503 before that."""
+        workers = store.workers()
+        now = time.time()
+        ready = [w for w in workers if w["state"] == "ready" and now - w["heartbeat"] < HEARTBEAT_STALE_S]
+        body = {
+            "status": "ok" if ready else "starting",
+            "workers": [{"id": w["id"], "state": w["state"], "model": w["model"], "detail": w["detail"]}
+                        for w in workers],
+            "queued": store.count_queued(),
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get(FILES_ROUTE + "/{token}/{name}", tags=["files"], response_model=None)
+    def get_file(token: str, name: str) -> FileResponse | JSONResponse:
+        path = files.resolve(token, name)
+        if path is None:
+            return JSONResponse({"detail": "File not found"}, status_code=404)
+        media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type, filename=name)
+
+    @router.get(JWKS_ROUTE, tags=["server"])
+    def webhook_keys() -> JSONResponse:
+        """The public key(s) webhook signatures verify against, as fal publishes its own (JWKS)."""
+        return JSONResponse(published_keys, headers={"Cache-Control": "public, max-age=3600"})
+
+    @router.get("/", tags=["server"])
+    def index() -> dict[str, object]:
+        return {"endpoints": sorted(ENDPOINTS), "docs": "/docs", "openapi": "/openapi.json"}
+
+    return router
