@@ -13,7 +13,7 @@ import torch
 from diffusers import WanVACEPipeline
 from PIL import Image
 
-from pipelines.memory import encode_prompts
+from pipelines.prompt_cache import cached_prompt_embeds
 from pipelines.schedulers import SAMPLERS, build_scheduler
 from pipelines.step_cache import StepCache
 from pipelines.step_policy import policy_for
@@ -173,8 +173,9 @@ def generate(
     pipe.scheduler = _request_scheduler(loaded, req)
     try:
         # Encoded here rather than inside the call so the memory plan can move the text encoder off the GPU
-        # before denoising (all_on_gpu); the frames are the same either way.
-        prompt_embeds, negative_embeds = encode_prompts(
+        # before denoising (all_on_gpu), and a repeated prompt is not encoded again
+        # (pipelines/prompt_cache.py); the frames are the same either way.
+        prompt_embeds, negative_embeds = cached_prompt_embeds(
             pipe, req.prompt, req.negative_prompt, do_classifier_free_guidance=req.guidance_scale > 1.0
         )
         with torch.inference_mode(), cache if cache is not None else nullcontext():
