@@ -35,11 +35,13 @@ class CacheStats:
     computed_steps: int
     forwards_computed: int
     forwards_skipped: int
+    reused_steps: tuple[int, ...]  # counted from 1, as the per-step progress lines count them
 
     def summary(self) -> str:
         total = self.forwards_computed + self.forwards_skipped
+        reused = f", reused steps {', '.join(map(str, self.reused_steps))}" if self.reused_steps else ""
         return (f"step cache: {self.computed_steps} of {self.steps} steps computed "
-                f"({self.forwards_computed} of {total} transformer forwards)")
+                f"({self.forwards_computed} of {total} transformer forwards{reused})")
 
 
 def relative_change(new: torch.Tensor, old: torch.Tensor) -> float:
@@ -100,8 +102,9 @@ class StepCache:
 
     @property
     def stats(self) -> CacheStats:
+        reused = tuple(step + 1 for step, computed in enumerate(self.decider.decisions) if not computed)
         return CacheStats(self.num_steps, self.decider.computed_steps, self.forwards_computed,
-                          self.forwards_skipped)
+                          self.forwards_skipped, reused)
 
     # --- the wrapped forward --------------------------------------------------------------------------
 
