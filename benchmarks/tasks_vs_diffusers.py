@@ -49,7 +49,8 @@ class BenchJob:
 
 def task_inputs(task: str, video: str, mask: str, steps: int) -> dict[str, Any]:
     base = {"prompt": "benchmark", "video_url": video, "resolution": "240p", "num_frames": 81,
-            "num_inference_steps": steps, "seed": 0}
+            "num_inference_steps": steps, "seed": 0,
+            "acceleration": "none"}  # plain diffusers runs every step: compare like with like
     if task == "inpainting":
         return base | {"mask_video_url": mask}
     if task == "outpainting":

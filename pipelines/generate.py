@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,12 +13,15 @@ import torch
 from diffusers import WanVACEPipeline
 from PIL import Image
 
-from pipelines.memory import encode_prompts
+from pipelines.prompt_cache import cached_prompt_embeds
 from pipelines.schedulers import SAMPLERS, build_scheduler
+from pipelines.step_cache import StepCache
+from pipelines.step_policy import policy_for
 
 # Wan's VAE compresses time 4x (so lengths are 4k+1) and space 8x, and the transformer patches 2x2.
 TEMPORAL_STRIDE = 4
 SPATIAL_MULTIPLE = 16
+log = logging.getLogger(__name__)
 
 
 class GenerationCancelled(Exception):
@@ -37,6 +42,7 @@ class GenerationRequest:
     seed: int
     sampler: str = "unipc"  # fal's names: unipc, dpm++, euler
     flow_shift: float | None = None  # None: the loaded scheduler's own shift
+    acceleration: str = "none"  # fal's none|low|regular: the step cache's policy (pipelines/step_policy.py)
 
     @property
     def num_frames(self) -> int:
@@ -62,6 +68,7 @@ class GenerationRequest:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.flow_shift is not None and not (np.isfinite(self.flow_shift) and self.flow_shift > 0):
             raise ValueError(f"flow_shift must be a positive number, got {self.flow_shift}")
+        policy_for(self.acceleration)  # raises ValueError naming the choices
 
 
 def _check_size(width: int, height: int) -> None:
@@ -131,18 +138,24 @@ def generate(
     *,
     on_step: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    on_log: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Generate a video; returns uint8 frames of shape (F, H, W, 3).
 
     on_step(done, total) runs after each denoising step. If should_cancel() turns true (checked before the
     run and after each step), GenerationCancelled is raised without running the remaining steps or the
-    VAE decode.
+    VAE decode. on_log(message) gets the step cache's summary (how many steps were computed).
     """
     req.validate()
     if should_cancel is not None and should_cancel():
         raise GenerationCancelled("cancelled before start")
 
+    policy = policy_for(req.acceleration)
+    cache = None if policy is None else StepCache(pipe.transformer, policy, req.num_inference_steps)
+
     def step_end(p: WanVACEPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+        if cache is not None:
+            cache.end_step()
         if on_step is not None:
             on_step(step + 1, p.num_timesteps)
         if should_cancel is not None and should_cancel():
@@ -160,11 +173,12 @@ def generate(
     pipe.scheduler = _request_scheduler(loaded, req)
     try:
         # Encoded here rather than inside the call so the memory plan can move the text encoder off the GPU
-        # before denoising (all_on_gpu); the frames are the same either way.
-        prompt_embeds, negative_embeds = encode_prompts(
+        # before denoising (all_on_gpu), and a repeated prompt is not encoded again
+        # (pipelines/prompt_cache.py); the frames are the same either way.
+        prompt_embeds, negative_embeds = cached_prompt_embeds(
             pipe, req.prompt, req.negative_prompt, do_classifier_free_guidance=req.guidance_scale > 1.0
         )
-        with torch.inference_mode():
+        with torch.inference_mode(), cache if cache is not None else nullcontext():
             out = pipe(
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,
@@ -187,6 +201,11 @@ def generate(
         raise
     finally:
         pipe.scheduler = loaded
+        if cache is not None:
+            summary = f"{cache.stats.summary()} (acceleration {req.acceleration})"
+            log.info(summary)
+            if on_log is not None:
+                on_log(summary)
     return _to_uint8(out.frames[0])
 
 

@@ -11,6 +11,7 @@ import torch
 from diffusers import AutoencoderKLWan, WanVACEPipeline
 
 from pipelines.attention import apply_attention, parse_attention, select_for_device
+from pipelines.compile import compile_blocks, parse_compile, should_compile, use_persistent_cache
 from pipelines.download import verify_model_dir
 from pipelines.memory import (
     AUTO,
@@ -20,6 +21,7 @@ from pipelines.memory import (
     parse_memory_plan,
     parse_vae_tiling,
     plan_for_device,
+    plan_of,
 )
 from pipelines.tiny import ensure_tiny_pipeline
 from pipelines.vae_cache import install_zero_input_cache
@@ -98,14 +100,18 @@ def load_pipeline(
     memory_plan: str = AUTO,
     vae_tiling: str = AUTO,
     attention: str = AUTO,
+    compile: str = AUTO,
+    compile_cache_dir: Path | None = None,
 ) -> WanVACEPipeline:
     """Load a WanVACEPipeline from a local folder, with per-component dtypes and a memory plan for the device.
 
     `memory_plan`: auto|all_on_gpu|model_offload|group_offload|sequential_offload; `vae_tiling`: auto|on|off;
-    `attention`: auto|native|cudnn|flash3|sage (pipelines/attention.py). Bad values raise ValueError, and an
+    `attention`: auto|native|cudnn|flash3|sage (pipelines/attention.py); `compile`: auto|on|off
+    (pipelines/compile.py), its kernels kept in `compile_cache_dir`. Bad values raise ValueError, and an
     attention backend that cannot run here AttentionBackendError, before any weights are read.
     """
     parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling), parse_attention(attention)
+    parse_compile(compile)
     model_dir = check_model_dir(model_dir)
     placement = choose_placement(device)
     # Before the weights: an unusable --attention fails in seconds, and the timing has the GPU to itself.
@@ -121,4 +127,11 @@ def load_pipeline(
     apply_attention(pipe.transformer, selection)
     pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
     install_zero_input_cache(pipe.vae)  # depth/pose jobs skip re-encoding their constant all-zero stream
-    return apply_memory_plan(pipe, placement, memory_plan, vae_tiling)
+    pipe = apply_memory_plan(pipe, placement, memory_plan, vae_tiling)
+    compiled, reason = should_compile(compile, placement.device, plan_of(pipe))
+    if compiled:
+        cache = use_persistent_cache(compile_cache_dir) if compile_cache_dir is not None else None
+        compile_blocks(pipe.transformer)
+        reason += f"; kernels cached in {cache}" if cache else ""
+    log.info("Regional compile of the transformer blocks: %s (%s)", "on" if compiled else "off", reason)
+    return pipe

@@ -29,12 +29,14 @@ DEFAULT_MODEL_DIR = Path("weights") / "Wan2.1-VACE-14B-diffusers"
 MemoryPlan = Literal["auto", "all_on_gpu", "model_offload", "group_offload", "sequential_offload"]
 VaeTiling = Literal["auto", "on", "off"]
 Attention = Literal["auto", "native", "cudnn", "flash3", "sage"]  # pipelines/attention.py's choices
+Compile = Literal["auto", "on", "off"]  # pipelines/compile.py's choices
 DepthModel = Literal["midas", "depth-anything-v2"]
 PoseModel = Literal["dwpose", "openpose"]
 SafetyMissing = Literal["warn", "refuse"]
 MEMORY_PLANS: tuple[str, ...] = get_args(MemoryPlan)
 VAE_TILING: tuple[str, ...] = get_args(VaeTiling)
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(Attention)
+COMPILE_MODES: tuple[str, ...] = get_args(Compile)
 DEFAULT_ANNOTATORS_DIR = Path("weights") / "annotators"
 
 # Input caps (server/contract/limits.py's InputLimits). Inputs are checked from the probe (header and first
@@ -92,6 +94,9 @@ class Settings(BaseSettings):
     attention: Annotated[Attention, Flag("attention")] = Field(
         "auto", description="attention kernel; auto times the available ones on the worker's GPU at start-up "
                             "and keeps the fastest correct one")
+    compile: Annotated[Compile, Flag("compile")] = Field(
+        "auto", description="regional torch.compile of the transformer blocks; auto: on for CUDA without "
+                            "block offload, off on a CPU (kernels cached under <data-dir>/compile_cache)")
     api_keys: Annotated[NameList, Flag("api-key", repeat=True)] = Field(
         (), repr=False, description="require `Authorization: Key <key>` (repeatable; also VACE_API_KEYS)")
     # Hostnames or CIDRs that input URLs and webhooks may reach although private/loopback (SSRF guard).

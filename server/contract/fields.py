@@ -17,12 +17,14 @@ Resolution = Literal["240p", "360p", "480p", "580p", "720p"]
 AspectRatio = Literal["auto", "16:9", "9:16", "1:1"]
 InterpolatorModel = Literal["rife", "film"]
 Sampler = Literal["unipc", "dpm++", "euler"]
+Acceleration = Literal["none", "low", "regular"]  # pipelines/step_policy.py's step cache policies
 
 TASKS: tuple[str, ...] = get_args(Task)
 RESOLUTIONS: tuple[str, ...] = get_args(Resolution)
 ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
 INTERPOLATOR_MODELS: tuple[str, ...] = get_args(InterpolatorModel)
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
+ACCELERATIONS: tuple[str, ...] = get_args(Acceleration)
 
 DEFAULT_NEGATIVE_PROMPT = (
     "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.contract.fields import (
     DEFAULT_NEGATIVE_PROMPT,
     TASKS,
+    Acceleration,
     AspectRatio,
     InputUrl,
     InterpolatorModel,
@@ -55,7 +56,7 @@ _BASE_HEAD = (
 )
 _BASE_MIDDLE = ("seed", "resolution", "aspect_ratio", "num_inference_steps", "guidance_scale", "video_url")
 _CHECKS = ("enable_safety_checker", "enable_prompt_expansion")
-_LATER = ("sampler", "shift")
+_LATER = ("sampler", "shift", "acceleration")
 _OURS = ("paste_back",)  # this server's extensions come after everything fal has
 _OUTPAINTING = ("expand_left", "expand_right", "expand_top", "expand_bottom", "expand_ratio")
 _REFRAME = ("zoom_factor", "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model")
@@ -84,6 +85,7 @@ _EXAMPLE: dict[str, Any] = {
     "enable_safety_checker": True,
     "enable_prompt_expansion": False,
     "preprocess": False,
+    "acceleration": "regular",
 }
 
 
@@ -183,6 +185,14 @@ class _VACEBase(BaseModel):
         description=(
             "Flow-matching noise schedule shift. If not set, the server chooses it from the resolution: "
             "3.0 up to 480p, 4.0 at 580p, 5.0 at 720p."
+        ),
+    )
+    # none runs every denoising step; low and regular reuse steps (pipelines/step_policy.py).
+    acceleration: Acceleration = Field(
+        default="regular",
+        description=(
+            "Acceleration to use for inference. Accelerated inference will very slightly affect output, but "
+            "will be significantly faster."
         ),
     )
 

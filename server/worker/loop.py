@@ -53,7 +53,8 @@ class Worker:
         model_dir = resolve_model(self.settings.model, self.settings.data_dir)
         started = time.monotonic()
         pipe = load_pipeline(model_dir, self.settings.device, self.settings.memory_plan,
-                             self.settings.vae_tiling, self.settings.attention)
+                             self.settings.vae_tiling, self.settings.attention, self.settings.compile,
+                             self.settings.data_dir / "compile_cache")
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
         files = FileStore(self.settings.files_dir)

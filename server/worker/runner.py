@@ -208,6 +208,7 @@ class Executor:
             # Any int is a valid seed in the schema; torch's generator takes 64 bits.
             guidance_scale=params.guidance_scale, seed=seed % 2**32,
             sampler=params.sampler, flow_shift=shift,
+            acceleration=params.acceleration,
         )
         hooks.log(f"Sampler {params.sampler}, flow shift {shift:g}")
         models = self._free_gpu_for_generation(models, hooks)
@@ -216,7 +217,8 @@ class Executor:
         def on_step(step: int, total: int) -> None:
             hooks.log(f"Denoising step {step}/{total} ({time.monotonic() - started:.1f}s)")
 
-        output = generate(self.pipe, request, on_step=on_step, should_cancel=hooks.should_cancel)
+        output = generate(self.pipe, request, on_step=on_step, should_cancel=hooks.should_cancel,
+                          on_log=hooks.log)
         models = self._reload_after_generation(models, params)
 
         # 4. Trim the 4k+1 padding away; optionally restore the kept pixels exactly (on the generated frames,

@@ -94,6 +94,9 @@ def test_pose_from_http_url_with_status_stream(live_server: LiveServer, media_se
         logs = [e["message"] for event in events for e in (event.get("logs") or [])]
         assert [m.split(" (")[0] for m in logs if m.startswith("Denoising")] == [
             "Denoising step 1/3", "Denoising step 2/3", "Denoising step 3/3"]
+        # fal's default acceleration; 3 steps are 2 warm-up steps and the last, so none is reused.
+        summary = "step cache: 3 of 3 steps computed (6 of 6 transformer forwards) (acceleration regular)"
+        assert summary in logs
         result = client.get(submit["response_url"]).json()
     assert isinstance(result["seed"], int)  # chosen by the server when not given
     assert_output(result, tmp_path / "pose.mp4", frames=83, fps=24.0, width=240, height=416)

@@ -344,9 +344,9 @@ def test_long_bad_url_is_not_echoed_whole_in_the_message() -> None:
 
 @pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
 def test_unknown_fields_are_ignored(model: type[BaseModel]) -> None:
-    m = make(model, first_frame_url=VIDEO, acceleration="regular", not_a_field=1)
+    m = make(model, first_frame_url=VIDEO, video_quality="high", not_a_field=1)
     dumped = m.model_dump()
-    assert "first_frame_url" not in dumped and "not_a_field" not in dumped
+    assert "first_frame_url" not in dumped and "video_quality" not in dumped and "not_a_field" not in dumped
 
 
 def test_fields_of_other_tasks_are_ignored_on_a_task_endpoint() -> None:
@@ -376,12 +376,12 @@ def test_schema_has_fal_order_matching_properties(model: type[BaseModel]) -> Non
 def test_root_order_follows_fal_then_additions() -> None:
     order = WanVACEInput.model_json_schema()["x-fal-order-properties"]
     assert order[: len(ROOT_ORDER_FROM_FAL)] == ROOT_ORDER_FROM_FAL
-    assert order[-3:] == ["sampler", "shift", "paste_back"]
+    assert order[-4:] == ["sampler", "shift", "acceleration", "paste_back"]
 
 
 def test_outpainting_order_ends_with_expand_fields_before_additions() -> None:
     order = WanVACEOutpaintingRequest.model_json_schema()["x-fal-order-properties"]
-    assert order[-8:] == [
+    assert order[-9:] == [
         "expand_left",
         "expand_right",
         "expand_top",
@@ -389,6 +389,7 @@ def test_outpainting_order_ends_with_expand_fields_before_additions() -> None:
         "expand_ratio",
         "sampler",
         "shift",
+        "acceleration",
         "paste_back",  # this server's extension, after all of fal's fields
     ]
 
@@ -632,3 +633,17 @@ def test_paste_back_is_our_extension_default_off() -> None:
         assert make(model).paste_back is False
         assert "Extension of this server" in model.model_fields["paste_back"].description
     assert "paste_back" not in WanVACEDepthRequest.model_fields
+
+
+# --- acceleration (fal's current schema: none | low | regular, default regular, on every endpoint) ---------
+
+
+@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+def test_acceleration_defaults_to_regular_and_takes_fals_values(model: type[BaseModel]) -> None:
+    assert make(model).acceleration == "regular"
+    assert [make(model, acceleration=v).acceleration for v in ("none", "low", "regular")] == [
+        "none", "low", "regular"]
+    assert model.model_json_schema()["properties"]["acceleration"]["enum"] == ["none", "low", "regular"]
+    with pytest.raises(ValidationError) as exc:
+        make(model, acceleration="high")
+    assert error_locs(exc) == [("acceleration",)]

@@ -8,14 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.compile import COMPILE_CHOICES
 from pipelines.memory import MEMORY_PLAN_CHOICES, VAE_TILING_CHOICES
 from server.cli import build_parser
-from server.settings import MEMORY_PLANS, VAE_TILING, Settings
+from server.settings import COMPILE_MODES, MEMORY_PLANS, VAE_TILING, Settings
 
 
 def test_memory_choices_match_the_worker() -> None:
     assert MEMORY_PLANS == MEMORY_PLAN_CHOICES
     assert VAE_TILING == VAE_TILING_CHOICES
+
+
+def test_compile_choices_match_the_worker_and_reach_it() -> None:
+    assert COMPILE_MODES == COMPILE_CHOICES
+    assert Settings().compile == "auto"
+    assert Settings.from_json(Settings(compile="on").to_json()).compile == "on"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--compile", "max-autotune"])
 
 
 def test_settings_round_trip_to_the_worker_without_keys(tmp_path: Path) -> None:

@@ -32,3 +32,11 @@ def test_outpainting_with_nothing_to_expand_is_422(live_server: LiveServer) -> N
     for response in (sub_path, root):
         assert response.status_code == 422
         assert "nothing to expand" in response.json()["detail"][0]["msg"]
+
+
+def test_unknown_acceleration_is_422(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        response = client.post(f"/queue/{APP}/depth", json={"prompt": "x", "video_url": VIDEO,
+                                                            "acceleration": "turbo"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "acceleration"]
