@@ -24,7 +24,8 @@ from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
 from server.contract.limits import InputLimits
 from server.files.local import FileStore
-from server.jobs.sqlite import JobStore
+from server.jobs.factory import open_job_store
+from server.jobs.store import JobStore
 from server.settings import Settings
 
 # What the JS client sends from a browser (fal-protocol.md §6.2), plus the other x-fal-* request headers.
@@ -36,8 +37,10 @@ CORS_HEADERS = [
 ]
 
 
-def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
-    store = JobStore(settings.db_path)
+def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore | None = None) -> FastAPI:
+    """`store`: the job store to serve (tests pass server/jobs/memory.py's); by default the settings' file."""
+    if store is None:
+        store = open_job_store(settings.db_path)
     files = FileStore(settings.files_dir)
     supervisor = Supervisor(settings, store) if run_workers else None
     signing_key = load_or_create_signing_key(settings.webhook_key_path)

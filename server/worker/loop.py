@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 from server.contract.errors import InputError, JobError, cancelled_error, internal_error, request_error
 from server.contract.limits import InputLimits
 from server.files.local import FileStore
+from server.jobs.factory import open_job_store
 from server.jobs.model import Job
-from server.jobs.sqlite import JobStore
 from server.settings import Settings
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
@@ -40,7 +40,7 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.store = JobStore(settings.db_path)
+        self.store = open_job_store(settings.db_path)
         self.stopping = threading.Event()
         self.pid = os.getpid()
 

@@ -14,9 +14,9 @@ import pytest
 from server.api.background.retention import RetentionSweeper, output_tokens, sweep
 from server.contract.errors import internal_error
 from server.files.local import FileStore
+from server.jobs.factory import open_job_store
 from server.jobs.model import Job, Status
-from server.jobs.sqlite import JobStore
-from server.jobs.sqlite_webhooks import WebhookStore
+from server.jobs.store import JobStore
 
 DAY = 24 * 3600.0
 TTL = 7 * DAY
@@ -24,7 +24,7 @@ TTL = 7 * DAY
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
+    return open_job_store(tmp_path / "jobs.sqlite3")
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_orphaned_work_folders_older_than_a_day_go(store: JobStore, files: FileS
 
 
 def test_webhook_delivery_rows_go_with_their_job(store: JobStore, files: FileStore) -> None:
-    webhooks = WebhookStore(store)
+    webhooks = store.webhooks
     job = store.submit("fal-ai/wan-vace-14b/depth", {"prompt": "p"}, public_base="http://h",
                        webhook_url="http://hook.test/")
     store.claim("w1")
@@ -221,8 +221,9 @@ def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path)
             age(token_folder(cdn["access_url"]), DAY + 60)
             (token_folder(streaming["file_url"]) / ".upload-inflight").write_bytes(b"half")
 
-            sweeper = RetentionSweeper(JobStore(data_dir / "jobs.sqlite3"), files_root, data_dir / "work",
-                                       retention_s=TTL)  # as server/api/app.py builds it: uploads/ is found
+            # As server/api/app.py builds it: uploads/ is found.
+            sweeper = RetentionSweeper(open_job_store(data_dir / "jobs.sqlite3"), files_root,
+                                       data_dir / "work", retention_s=TTL)
             report = sweeper.run_once()
 
             assert report.upload_slots_deleted == 4 and report.files_deleted == 0 and not report.errors

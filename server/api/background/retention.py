@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from server.api.routes.storage import UPLOAD_TEMP_PREFIX
-from server.jobs.sqlite import JobStore
-from server.jobs.sqlite_retention import RetentionStore
+from server.jobs.store import JobStore, RetentionQueries
 from server.settings import DEFAULT_RETENTION_S
 from server.settings import DEFAULT_UPLOAD_MAX_AGE_S as UPLOAD_MAX_AGE_S
 
@@ -59,7 +58,7 @@ def sweep(store: JobStore, files_root: Path, now: float, *, retention_s: float =
           work_root: Path | None = None, work_max_age_s: float = WORK_MAX_AGE_S,
           uploads_root: Path | None = None, upload_max_age_s: float = UPLOAD_MAX_AGE_S) -> SweepReport:
     report = SweepReport()
-    retention = RetentionStore(store)
+    retention = store.retention
     cutoff = now - retention_s
     while batch := retention.expired(cutoff, BATCH):
         deleted = retention.delete_completed([job.id for job in batch])
@@ -88,7 +87,7 @@ def sweep(store: JobStore, files_root: Path, now: float, *, retention_s: float =
     return report
 
 
-def _sweep_upload_slot(slot: Path, files_root: Path, cutoff: float, retention: RetentionStore,
+def _sweep_upload_slot(slot: Path, files_root: Path, cutoff: float, retention: RetentionQueries,
                        report: SweepReport) -> None:
     """Remove an upload slot idle since before `cutoff`, and its reserved file folder if nothing landed."""
     reserved = _reserved_folder(slot, files_root)

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from server.api.background.webhook_signing import JWKS_ROUTE
 from server.contract.endpoints import ENDPOINTS
 from server.files.local import FILES_ROUTE, FileStore
-from server.jobs.sqlite import JobStore
+from server.jobs.store import JobStore
 
 HEARTBEAT_STALE_S = 15.0
 
