@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from server.contract.errors import InputError, JobError, cancelled_error, internal_error, request_error
 from server.contract.limits import InputLimits
-from server.files.local import FileStore
+from server.files.factory import open_file_store
 from server.jobs.factory import open_job_store
 from server.jobs.model import Job
 from server.settings import Settings
@@ -56,7 +56,7 @@ class Worker:
                              self.settings.vae_tiling, self.settings.attention)
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
-        files = FileStore(self.settings.files_dir)
+        files = open_file_store(self.settings.files_dir)
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
                           self.settings.download_timeout_s, allow_hosts=self.settings.fetch_allow_hosts)
         return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,
