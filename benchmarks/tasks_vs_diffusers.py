@@ -30,7 +30,7 @@ from pipelines.generate import GenerationRequest  # noqa: E402
 from pipelines.loader import load_pipeline  # noqa: E402
 from pipelines.tiny import ensure_tiny_pipeline  # noqa: E402
 from preprocessors.video_io import write_mp4  # noqa: E402
-from server.files.local import FileStore  # noqa: E402
+from server.files.local import LocalFileStore  # noqa: E402
 from server.worker.fetch import Fetcher  # noqa: E402
 from server.worker.runner import Executor, JobHooks  # noqa: E402
 from tests.server.conftest import moving_bar_frames  # noqa: E402
@@ -91,10 +91,10 @@ def main() -> None:
         mask = np.zeros((81, 240, 416, 3), dtype=np.uint8)
         mask[:, 60:180, 140:280] = 255
         write_mp4(mask, 16, root / "mask.mp4")
-        files = FileStore(root / "files")
+        files = LocalFileStore(root / "files")
         # Inputs served as this server's own files, so no network is involved in either path.
-        video_url = "http://127.0.0.1" + files.relative_url(_copy(files, root / "input.mp4"))
-        mask_url = "http://127.0.0.1" + files.relative_url(_copy(files, root / "mask.mp4"))
+        video_url = "http://127.0.0.1" + files.url(_copy(files, root / "input.mp4"))
+        mask_url = "http://127.0.0.1" + files.url(_copy(files, root / "mask.mp4"))
 
         worker_pipe = load_pipeline(model_dir, device="cpu")
         plain_pipe = WanVACEPipeline.from_pretrained(model_dir, local_files_only=True)
@@ -128,10 +128,11 @@ def main() -> None:
             print(f"{task:12} {worker_s:9.2f} {plain_s:12.2f} {worker_s / plain_s:6.2f}", flush=True)
 
 
-def _copy(files: FileStore, source: Path) -> Path:
-    dest = files.new_path(source.name)
-    dest.write_bytes(source.read_bytes())
-    return dest
+def _copy(files: LocalFileStore, source: Path) -> str:
+    name = files.reserve(source.name)
+    with files.writer(name) as out:
+        out.write(source.read_bytes())
+    return name
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
 from server.contract.limits import InputLimits
-from server.files.local import FileStore
-from server.jobs.sqlite import JobStore
+from server.files.factory import open_file_store
+from server.files.uploads import Uploads
+from server.jobs.factory import open_job_store
+from server.jobs.store import JobStore
 from server.settings import Settings
 
 # What the JS client sends from a browser (fal-protocol.md §6.2), plus the other x-fal-* request headers.
@@ -36,9 +38,11 @@ CORS_HEADERS = [
 ]
 
 
-def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
-    store = JobStore(settings.db_path)
-    files = FileStore(settings.files_dir)
+def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore | None = None) -> FastAPI:
+    """`store`: the job store to serve (tests pass server/jobs/memory.py's); by default the settings' file."""
+    if store is None:
+        store = open_job_store(settings.db_path)
+    files = open_file_store(settings.files_dir)
     supervisor = Supervisor(settings, store) if run_workers else None
     signing_key = load_or_create_signing_key(settings.webhook_key_path)
     webhooks = WebhookDispatcher(
@@ -48,9 +52,10 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         allow_hosts=settings.fetch_allow_hosts,
     )
 
+    uploads = Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
     retention = RetentionSweeper(
-        store, settings.files_dir, settings.work_dir, settings.retention_s,
-        uploads_root=settings.uploads_dir, upload_max_age_s=settings.upload_max_age_s,
+        store, files, settings.work_dir, settings.retention_s,
+        uploads=uploads, upload_max_age_s=settings.upload_max_age_s,
     )
 
     @asynccontextmanager
@@ -99,7 +104,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     app.state.begin_shutdown = begin_shutdown
     app.state.settings = settings
     queue_api.include_in(app)
-    storage = StorageApi(files, settings.uploads_dir, settings.max_upload_bytes, settings.public_url)
+    storage = StorageApi(files, uploads, settings.public_url)
     app.include_router(storage.router)
     app.include_router(service_router(store, files, jwks(signing_key.public_key())))
     return app

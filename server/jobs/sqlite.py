@@ -1,149 +1,45 @@
-"""The job store: one SQLite file (WAL) shared by the API process and the worker processes.
+"""The SQLite job store: one file (WAL) shared by the API process and the worker processes.
 
-Guarantees, stated plainly:
-- A job is claimed by at most one worker at a time (claims run in an IMMEDIATE transaction).
-- Execution is at-least-once: a job whose worker died is requeued until it has used `max_attempts`,
-  then failed. Terminal writes are conditional on the claiming worker, so a stale worker can never
-  report a second result for a job that was requeued or cancelled.
-- Nothing here knows about HTTP or about the model.
+It keeps server/jobs/store.py's guarantees this way: claims, cancels and recovery run in IMMEDIATE
+transactions (sqlite_db.py), so read-then-write cannot race between processes; terminal writes are
+UPDATEs conditional on status and worker_id, so a stale worker's write changes no row.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
 from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id               TEXT PRIMARY KEY,
-    seq              INTEGER NOT NULL,
-    endpoint         TEXT NOT NULL,
-    input            TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    priority         INTEGER NOT NULL,
-    public_base      TEXT NOT NULL,
-    webhook_url      TEXT,
-    start_deadline   REAL,
-    created_at       REAL NOT NULL,
-    started_at       REAL,
-    completed_at     REAL,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    worker_id        TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    output           TEXT,
-    error            TEXT,
-    error_type       TEXT,
-    error_status     INTEGER,
-    error_body       TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority, seq);
-CREATE TABLE IF NOT EXISTS logs (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id   TEXT NOT NULL,
-    ts       REAL NOT NULL,
-    level    TEXT NOT NULL,
-    message  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS logs_job ON logs (job_id, id);
-CREATE TABLE IF NOT EXISTS workers (
-    id         TEXT PRIMARY KEY,
-    pid        INTEGER NOT NULL,
-    state      TEXT NOT NULL,
-    model      TEXT,
-    detail     TEXT,
-    heartbeat  REAL NOT NULL
-);
-"""
+from server.jobs.sqlite_db import SCHEMA, STATUS_COLUMNS, SqliteDatabase, row_to_job, row_to_status
+from server.jobs.sqlite_retention import SqliteRetentionQueries
+from server.jobs.sqlite_webhooks import WEBHOOK_SCHEMA, SqliteWebhookOutbox
 
 
-_STATUS_COLUMNS = "id, seq, status, priority, started_at, completed_at, error, error_type"
-
-
-def _row_to_status(row: sqlite3.Row) -> JobStatus:
-    return JobStatus(row["id"], row["seq"], Status(row["status"]), row["priority"], row["started_at"],
-                     row["completed_at"], row["error"], row["error_type"])
-
-
-def row_to_job(row: sqlite3.Row) -> Job:
-    error = None
-    if row["error"] is not None:
-        error = JobError(
-            message=row["error"],
-            error_type=row["error_type"],
-            status_code=row["error_status"],
-            body=json.loads(row["error_body"]),
-        )
-    return Job(
-        id=row["id"],
-        seq=row["seq"],
-        endpoint=row["endpoint"],
-        input=json.loads(row["input"]),
-        status=Status(row["status"]),
-        priority=row["priority"],
-        public_base=row["public_base"],
-        webhook_url=row["webhook_url"],
-        start_deadline=row["start_deadline"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        attempts=row["attempts"],
-        worker_id=row["worker_id"],
-        cancel_requested=bool(row["cancel_requested"]),
-        output=json.loads(row["output"]) if row["output"] is not None else None,
-        error=error,
-    )
-
-
-class JobStore:
-    """Thread-safe access to the jobs database (one connection per thread)."""
+class SqliteJobStore:
+    """server/jobs/store.py's JobStore in one SQLite file; thread-safe (one connection per thread)."""
 
     def __init__(self, path: Path) -> None:
+        self.db = SqliteDatabase(path, SCHEMA, WEBHOOK_SCHEMA)
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conn().executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+        self._webhooks = SqliteWebhookOutbox(self.db)
+        self._retention = SqliteRetentionQueries(self.db)
 
-    # -- connections -------------------------------------------------------------------------
+    @property
+    def webhooks(self) -> SqliteWebhookOutbox:
+        return self._webhooks
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable across process crashes in WAL mode; only a power cut can lose the last commit.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE transaction: takes the write lock up front so read-then-write cannot race."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    @property
+    def retention(self) -> SqliteRetentionQueries:
+        return self._retention
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self.db.close()
 
     # -- submit and read ---------------------------------------------------------------------
 
@@ -159,7 +55,7 @@ class JobStore:
     ) -> Job:
         job_id = str(uuid.uuid4())
         now = time.time()
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             conn.execute(
                 "INSERT INTO jobs (id, seq, endpoint, input, status, priority, public_base, webhook_url,"
@@ -172,35 +68,35 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> Job | None:
-        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row_to_job(row) if row else None
 
     def get_status(self, job_id: str) -> JobStatus | None:
-        row = self._conn().execute(f"SELECT {_STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_status(row) if row else None
+        row = self.db.conn().execute(f"SELECT {STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row_to_status(row) if row else None
 
     def queue_position(self, job: Job | JobStatus) -> int:
         """How many queued jobs will be started before this one (0 = next)."""
-        row = self._conn().execute(
+        row = self.db.conn().execute(
             "SELECT COUNT(*) FROM jobs WHERE status = ? AND (priority < ? OR (priority = ? AND seq < ?))",
             (Status.IN_QUEUE, job.priority, job.priority, job.seq),
         ).fetchone()
         return int(row[0])
 
     def count_queued(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (Status.IN_QUEUE,))
+        return int(self.db.conn().execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (Status.IN_QUEUE,))
                    .fetchone()[0])
 
     # -- logs ---------------------------------------------------------------------------------
 
     def add_log(self, job_id: str, message: str, level: str = "INFO") -> None:
-        self._conn().execute(
+        self.db.conn().execute(
             "INSERT INTO logs (job_id, ts, level, message) VALUES (?, ?, ?, ?)",
             (job_id, time.time(), level, message),
         )
 
     def logs(self, job_id: str, after_id: int = 0) -> list[LogEntry]:
-        rows = self._conn().execute(
+        rows = self.db.conn().execute(
             "SELECT id, ts, level, message FROM logs WHERE job_id = ? AND id > ? ORDER BY id",
             (job_id, after_id),
         ).fetchall()
@@ -210,7 +106,7 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> CancelOutcome:
         """Queued jobs are cancelled at once; running ones are flagged and stop at the next step."""
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return CancelOutcome.NOT_FOUND
@@ -224,7 +120,7 @@ class JobStore:
             return CancelOutcome.CANCELLATION_REQUESTED
 
     def is_cancel_requested(self, job_id: str) -> bool:
-        row = self._conn().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.conn().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row[0])
 
     # -- worker side ---------------------------------------------------------------------------
@@ -232,7 +128,7 @@ class JobStore:
     def claim(self, worker_id: str) -> Job | None:
         """Take the next queued job (priority, then arrival order); expire jobs past their start deadline."""
         now = time.time()
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             expired = conn.execute(
                 "SELECT id FROM jobs WHERE status = ? AND start_deadline IS NOT NULL AND start_deadline < ?",
                 (Status.IN_QUEUE, now),
@@ -254,7 +150,7 @@ class JobStore:
 
     def complete(self, job_id: str, worker_id: str, output: dict[str, Any]) -> bool:
         """Record success; False if this worker no longer owns the job (requeued or failed meanwhile)."""
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET status = ?, output = ?, completed_at = ? WHERE id = ? AND status = ?"
                 " AND worker_id = ?",
@@ -263,12 +159,12 @@ class JobStore:
             return cur.rowcount == 1
 
     def fail(self, job_id: str, worker_id: str | None, error: JobError) -> bool:
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             return _write_error(conn, job_id, error, worker_id)
 
     def requeue(self, job_id: str, worker_id: str, *, count_attempt: bool) -> bool:
         """Give a running job back to the queue (graceful shutdown, or a lost worker with attempts left)."""
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             return self._requeue(conn, job_id, worker_id, count_attempt)
 
     @staticmethod
@@ -284,7 +180,7 @@ class JobStore:
     def release(self, worker_id: str) -> list[str]:
         """Requeue a worker's running jobs without spending an attempt: the server stopped that worker
         itself (shutdown), which says nothing about the job. Cancel requests are left to recover_orphans."""
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             ids = [row["id"] for row in conn.execute(
                 "SELECT id FROM jobs WHERE status = ? AND worker_id = ? AND cancel_requested = 0",
                 (Status.IN_PROGRESS, worker_id),
@@ -296,7 +192,7 @@ class JobStore:
     def recover_orphans(self, live_worker_ids: set[str], max_attempts: int) -> list[str]:
         """Jobs marked running by a worker that no longer exists: requeue, or fail once out of attempts."""
         touched: list[str] = []
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             rows = conn.execute(
                 "SELECT id, worker_id, attempts, cancel_requested FROM jobs WHERE status = ?",
                 (Status.IN_PROGRESS,),
@@ -320,7 +216,7 @@ class JobStore:
 
     def set_worker_state(self, worker_id: str, pid: int, state: str, model: str | None = None,
                          detail: str | None = None) -> None:
-        self._conn().execute(
+        self.db.conn().execute(
             "INSERT INTO workers (id, pid, state, model, detail, heartbeat) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, state = excluded.state,"
             " model = excluded.model, detail = excluded.detail, heartbeat = excluded.heartbeat",
@@ -328,16 +224,16 @@ class JobStore:
         )
 
     def heartbeat(self, worker_id: str) -> None:
-        self._conn().execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (time.time(), worker_id))
+        self.db.conn().execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (time.time(), worker_id))
 
     def workers(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn().execute("SELECT * FROM workers ORDER BY id").fetchall()]
+        return [dict(r) for r in self.db.conn().execute("SELECT * FROM workers ORDER BY id").fetchall()]
 
     def clear_workers(self) -> None:
-        self._conn().execute("DELETE FROM workers")
+        self.db.conn().execute("DELETE FROM workers")
 
     def remove_worker(self, worker_id: str) -> None:
-        self._conn().execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+        self.db.conn().execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
 
 def _write_error(conn: sqlite3.Connection, job_id: str, error: JobError, worker_id: str | None) -> bool:

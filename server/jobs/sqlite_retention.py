@@ -4,7 +4,7 @@ server/api/background/retention.py."""
 from __future__ import annotations
 
 from server.jobs.model import Job, Status
-from server.jobs.sqlite import JobStore, row_to_job
+from server.jobs.sqlite_db import SqliteDatabase, row_to_job
 
 # ------------------------------------------------------------------------------------------------------------
 # Retention (server/api/background/retention.py). Finds and deletes finished jobs past their TTL: the job
@@ -13,14 +13,14 @@ from server.jobs.sqlite import JobStore, row_to_job
 # ------------------------------------------------------------------------------------------------------------
 
 
-class RetentionStore:
-    """Expiry queries next to the jobs; uses the JobStore's per-thread connections."""
+class SqliteRetentionQueries:
+    """server/jobs/store.py's RetentionQueries over the job store's SQLite file."""
 
-    def __init__(self, jobs: JobStore) -> None:
-        self.jobs = jobs
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
 
     def expired(self, completed_before: float, limit: int = 500) -> list[Job]:
-        rows = self.jobs._conn().execute(
+        rows = self.db.conn().execute(
             "SELECT * FROM jobs WHERE status = ? AND completed_at < ? ORDER BY completed_at LIMIT ?",
             (Status.COMPLETED, completed_before, limit),
         ).fetchall()
@@ -29,26 +29,23 @@ class RetentionStore:
     def delete_completed(self, job_ids: list[str]) -> int:
         """Delete these jobs if they are COMPLETED, with their logs; returns how many jobs went."""
         deleted = 0
-        with self.jobs._tx() as conn:
-            has_deliveries = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'webhook_deliveries'").fetchone()
+        with self.db.transaction() as conn:
             for job_id in job_ids:
                 cur = conn.execute("DELETE FROM jobs WHERE id = ? AND status = ?", (job_id, Status.COMPLETED))
                 if cur.rowcount != 1:
                     continue
                 deleted += 1
                 conn.execute("DELETE FROM logs WHERE job_id = ?", (job_id,))
-                if has_deliveries:
-                    conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
+                conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
         return deleted
 
     def references(self, text: str) -> bool:
         """Whether any remaining job mentions `text` in its input or output (e.g. a file token)."""
-        row = self.jobs._conn().execute(
+        row = self.db.conn().execute(
             "SELECT 1 FROM jobs WHERE instr(input, ?) > 0 OR instr(output, ?) > 0 LIMIT 1", (text, text),
         ).fetchone()
         return row is not None
 
     def is_active(self, job_id: str) -> bool:
-        row = self.jobs._conn().execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.conn().execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row is not None and row["status"] != Status.COMPLETED

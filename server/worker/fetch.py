@@ -22,7 +22,7 @@ from typing import BinaryIO
 import httpx
 
 from server.contract.errors import InputError
-from server.files.local import FileStore
+from server.files.store import FileStore
 from server.outbound import NOT_ALLOWED, AddressNotAllowed, AddressPolicy, strip_credentials, tls_verify
 
 log = logging.getLogger("vace.fetch")
@@ -54,9 +54,9 @@ class Fetcher:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc:
             raise InputError(field, f"{field} must be an http(s) URL or a data URI", "file_download_error")
-        own = self.files.resolve_url_path(urllib.parse.unquote(parsed.path))
+        own = self.files.name_from_url(urllib.parse.unquote(parsed.path))
         if own is not None:
-            return own
+            return self.files.local_copy(own)
         return self._download(url, field, dest_dir)
 
     def _download(self, url: str, field: str, dest_dir: Path, headers: dict[str, str] | None = None) -> Path:

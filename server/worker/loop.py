@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 from server.contract.errors import InputError, JobError, cancelled_error, internal_error, request_error
 from server.contract.limits import InputLimits
-from server.files.local import FileStore
+from server.files.factory import open_file_store
+from server.jobs.factory import open_job_store
 from server.jobs.model import Job
-from server.jobs.sqlite import JobStore
 from server.settings import Settings
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
@@ -40,7 +40,7 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.store = JobStore(settings.db_path)
+        self.store = open_job_store(settings.db_path)
         self.stopping = threading.Event()
         self.pid = os.getpid()
 
@@ -57,7 +57,7 @@ class Worker:
                              self.settings.data_dir / "compile_cache")
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
-        files = FileStore(self.settings.files_dir)
+        files = open_file_store(self.settings.files_dir)
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
                           self.settings.download_timeout_s, allow_hosts=self.settings.fetch_allow_hosts)
         return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,

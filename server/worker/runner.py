@@ -56,7 +56,7 @@ from server.contract.endpoints import ENDPOINTS
 from server.contract.errors import InputError
 from server.contract.inputs import task_of
 from server.contract.limits import InputLimits, output_length_field
-from server.files.local import FileStore
+from server.files.store import FileStore
 from server.jobs.model import Job
 from server.worker.fetch import Fetcher
 
@@ -291,14 +291,15 @@ class Executor:
     def _store(self, job: Job, generated: Generated, hooks: JobHooks) -> dict[str, Any]:
         fps = generated.timing.fps
         hooks.log(f"Encoding {len(generated.frames)} frames to H.264 at {fps:g} fps")
-        dest = self.files.new_path(f"{generated.task}-{job.id[:8]}.mp4")
-        write_mp4(generated.frames, fps, dest)
+        name = self.files.reserve(f"{generated.task}-{job.id[:8]}.mp4")
+        with self.files.path_writer(name) as dest:
+            write_mp4(generated.frames, fps, dest)
         return {
             "video": {
-                "url": self.files.relative_url(dest),  # made absolute for each caller
+                "url": self.files.url(name),  # made absolute for each caller
                 "content_type": "video/mp4",
-                "file_name": dest.name,
-                "file_size": dest.stat().st_size,
+                "file_name": name.rpartition("/")[2],
+                "file_size": self.files.size(name),
             },
             "prompt": generated.prompt,
             "seed": generated.seed,

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from server.api.background.webhook_signing import jwks, load_or_create_signing_key, public_keys, verify
 from server.api.background.webhooks import WebhookDispatcher
 from server.contract.errors import InputError
-from server.jobs.sqlite import JobStore
-from server.jobs.sqlite_webhooks import WebhookStore
+from server.jobs.factory import open_job_store
+from server.jobs.store import JobStore
 
 
 def dispatcher(store: JobStore, key: Ed25519PrivateKey) -> WebhookDispatcher:
@@ -23,7 +23,7 @@ def dispatcher(store: JobStore, key: Ed25519PrivateKey) -> WebhookDispatcher:
 
 
 def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = open_job_store(tmp_path / "jobs.sqlite3")
     key = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
     reloaded = load_or_create_signing_key(tmp_path / "webhook_ed25519.pem")
     assert jwks(reloaded.public_key()) == jwks(key.public_key())  # created once, then kept
@@ -51,13 +51,13 @@ def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
     dispatcher(store, key).run_once(client)
-    deliveries = WebhookStore(store)
+    deliveries = store.webhooks
     first = deliveries.get(ok.id)
     assert first is not None and (first.state, first.attempts, first.last_status) == ("pending", 1, 503)
     assert deliveries.get(plain.id) is None
 
     time.sleep(0.25)
-    restarted = dispatcher(JobStore(tmp_path / "jobs.sqlite3"), reloaded)  # a fresh process, same file
+    restarted = dispatcher(open_job_store(tmp_path / "jobs.sqlite3"), reloaded)  # a fresh process, same file
     restarted.run_once(client)
     assert deliveries.get(ok.id).state == "delivered"  # type: ignore[union-attr]
     ok_posts = [r for r in seen if r.url.path == "/ok"]

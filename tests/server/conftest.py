@@ -171,3 +171,26 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server = start_server(tmp_path_factory.mktemp("live") / "data")
     yield server
     server.stop()
+
+
+@dataclass
+class ProtocolApp:
+    """The API app in-process over server/jobs/memory.py: no worker, no model, no port. The test plays the
+    worker through `store` where it needs a job to move."""
+
+    client: Any  # fastapi.testclient.TestClient, imported lazily with the app
+    store: Any  # server.jobs.store.JobStore
+
+
+@pytest.fixture
+def protocol_app(tmp_path: Path) -> Iterator[ProtocolApp]:
+    from fastapi.testclient import TestClient
+
+    from server.api.app import create_app
+    from server.jobs.factory import MEMORY, open_job_store
+    from server.settings import Settings
+
+    store = open_job_store(MEMORY)
+    settings = Settings(data_dir=tmp_path / "data", model="tiny", num_workers=0)
+    with TestClient(create_app(settings, run_workers=False, store=store)) as client:
+        yield ProtocolApp(client, store)

@@ -28,7 +28,7 @@ from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.video_io import read_video, write_mp4
 from server.contract.endpoints import APP_ID
 from server.contract.errors import InputError
-from server.files.local import FileStore
+from server.files.local import LocalFileStore
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
 from tests.server.test_execute_equivalence import job, shrink, tiny_sizes, uri
@@ -54,7 +54,7 @@ def tiny_annotators(tmp_path_factory: pytest.TempPathFactory) -> Annotators:
 
 
 def make_executor(tmp_path: Path, annotators: Annotators | None, pipe: Any = None) -> Executor:
-    files = FileStore(tmp_path / "files")
+    files = LocalFileStore(tmp_path / "files")
     fetcher = Fetcher(files, tmp_path / "work", max_bytes=50 << 20, timeout_s=10.0)
     return Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes, annotators=annotators)
 

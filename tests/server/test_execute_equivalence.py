@@ -34,7 +34,7 @@ from PIL import Image
 from pipelines.loader import load_pipeline
 from preprocessors.video_io import probe_video, read_video, write_mp4
 from server.contract.endpoints import APP_ID, ENDPOINTS
-from server.files.local import FileStore
+from server.files.local import LocalFileStore
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
 
@@ -107,7 +107,7 @@ def pipe(tiny_model_dir: Path) -> WanVACEPipeline:
 
 @pytest.fixture
 def executor(pipe: WanVACEPipeline, tmp_path: Path) -> Executor:
-    files = FileStore(tmp_path / "files")
+    files = LocalFileStore(tmp_path / "files")
     fetcher = Fetcher(files, tmp_path / "work", max_bytes=50 << 20, timeout_s=10.0)
     return Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes)
 

@@ -19,7 +19,8 @@ import pytest
 
 from server.api.tls import ensure_self_signed
 from server.contract.errors import InputError
-from server.files.local import FileStore
+from server.files.local import LocalFileStore
+from server.files.store import FileStore
 from server.outbound import NOT_ALLOWED, AddressPolicy, is_public_address
 from server.worker.fetch import MAX_REDIRECTS, Fetcher
 
@@ -152,7 +153,7 @@ def site() -> Iterator[Site]:
 
 @pytest.fixture
 def files(tmp_path: Path) -> FileStore:
-    return FileStore(tmp_path / "files")
+    return LocalFileStore(tmp_path / "files")
 
 
 def make_fetcher(files: FileStore, tmp_path: Path, allow: tuple[str, ...] = (), max_bytes: int = 10_000,
@@ -306,10 +307,11 @@ def test_proxy_environment_is_ignored(monkeypatch: pytest.MonkeyPatch, site: Sit
 
 
 def test_own_file_urls_are_read_from_disk_without_network(files: FileStore, tmp_path: Path) -> None:
-    stored = files.new_path("clip.mp4")
-    stored.write_bytes(BODY)
-    url = "http://127.0.0.1:9" + files.relative_url(stored)  # nothing listens there, and loopback is refused
-    assert make_fetcher(files, tmp_path).fetch(url, "video_url", tmp_path / "in") == stored
+    stored = files.reserve("clip.mp4")
+    with files.writer(stored) as out:
+        out.write(BODY)
+    url = "http://127.0.0.1:9" + files.url(stored)  # nothing listens there, and loopback is refused
+    assert make_fetcher(files, tmp_path).fetch(url, "video_url", tmp_path / "in") == files.local_copy(stored)
 
 
 def test_data_uri_still_works(files: FileStore, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 - the API process never loads torch, numpy, OpenCV, PyAV, diffusers, transformers, or worker, pipeline or
   preprocessor code: checked on `vace serve --workers 0`'s own entry point (sys.modules) and on a running
   server's memory map;
-- server/contract, server/jobs and server/worker import no HTTP framework (and the contract no torch/numpy);
+- server/contract, server/jobs, server/files and server/worker import no HTTP framework (and the contract
+  no torch/numpy);
 - preprocessors never imports pipelines or server; pipelines never imports server.
 
 The static rules read every import statement (also those inside functions and under TYPE_CHECKING), so a
@@ -35,6 +36,7 @@ STATIC_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "contract-no-heavy-or-process-code": ("server/contract", (*HEAVY, "pipelines", "preprocessors",
                                                               "server.api", "server.worker")),
     "jobs-no-http": ("server/jobs", HTTP_FRAMEWORKS),
+    "files-no-http": ("server/files", HTTP_FRAMEWORKS),
     "worker-no-http": ("server/worker", HTTP_FRAMEWORKS),
     "preprocessors-no-pipelines-or-server": ("preprocessors", ("pipelines", "server")),
     "pipelines-no-server": ("pipelines", ("server",)),

@@ -276,11 +276,11 @@ def test_cli_defaults_are_the_settings_defaults(tmp_path: Path, monkeypatch: pyt
 
 def test_mask_of_another_size_and_length_is_fitted(tmp_path: Path) -> None:
     """README: masks are cover-resized (nearest-neighbour); a mask video is fitted in time like the input."""
-    from server.files.local import FileStore
+    from server.files.local import LocalFileStore
     from server.worker.fetch import Fetcher
     from server.worker.runner import Executor, Timing
 
-    files = FileStore(tmp_path / "files")
+    files = LocalFileStore(tmp_path / "files")
     executor = Executor(None, Fetcher(files, tmp_path / "work", 10**6, 5.0), files, tmp_path / "work")
     scratch = tmp_path / "work" / "job"
     scratch.mkdir(parents=True)

@@ -25,7 +25,7 @@ from server.contract.errors import InputError
 from server.contract.inputs import WanVACEReframeRequest, task_of
 from server.contract.limits import LARGEST_VALID_OUTPUT, InputLimits
 from server.contract.timing import output_frames
-from server.files.local import FileStore
+from server.files.local import LocalFileStore
 from server.settings import Settings
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor
@@ -170,7 +170,7 @@ def test_other_refusals_still_come_first():
 
 
 def _executor(tmp_path: Path, annotators, max_output_frames: int) -> Executor:
-    files = FileStore(tmp_path / "files")
+    files = LocalFileStore(tmp_path / "files")
     fetcher = Fetcher(files, tmp_path / "work", max_bytes=50 << 20, timeout_s=10.0)
     return Executor(None, fetcher, files, tmp_path / "work", sizes=tiny_sizes, annotators=annotators,
                     limits=InputLimits(max_output_frames=max_output_frames))

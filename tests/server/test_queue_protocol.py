@@ -1,7 +1,9 @@
-"""fal's queue protocol against a live server: routes, bodies, codes, headers, addressing variants.
+"""fal's queue protocol: routes, bodies, codes, headers, addressing variants.
 
-These tests submit only requests that fail fast or are cancelled before they cost a generation; the
-end-to-end generations live in test_generation_e2e.py.
+Answers that need no worker (validation, unknown ids, cancel outcomes, queue positions) are checked on the
+app in-process over the in-memory job store (the `protocol_app` fixture); the rest against a live server
+with the tiny model, submitting only requests that fail fast or are cancelled before they cost a
+generation. The end-to-end generations live in test_generation_e2e.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.server.conftest import LiveServer, Media, data_uri, wait_completed
+from server.jobs.model import Status
+from tests.server.conftest import LiveServer, Media, ProtocolApp, data_uri, wait_completed
 
 APP = "fal-ai/wan-vace-14b"
 
@@ -48,11 +51,10 @@ def test_health_and_docs(live_server: LiveServer) -> None:
         ({"guidance_scale": 11}, "guidance_scale"),
     ],
 )
-def test_out_of_range_fields_are_422_with_fastapi_detail(live_server: LiveServer, change: dict[str, object],
+def test_out_of_range_fields_are_422_with_fastapi_detail(protocol_app: ProtocolApp, change: dict[str, object],
                                                          field: str) -> None:
     body = depth_input("https://example.com/v.mp4") | change
-    with live_server.client() as client:
-        response = client.post(f"/queue/{APP}/depth", json=body)
+    response = protocol_app.client.post(f"/queue/{APP}/depth", json=body)
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert isinstance(detail, list)
@@ -60,19 +62,18 @@ def test_out_of_range_fields_are_422_with_fastapi_detail(live_server: LiveServer
     assert response.headers["x-fal-request-id"]
 
 
-def test_missing_prompt_is_422(live_server: LiveServer) -> None:
-    with live_server.client() as client:
-        response = client.post(f"/queue/{APP}/pose", json={"video_url": "https://example.com/v.mp4"})
+def test_missing_prompt_is_422(protocol_app: ProtocolApp) -> None:
+    response = protocol_app.client.post(f"/queue/{APP}/pose", json={"video_url": "https://example.com/v.mp4"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "prompt"]
 
 
-def test_requests_that_cannot_be_served_are_refused_at_submit(live_server: LiveServer) -> None:
+def test_requests_that_cannot_be_served_are_refused_at_submit(protocol_app: ProtocolApp) -> None:
     """Refused before any GPU time is spent, in FastAPI's detail-list form."""
-    with live_server.client() as client:
-        url = "https://example.com/v.mp4"
-        nothing_to_expand = client.post(f"/queue/{APP}/outpainting", json=depth_input(url))
-        no_mask = client.post(f"/queue/{APP}", json=depth_input(url, task="inpainting"))
+    client = protocol_app.client
+    url = "https://example.com/v.mp4"
+    nothing_to_expand = client.post(f"/queue/{APP}/outpainting", json=depth_input(url))
+    no_mask = client.post(f"/queue/{APP}", json=depth_input(url, task="inpainting"))
     for response in (nothing_to_expand, no_mask):
         assert response.status_code == 422
         assert response.json()["detail"][0]["type"] == "feature_not_supported"
@@ -91,19 +92,51 @@ def test_requests_that_cannot_be_served_are_refused_at_submit(live_server: LiveS
         f"/queue/{APP}/requests/{{id}}/status/",
     ],
 )
-def test_unknown_request_id_is_404(live_server: LiveServer, path: str) -> None:
-    with live_server.client() as client:
-        response = client.get(path.format(id=uuid.uuid4()))
+def test_unknown_request_id_is_404(protocol_app: ProtocolApp, path: str) -> None:
+    response = protocol_app.client.get(path.format(id=uuid.uuid4()))
     assert response.status_code == 404
     assert response.json() == {"detail": "Request not found"}
     assert response.headers["x-fal-request-id"]
 
 
-def test_unknown_id_cancel_is_404(live_server: LiveServer) -> None:
-    with live_server.client() as client:
-        response = client.put(f"/queue/{APP}/requests/{uuid.uuid4()}/cancel")
+def test_unknown_id_cancel_is_404(protocol_app: ProtocolApp) -> None:
+    response = protocol_app.client.put(f"/queue/{APP}/requests/{uuid.uuid4()}/cancel")
     assert response.status_code == 404
     assert response.json()["status"] == "NOT_FOUND"
+
+
+def test_cancel_outcomes_per_state(protocol_app: ProtocolApp) -> None:
+    """Queued: cancelled at once; running: requested (202 both, as fal); completed: 400."""
+    client, store = protocol_app.client, protocol_app.store
+    done, running, queued = (client.post(f"/queue/{APP}/depth", json=depth_input("https://example.com/v.mp4"))
+                             .json() for _ in range(3))
+    assert store.claim("w").id == done["request_id"] and store.complete(done["request_id"], "w", {"seed": 1})
+    assert store.claim("w").id == running["request_id"]
+    answers = {name: client.put(body["cancel_url"]) for name, body in
+               (("queued", queued), ("running", running), ("done", done))}
+    assert (answers["queued"].status_code, answers["queued"].json()) == (202, {"status": "OK"})
+    assert (answers["running"].status_code, answers["running"].json()) == (
+        202, {"status": "CANCELLATION_REQUESTED"})
+    assert (answers["done"].status_code, answers["done"].json()) == (400, {"status": "ALREADY_COMPLETED"})
+    cancelled = client.get(queued["status_url"]).json()
+    assert cancelled["status"] == "COMPLETED" and cancelled["error_type"] == "client_cancelled"
+    assert client.get(running["status_url"]).json()["status"] == "IN_PROGRESS"
+    assert store.get(running["request_id"]).cancel_requested
+
+
+def test_queue_positions_follow_priority_then_arrival(protocol_app: ProtocolApp) -> None:
+    client = protocol_app.client
+    body = depth_input("https://example.com/v.mp4")
+    first = client.post(f"/queue/{APP}/depth", json=body).json()
+    second = client.post(f"/queue/{APP}/depth", json=body).json()
+    urgent = client.post(f"/queue/{APP}/depth", json=body, headers={"x-fal-queue-priority": "high"}).json()
+    assert [first["queue_position"], second["queue_position"], urgent["queue_position"]] == [0, 1, 0]
+    positions = [client.get(b["status_url"]).json() for b in (urgent, first, second)]
+    assert [(p["status"], p["queue_position"]) for p in positions] == [("IN_QUEUE", 0), ("IN_QUEUE", 1),
+                                                                         ("IN_QUEUE", 2)]
+    assert protocol_app.store.claim("w").id == urgent["request_id"]
+    assert protocol_app.store.get(urgent["request_id"]).status is Status.IN_PROGRESS
+    assert client.get(second["status_url"]).json()["queue_position"] == 1
 
 
 def test_failed_job_status_and_result_replay_the_error(live_server: LiveServer, media: Media) -> None:
@@ -207,12 +240,12 @@ def test_status_stream_closes_after_completed(live_server: LiveServer, media: Me
     assert any("Fetching inputs" in m for m in messages)
 
 
-def test_every_response_carries_request_id(live_server: LiveServer) -> None:
-    with live_server.client() as client:
-        for response in (client.get("/health"), client.get("/nope"), client.get("/openapi.json"),
-                         client.post(f"/queue/{APP}", json={})):
-            assert response.headers.get("x-fal-request-id"), response.url
-            assert not response.is_redirect
+def test_every_response_carries_request_id(protocol_app: ProtocolApp) -> None:
+    client = protocol_app.client
+    for response in (client.get("/health"), client.get("/nope"), client.get("/openapi.json"),
+                     client.post(f"/queue/{APP}", json={})):
+        assert response.headers.get("x-fal-request-id"), response.url
+        assert not response.is_redirect
 
 
 def test_files_route_refuses_path_tricks(live_server: LiveServer) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from server.jobs.sqlite import JobStore
+from server.jobs.factory import open_job_store
 from tests.server.conftest import Media, data_uri, start_server, wait_completed, wait_for_step
 
 APP = "fal-ai/wan-vace-14b"
@@ -30,7 +30,7 @@ def test_sigkill_loses_no_job(tmp_path: Path, media: Media) -> None:
         assert client.get(queued["status_url"]).json()["status"] == "IN_QUEUE"
     first.stop(signal.SIGKILL)  # the worker goes with it (parent-death signal), mid-generation
 
-    states = {job: JobStore(data_dir / "jobs.sqlite3").get(ids["request_id"]).status.value
+    states = {job: open_job_store(data_dir / "jobs.sqlite3").get(ids["request_id"]).status.value
               for job, ids in (("failed", failed), ("running", running), ("queued", queued))}
     assert states == {"failed": "COMPLETED", "running": "IN_PROGRESS", "queued": "IN_QUEUE"}
 

@@ -13,10 +13,11 @@ import pytest
 
 from server.api.background.retention import RetentionSweeper, output_tokens, sweep
 from server.contract.errors import internal_error
-from server.files.local import FileStore
+from server.files.local import LocalFileStore
+from server.files.uploads import Uploads
+from server.jobs.factory import open_job_store
 from server.jobs.model import Job, Status
-from server.jobs.sqlite import JobStore
-from server.jobs.sqlite_webhooks import WebhookStore
+from server.jobs.store import JobStore
 
 DAY = 24 * 3600.0
 TTL = 7 * DAY
@@ -24,18 +25,19 @@ TTL = 7 * DAY
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
+    return open_job_store(tmp_path / "jobs.sqlite3")
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> FileStore:
-    return FileStore(tmp_path / "files")
+def files(tmp_path: Path) -> LocalFileStore:
+    return LocalFileStore(tmp_path / "files")
 
 
-def output_file(files: FileStore, name: str = "out.mp4", data: bytes = b"x" * 100) -> str:
-    path = files.new_path(name)
-    path.write_bytes(data)
-    return files.relative_url(path)
+def output_file(files: LocalFileStore, name: str = "out.mp4", data: bytes = b"x" * 100) -> str:
+    stored = files.reserve(name)
+    with files.writer(stored) as out:
+        out.write(data)
+    return files.url(stored)
 
 
 def finished(store: JobStore, output: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
@@ -60,28 +62,29 @@ def age(path: Path, seconds: float) -> None:
         os.utime(p, (stamp, stamp))
 
 
-def test_expired_jobs_lose_rows_logs_and_files(store: JobStore, files: FileStore) -> None:
+def test_expired_jobs_lose_rows_logs_and_files(store: JobStore, files: LocalFileStore) -> None:
     url = output_file(files)
     job = finished(store, {"video": {"url": url, "file_size": 100}, "seed": 1})
-    before = sweep(store, files.root, job.completed_at + TTL - 1, retention_s=TTL)
+    before = sweep(store, files, job.completed_at + TTL - 1, retention_s=TTL)
     assert before.jobs_deleted == 0 and store.get(job.id) is not None
-    report = sweep(store, files.root, job.completed_at + TTL + 1, retention_s=TTL)
+    report = sweep(store, files, job.completed_at + TTL + 1, retention_s=TTL)
     assert (report.jobs_deleted, report.files_deleted, report.bytes_freed) == (1, 1, 100)
     assert store.get(job.id) is None
     assert store.logs(job.id) == []
     assert list(files.root.iterdir()) == []
 
 
-def test_failed_and_cancelled_jobs_expire_too(store: JobStore, files: FileStore) -> None:
+def test_failed_and_cancelled_jobs_expire_too(store: JobStore, files: LocalFileStore) -> None:
     failed = finished(store, error=True)
     cancelled = store.submit("fal-ai/wan-vace-14b/depth", {"prompt": "p"}, public_base="http://h")
     store.request_cancel(cancelled.id)
-    report = sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL)
+    report = sweep(store, files, time.time() + TTL + 1, retention_s=TTL)
     assert report.jobs_deleted == 2
     assert store.get(failed.id) is None and store.get(cancelled.id) is None
 
 
-def test_queued_and_running_jobs_are_never_touched(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+def test_queued_and_running_jobs_are_never_touched(store: JobStore, files: LocalFileStore,
+                                                   tmp_path: Path) -> None:
     running = store.submit("fal-ai/wan-vace-14b/depth", {"prompt": "p"}, public_base="http://h")
     assert store.claim("w1") is not None
     input_url = output_file(files, "input.mp4")  # an upload the queued job will read
@@ -92,7 +95,7 @@ def test_queued_and_running_jobs_are_never_touched(store: JobStore, files: FileS
     (work / running.id).mkdir(parents=True)
     (work / running.id / "video_url").write_bytes(b"v")
     age(work / running.id, DAY * 30)
-    report = sweep(store, files.root, time.time() + TTL * 10, retention_s=TTL, work_root=work)
+    report = sweep(store, files, time.time() + TTL * 10, retention_s=TTL, work_root=work)
     assert report.jobs_deleted == 0 and report.files_deleted == 0 and report.work_dirs_deleted == 0
     assert store.get(running.id).status is Status.IN_PROGRESS  # type: ignore[union-attr]
     assert store.get(queued.id).status is Status.IN_QUEUE  # type: ignore[union-attr]
@@ -100,54 +103,55 @@ def test_queued_and_running_jobs_are_never_touched(store: JobStore, files: FileS
     assert files.resolve_url_path(input_url) is not None
 
 
-def test_an_output_reused_by_a_newer_job_stays(store: JobStore, files: FileStore) -> None:
+def test_an_output_reused_by_a_newer_job_stays(store: JobStore, files: LocalFileStore) -> None:
     url = output_file(files)
     old = finished(store, {"video": {"url": url}})
     newer = store.submit("fal-ai/wan-vace-14b/depth", {"video_url": "http://h" + url}, public_base="http://h")
-    report = sweep(store, files.root, old.completed_at + TTL + 1, retention_s=TTL)
+    report = sweep(store, files, old.completed_at + TTL + 1, retention_s=TTL)
     assert report.jobs_deleted == 1 and store.get(newer.id) is not None
     assert files.resolve_url_path(url) is not None
 
 
-def test_old_unreferenced_files_go_recent_ones_stay(store: JobStore, files: FileStore) -> None:
+def test_old_unreferenced_files_go_recent_ones_stay(store: JobStore, files: LocalFileStore) -> None:
     old_upload = output_file(files, "old.mp4")
     new_upload = output_file(files, "new.mp4")
     age(files.root / old_upload.split("/")[2], TTL + 60)
-    report = sweep(store, files.root, time.time(), retention_s=TTL)
+    report = sweep(store, files, time.time(), retention_s=TTL)
     assert report.files_deleted == 1
     assert files.resolve_url_path(old_upload) is None
     assert files.resolve_url_path(new_upload) is not None
 
 
-def test_orphaned_work_folders_older_than_a_day_go(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+def test_orphaned_work_folders_older_than_a_day_go(store: JobStore, files: LocalFileStore,
+                                                   tmp_path: Path) -> None:
     work = tmp_path / "work"
     for name, seconds in (("dead-job", DAY + 60), ("fresh-job", 60)):
         (work / name).mkdir(parents=True)
         (work / name / "video_url").write_bytes(b"v" * 10)
         age(work / name, seconds)
     (work / "stray-file").write_bytes(b"")  # only folders are job scratch space
-    report = sweep(store, files.root, time.time(), retention_s=TTL, work_root=work)
+    report = sweep(store, files, time.time(), retention_s=TTL, work_root=work)
     assert report.work_dirs_deleted == 1
     assert sorted(p.name for p in work.iterdir()) == ["fresh-job", "stray-file"]
 
 
-def test_webhook_delivery_rows_go_with_their_job(store: JobStore, files: FileStore) -> None:
-    webhooks = WebhookStore(store)
+def test_webhook_delivery_rows_go_with_their_job(store: JobStore, files: LocalFileStore) -> None:
+    webhooks = store.webhooks
     job = store.submit("fal-ai/wan-vace-14b/depth", {"prompt": "p"}, public_base="http://h",
                        webhook_url="http://hook.test/")
     store.claim("w1")
     store.complete(job.id, "w1", {})
     assert webhooks.enqueue_completed(3600) == 1
-    sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL)
+    sweep(store, files, time.time() + TTL + 1, retention_s=TTL)
     assert webhooks.get(job.id) is None
 
 
-def test_large_backlogs_are_cleared_in_one_pass(store: JobStore, files: FileStore,
+def test_large_backlogs_are_cleared_in_one_pass(store: JobStore, files: LocalFileStore,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("server.api.background.retention.BATCH", 3)
     for _ in range(7):
         finished(store)
-    assert sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL).jobs_deleted == 7
+    assert sweep(store, files, time.time() + TTL + 1, retention_s=TTL).jobs_deleted == 7
 
 
 def test_output_tokens_finds_links_anywhere() -> None:
@@ -157,18 +161,19 @@ def test_output_tokens_finds_links_anywhere() -> None:
     assert output_tokens(None) == set()
 
 
-def test_files_outside_the_store_are_never_deleted(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+def test_files_outside_the_store_are_never_deleted(store: JobStore, files: LocalFileStore,
+                                                   tmp_path: Path) -> None:
     outside = tmp_path / "precious.mp4"
     outside.write_bytes(b"keep")
     finished(store, {"video": {"url": "/files/../precious.mp4"}})
     finished(store, {"video": {"url": "/files/..%2F/precious.mp4"}})
-    sweep(store, files.root, time.time() + TTL + 1, retention_s=TTL)
+    sweep(store, files, time.time() + TTL + 1, retention_s=TTL)
     assert outside.read_bytes() == b"keep"
 
 
-def test_sweeper_thread_runs_and_stops(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+def test_sweeper_thread_runs_and_stops(store: JobStore, files: LocalFileStore, tmp_path: Path) -> None:
     job = finished(store)
-    sweeper = RetentionSweeper(store, files.root, tmp_path / "work", retention_s=0.0, interval_s=0.05)
+    sweeper = RetentionSweeper(store, files, tmp_path / "work", retention_s=0.0, interval_s=0.05)
     sweeper.start()
     deadline = time.monotonic() + 10
     while store.get(job.id) is not None and time.monotonic() < deadline:
@@ -221,8 +226,10 @@ def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path)
             age(token_folder(cdn["access_url"]), DAY + 60)
             (token_folder(streaming["file_url"]) / ".upload-inflight").write_bytes(b"half")
 
-            sweeper = RetentionSweeper(JobStore(data_dir / "jobs.sqlite3"), files_root, data_dir / "work",
-                                       retention_s=TTL)  # as server/api/app.py builds it: uploads/ is found
+            # As server/api/app.py builds it.
+            files = LocalFileStore(files_root)
+            sweeper = RetentionSweeper(open_job_store(data_dir / "jobs.sqlite3"), files, data_dir / "work",
+                                       retention_s=TTL, uploads=Uploads(files, uploads, max_bytes=1))
             report = sweeper.run_once()
 
             assert report.upload_slots_deleted == 4 and report.files_deleted == 0 and not report.errors
@@ -250,32 +257,31 @@ def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path)
         server.stop()
 
 
-def test_upload_max_age_is_configurable_and_capped_by_retention(store: JobStore, files: FileStore,
+def test_upload_max_age_is_configurable_and_capped_by_retention(store: JobStore, files: LocalFileStore,
                                                                 tmp_path: Path) -> None:
-    from server.api.routes.storage import Uploads
-
     uploads = Uploads(files, tmp_path / "uploads", max_bytes=1000)
     slots = {name: uploads.create(f"{name}.mp4", "video/mp4") for name in ("two_hours", "half_hour")}
     age(tmp_path / "uploads" / slots["two_hours"].upload_id, 2 * 3600)
-    age(slots["two_hours"].dest.parent, 2 * 3600)
+    age(files.root / slots["two_hours"].name.split("/")[0], 2 * 3600)
     age(tmp_path / "uploads" / slots["half_hour"].upload_id, 1800)
-    age(slots["half_hour"].dest.parent, 1800)
+    age(files.root / slots["half_hour"].name.split("/")[0], 1800)
 
     def remaining() -> list[str]:
         return sorted(n for n, s in slots.items() if (tmp_path / "uploads" / s.upload_id).exists())
 
     now = time.time()
-    default = sweep(store, files.root, now, retention_s=TTL, uploads_root=tmp_path / "uploads")
+    default = sweep(store, files, now, retention_s=TTL, uploads=uploads)
     assert default.upload_slots_deleted == 0 and remaining() == ["half_hour", "two_hours"]  # default 24 h
-    one_hour = sweep(store, files.root, now, retention_s=TTL, uploads_root=tmp_path / "uploads",
+    one_hour = sweep(store, files, now, retention_s=TTL, uploads=uploads,
                      upload_max_age_s=3600)
     assert one_hour.upload_slots_deleted == 1 and remaining() == ["half_hour"]
-    assert not slots["two_hours"].dest.parent.exists()
-    short_retention = sweep(store, files.root, now, retention_s=600, uploads_root=tmp_path / "uploads")
+    assert not (files.root / slots["two_hours"].name.split("/")[0]).exists()
+    short_retention = sweep(store, files, now, retention_s=600, uploads=uploads)
     assert short_retention.upload_slots_deleted == 1 and remaining() == []
 
 
-def test_upload_sweep_never_leaves_the_files_root(store: JobStore, files: FileStore, tmp_path: Path) -> None:
+def test_upload_sweep_never_leaves_the_files_root(store: JobStore, files: LocalFileStore,
+                                                  tmp_path: Path) -> None:
     """A slot whose metadata names a folder outside files/ loses only its own folder."""
     outside = tmp_path / "precious"
     outside.mkdir()
@@ -287,6 +293,7 @@ def test_upload_sweep_never_leaves_the_files_root(store: JobStore, files: FileSt
     (broken / "meta.json").write_text("{not json")
     for folder in (slot, broken, outside):
         age(folder, DAY * 2)
-    report = sweep(store, files.root, time.time(), retention_s=TTL, uploads_root=tmp_path / "uploads")
+    uploads = Uploads(files, tmp_path / "uploads", max_bytes=1)
+    report = sweep(store, files, time.time(), retention_s=TTL, uploads=uploads)
     assert report.upload_slots_deleted == 2
     assert outside.is_dir() and not slot.exists() and not broken.exists()

@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 
 from server.api.app import create_app
 from server.contract.errors import cancelled_error
+from server.jobs.factory import open_job_store
 from server.jobs.model import Status
-from server.jobs.sqlite import JobStore
+from server.jobs.store import JobStore
 from server.settings import Settings
 
 APP = "fal-ai/wan-vace-14b"
@@ -31,7 +32,7 @@ def served(tmp_path: Path) -> Iterator[tuple[TestClient, JobStore, object]]:
     settings = Settings(data_dir=tmp_path / "data", model="tiny", num_workers=0)
     app = create_app(settings, run_workers=False)
     with TestClient(app) as client:
-        yield client, JobStore(settings.db_path), app
+        yield client, open_job_store(settings.db_path), app
 
 
 def start_run(client: TestClient) -> tuple[threading.Thread, dict[str, httpx.Response]]:

@@ -16,8 +16,9 @@ import pytest
 
 from preprocessors.video_io import read_video
 from server.api.background.supervisor import STOP_GRACE_S, Supervisor
+from server.jobs.factory import open_job_store
 from server.jobs.model import Status
-from server.jobs.sqlite import JobStore
+from server.jobs.store import JobStore
 from server.settings import Settings
 from tests.server.conftest import Media, data_uri, start_server, wait_completed, wait_for_step
 
@@ -66,7 +67,7 @@ class WaitingRequests:
 
 def test_sigterm_requeues_the_running_job_and_a_restart_completes_it(tmp_path: Path, media: Media) -> None:
     data_dir = tmp_path / "data"
-    store = JobStore(data_dir / "jobs.sqlite3")
+    store = open_job_store(data_dir / "jobs.sqlite3")
     first = start_server(data_dir)
     try:
         # Make the worker one the supervisor restarted (a respawn, not the first start): shutdown must
@@ -149,7 +150,7 @@ def test_a_worker_killed_after_the_grace_period_spends_no_attempt(tmp_path: Path
     supervisor; its job goes back to the queue as if it had stopped itself. A cancel request still wins."""
     monkeypatch.setattr("server.api.background.supervisor.STOP_GRACE_S", 1.0)
     settings = Settings(data_dir=tmp_path, model="tiny", num_workers=1)
-    store = JobStore(settings.db_path)
+    store = open_job_store(settings.db_path)
     supervisor = Supervisor(settings, store)
     [slot] = supervisor.slots
     slot.worker_id = "stubborn-worker"

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.api.background.webhook_signing import jwks, load_or_create_signing_key, public_keys, verify
 from server.api.background.webhooks import WebhookDispatcher
+from server.jobs.factory import open_job_store
 from server.jobs.model import Job, Status, WebhookDelivery
-from server.jobs.sqlite import JobStore
-from server.jobs.sqlite_webhooks import WebhookStore
+from server.jobs.store import JobStore
 from tests.server.conftest import start_server
 
 APP = "fal-ai/wan-vace-14b"
@@ -82,7 +82,7 @@ def receiver6() -> Iterator[Receiver]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
+    return open_job_store(tmp_path / "jobs.sqlite3")
 
 
 def completed_job(store: JobStore, webhook_url: str) -> Job:
@@ -98,7 +98,7 @@ def deliver_all(store: JobStore, key: Ed25519PrivateKey, jobs: list[Job], allow_
     """Run the real dispatcher thread until every job's delivery is settled (delivered or failed)."""
     dispatcher = WebhookDispatcher(store, key, max_attempts=3, retry_base_s=60.0, retry_max_s=60.0,
                                    timeout_s=5.0, allow_hosts=allow_hosts)
-    deliveries = WebhookStore(store)
+    deliveries = store.webhooks
     dispatcher.start()
     try:
         deadline = time.monotonic() + timeout
@@ -195,12 +195,12 @@ def test_live_server_refuses_a_loopback_webhook_and_delivers_an_allowlisted_one(
                                   json=body)
             assert refused.status_code == 200 and allowed.status_code == 200  # submit accepts any URL
             # Stand in for a worker on the same database: finish both jobs.
-            store = JobStore(data_dir / "jobs.sqlite3")
+            store = open_job_store(data_dir / "jobs.sqlite3")
             for _ in range(2):
                 job = store.claim("test-worker")
                 assert job is not None
                 store.complete(job.id, "test-worker", {"seed": 1})
-            deliveries = WebhookStore(store)
+            deliveries = store.webhooks
             ids = (refused.json()["request_id"], allowed.json()["request_id"])
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

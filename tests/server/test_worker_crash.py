@@ -8,14 +8,14 @@ from pathlib import Path
 
 import httpx
 
-from server.jobs.sqlite import JobStore
+from server.jobs.factory import open_job_store
 from tests.server.conftest import Media, data_uri, start_server, wait_completed, wait_for_step
 
 APP = "fal-ai/wan-vace-14b"
 
 
 def worker_pids(data_dir: Path) -> list[int]:
-    return [w["pid"] for w in JobStore(data_dir / "jobs.sqlite3").workers() if w["state"] == "ready"]
+    return [w["pid"] for w in open_job_store(data_dir / "jobs.sqlite3").workers() if w["state"] == "ready"]
 
 
 def test_killed_worker_is_replaced_and_job_retried(tmp_path: Path, media: Media) -> None:

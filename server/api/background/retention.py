@@ -8,7 +8,7 @@
   of jobs deleted some other way);
 - folders under work/ untouched for WORK_MAX_AGE_S whose job is not queued or running (a worker killed
   mid-job never removes its scratch folder);
-- upload slots under uploads/ (server/api/routes/storage.py: an initiate call's upload URL, and multipart
+- upload slots under uploads/ (server/files/uploads.py: an initiate call's upload URL, and multipart
   parts) with no write for `upload_max_age_s` (capped at retention_s: a finished upload lives no longer
   either): the slot folder goes, so its upload URL stops working; a never-completed upload's reserved, still
   empty files/{token}/ folder goes with it. A completed file is never touched here (it expires as above), and
@@ -18,21 +18,20 @@ Queued and running jobs, and anything they reference, are never touched.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import math
 import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.api.routes.storage import UPLOAD_TEMP_PREFIX
-from server.jobs.sqlite import JobStore
-from server.jobs.sqlite_retention import RetentionStore
+from server.files.disk import child_folders, newest_mtime, tree_size
+from server.files.store import FileStore
+from server.files.uploads import Slot, Uploads
+from server.jobs.store import JobStore, RetentionQueries
 from server.settings import DEFAULT_RETENTION_S
 from server.settings import DEFAULT_UPLOAD_MAX_AGE_S as UPLOAD_MAX_AGE_S
 
@@ -42,7 +41,6 @@ WORK_MAX_AGE_S = 24 * 3600.0
 SWEEP_INTERVAL_S = 300.0
 BATCH = 500  # jobs per transaction: a large backlog is cleared in slices, never one long write lock
 _FILE_LINK = re.compile(r"/files/([A-Za-z0-9_-]+)/([A-Za-z0-9._-]+)$")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass
@@ -55,11 +53,11 @@ class SweepReport:
     errors: list[str] = field(default_factory=list)
 
 
-def sweep(store: JobStore, files_root: Path, now: float, *, retention_s: float = DEFAULT_RETENTION_S,
+def sweep(store: JobStore, files: FileStore, now: float, *, retention_s: float = DEFAULT_RETENTION_S,
           work_root: Path | None = None, work_max_age_s: float = WORK_MAX_AGE_S,
-          uploads_root: Path | None = None, upload_max_age_s: float = UPLOAD_MAX_AGE_S) -> SweepReport:
+          uploads: Uploads | None = None, upload_max_age_s: float = UPLOAD_MAX_AGE_S) -> SweepReport:
     report = SweepReport()
-    retention = RetentionStore(store)
+    retention = store.retention
     cutoff = now - retention_s
     while batch := retention.expired(cutoff, BATCH):
         deleted = retention.delete_completed([job.id for job in batch])
@@ -67,62 +65,46 @@ def sweep(store: JobStore, files_root: Path, now: float, *, retention_s: float =
         for token in set().union(*(output_tokens(job.output) for job in batch)):
             # A newer job may use this output as its input: then the file stays until that one expires.
             if not retention.references(f"/files/{token}/"):
-                _remove(files_root, token, report)
+                _remove(files, token, report)
         if deleted == 0:
             break  # nothing could be deleted (raced with another writer): try again next pass
-    for folder in _children(files_root):
-        if _TOKEN.fullmatch(folder.name) and _newest_mtime(folder) < cutoff and not retention.references(
-                f"/files/{folder.name}/"):
-            _remove(files_root, folder.name, report)
+    for folder in files.folders():
+        if folder.newest_write < cutoff and not retention.references(f"/files/{folder.token}/"):
+            _remove(files, folder.token, report)
     if work_root is not None:
-        for folder in _children(work_root):
-            if _newest_mtime(folder) < now - work_max_age_s and not retention.is_active(folder.name):
-                report.bytes_freed += _size(folder)
-                shutil.rmtree(folder, ignore_errors=True)
+        for work in child_folders(work_root):
+            if newest_mtime(work) < now - work_max_age_s and not retention.is_active(work.name):
+                report.bytes_freed += tree_size(work)
+                shutil.rmtree(work, ignore_errors=True)
                 report.work_dirs_deleted += 1
-    if uploads_root is not None:
+    if uploads is not None:
         upload_cutoff = now - min(upload_max_age_s, retention_s)
-        for slot in _children(uploads_root):
-            if _TOKEN.fullmatch(slot.name):
-                _sweep_upload_slot(slot, files_root, upload_cutoff, retention, report)
+        for slot in uploads.slots():
+            _sweep_upload_slot(slot, uploads, files, upload_cutoff, retention, report)
     return report
 
 
-def _sweep_upload_slot(slot: Path, files_root: Path, cutoff: float, retention: RetentionStore,
-                       report: SweepReport) -> None:
+def _sweep_upload_slot(slot: Slot, uploads: Uploads, files: FileStore, cutoff: float,
+                       retention: RetentionQueries, report: SweepReport) -> None:
     """Remove an upload slot idle since before `cutoff`, and its reserved file folder if nothing landed."""
-    reserved = _reserved_folder(slot, files_root)
-    last_write = _newest_mtime(slot)
-    if reserved is not None and reserved.is_dir():
-        last_write = max(last_write, _newest_mtime(reserved))  # a single PUT streams into this folder
+    reserved = files.folder(slot.token) if slot.token is not None else None
+    last_write = slot.newest_write
+    if reserved is not None:
+        last_write = max(last_write, reserved.newest_write)  # a single PUT streams into this folder
     if last_write >= cutoff:
         return
-    size = _size(slot)
     try:
-        shutil.rmtree(slot)
+        uploads.remove_slot(slot.upload_id)
     except OSError as exc:
-        report.errors.append(f"{slot}: {exc.strerror}")
+        report.errors.append(f"uploads/{slot.upload_id}: {exc.strerror}")
         return
     report.upload_slots_deleted += 1
-    report.bytes_freed += size
-    if reserved is None or not reserved.is_dir() or retention.references(f"/files/{reserved.name}/"):
+    report.bytes_freed += slot.size
+    if reserved is None or reserved.has_complete_file or retention.references(f"/files/{reserved.token}/"):
         return
-    entries = list(reserved.iterdir())
-    if all(e.name.startswith(UPLOAD_TEMP_PREFIX) and e.is_file() for e in entries):  # no completed file
-        report.bytes_freed += _size(reserved)
-        shutil.rmtree(reserved, ignore_errors=True)
-
-
-def _reserved_folder(slot: Path, files_root: Path) -> Path | None:
-    """files/{token}/ named by the slot's meta.json, only if it really is a token folder of files_root."""
-    try:
-        dest = Path(json.loads((slot / "meta.json").read_text())["dest"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no or broken metadata (a crash during initiate): the slot alone is removed
-    folder = dest.parent
-    if not _TOKEN.fullmatch(folder.name) or folder.parent.resolve() != files_root.resolve():
-        return None
-    return files_root / folder.name
+    report.bytes_freed += reserved.size
+    with contextlib.suppress(OSError):
+        files.delete_folder(reserved.token)
 
 
 def output_tokens(output: Any) -> set[str]:
@@ -136,62 +118,27 @@ def output_tokens(output: Any) -> set[str]:
     return set()
 
 
-def _remove(files_root: Path, token: str, report: SweepReport) -> None:
-    folder = files_root / token
-    if not folder.is_dir():
-        return
-    size, count = _size(folder), sum(1 for p in folder.iterdir() if p.is_file())
+def _remove(files: FileStore, token: str, report: SweepReport) -> None:
     try:
-        shutil.rmtree(folder)
+        removed = files.delete_folder(token)
     except OSError as exc:
-        report.errors.append(f"{folder}: {exc.strerror}")
+        report.errors.append(f"files/{token}: {exc.strerror}")
         return
-    report.files_deleted += count
-    report.bytes_freed += size
-
-
-def _children(root: Path) -> Iterator[Path]:
-    if root.is_dir():
-        yield from (p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
-
-
-def _newest_mtime(folder: Path) -> float:
-    """A folder counts as old only when nothing in it was written recently."""
-    try:
-        newest = folder.stat().st_mtime
-        paths = list(folder.rglob("*"))
-    except FileNotFoundError:
-        return math.inf  # removed meanwhile (an upload completed, a job ended): nothing to sweep
-    for path in paths:
-        try:
-            newest = max(newest, path.lstat().st_mtime)
-        except FileNotFoundError:
-            continue
-    return newest
-
-
-def _size(folder: Path) -> int:
-    total = 0
-    for path in folder.rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
-        except FileNotFoundError:
-            continue
-    return total
+    if removed is not None:
+        report.files_deleted += removed.file_count
+        report.bytes_freed += removed.size
 
 
 class RetentionSweeper:
     """Runs sweep() every `interval_s` on a daemon thread in the API process."""
 
-    def __init__(self, store: JobStore, files_root: Path, work_root: Path, retention_s: float,
-                 interval_s: float = SWEEP_INTERVAL_S, *, uploads_root: Path | None = None,
+    def __init__(self, store: JobStore, files: FileStore, work_root: Path, retention_s: float,
+                 interval_s: float = SWEEP_INTERVAL_S, *, uploads: Uploads | None = None,
                  upload_max_age_s: float = UPLOAD_MAX_AGE_S) -> None:
         self.store = store
-        self.files_root = files_root
+        self.files = files
         self.work_root = work_root
-        # Settings.uploads_dir sits next to Settings.files_dir in the data directory.
-        self.uploads_root = uploads_root if uploads_root is not None else files_root.parent / "uploads"
+        self.uploads = uploads
         self.upload_max_age_s = upload_max_age_s
         self.retention_s = retention_s
         self.interval_s = interval_s
@@ -212,8 +159,8 @@ class RetentionSweeper:
             self._thread = None
 
     def run_once(self) -> SweepReport:
-        report = sweep(self.store, self.files_root, time.time(), retention_s=self.retention_s,
-                       work_root=self.work_root, uploads_root=self.uploads_root,
+        report = sweep(self.store, self.files, time.time(), retention_s=self.retention_s,
+                       work_root=self.work_root, uploads=self.uploads,
                        upload_max_age_s=self.upload_max_age_s)
         self.last_report = report
         if (report.jobs_deleted or report.files_deleted or report.work_dirs_deleted

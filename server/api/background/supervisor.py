@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from server.jobs.sqlite import JobStore
+from server.jobs.store import JobStore
 from server.settings import Settings
 
 log = logging.getLogger("vace.supervisor")

@@ -32,8 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from server.api.background.webhook_signing import signature_headers
 from server.api.urls import absolute_urls
 from server.jobs.model import Job
-from server.jobs.sqlite import JobStore
-from server.jobs.sqlite_webhooks import WebhookStore
+from server.jobs.store import JobStore
 from server.outbound import AddressNotAllowed, AddressPolicy, tls_verify
 
 log = logging.getLogger("vace.webhooks")
@@ -62,7 +61,7 @@ class WebhookDispatcher:
         VACE_FETCH_ALLOW_HOSTS, as the input fetcher does."""
         self.jobs = jobs
         self.policy = AddressPolicy.for_operator(allow_hosts)
-        self.deliveries = WebhookStore(jobs)
+        self.deliveries = jobs.webhooks
         self.signing_key = signing_key
         self.max_attempts = max_attempts
         self.retry_base_s = retry_base_s

@@ -26,7 +26,7 @@ from server.contract.errors import ERRORS_DOC_URL, request_error
 from server.contract.inputs import task_of
 from server.contract.limits import InputLimits
 from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status
-from server.jobs.sqlite import JobStore
+from server.jobs.store import JobStore
 
 STREAM_POLL_S = 0.25
 STREAM_KEEPALIVE_S = 15.0

@@ -11,8 +11,8 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from server.api.background.webhook_signing import JWKS_ROUTE
 from server.contract.endpoints import ENDPOINTS
-from server.files.local import FILES_ROUTE, FileStore
-from server.jobs.sqlite import JobStore
+from server.files.store import FILES_ROUTE, FileStore
+from server.jobs.store import JobStore
 
 HEARTBEAT_STALE_S = 15.0
 
@@ -36,8 +36,9 @@ def service_router(store: JobStore, files: FileStore, published_keys: dict[str, 
 
     @router.get(FILES_ROUTE + "/{token}/{name}", tags=["files"], response_model=None)
     def get_file(token: str, name: str) -> FileResponse | JSONResponse:
-        path = files.resolve(token, name)
-        if path is None:
+        try:
+            path = files.local_copy(f"{token}/{name}")
+        except FileNotFoundError:
             return JSONResponse({"detail": "File not found"}, status_code=404)
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, filename=name)

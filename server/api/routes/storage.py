@@ -7,24 +7,17 @@
   with the raw body (or `/files/upload/multipart` + `PUT {access_url}/multipart/{id}/{n}` over 100 MB).
 
 Every finished upload is a normal `/files/{token}/{name}` file, so it can be passed back as `video_url`
-and the worker reads it from disk (server/outbound.py) instead of over HTTP.
+and the worker reads it from the FileStore (server/worker/fetch.py) instead of over HTTP. Slots and
+parts are server/files/uploads.py's.
 Tokens and upload ids are not checked yet: authentication is a later issue.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mimetypes
-import os
-import re
 import secrets
-import shutil
-import tempfile
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -33,121 +26,14 @@ from fastapi.responses import JSONResponse
 from server.api.responses import error_response
 from server.api.urls import public_base
 from server.contract.errors import request_error
-from server.files.local import FileStore
+from server.files.store import FileStore
+from server.files.uploads import PendingUpload, Uploads, UploadTooLarge
 
 CDN_TOKEN_TTL_S = 3600
-_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
-_CHUNK = 1 << 20
-# Bytes stream into such a temp file next to their destination, renamed into place only when complete
-# (server/api/background/retention.py tells an unfinished upload by it). Slots that are never completed are
-# swept by that module after Settings.upload_max_age_s without a write.
-UPLOAD_TEMP_PREFIX = ".upload-"
 
 
-class UploadTooLarge(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class PendingUpload:
-    """An upload slot handed out by an initiate call: where the bytes will end up."""
-
-    upload_id: str
-    dest: Path  # files/{token}/{name}: reserved at initiate, written atomically later
-    content_type: str
-
-
-class Uploads:
-    """Upload slots and multipart parts on disk, so they survive an API restart."""
-
-    def __init__(self, files: FileStore, root: Path, max_bytes: int) -> None:
-        self.files = files
-        self.root = root
-        self.max_bytes = max_bytes
-        root.mkdir(parents=True, exist_ok=True)
-
-    def create(self, file_name: str, content_type: str) -> PendingUpload:
-        upload_id = secrets.token_urlsafe(24)
-        dest = self.files.new_path(file_name)
-        folder = self.root / upload_id
-        folder.mkdir()
-        meta = {"dest": str(dest), "content_type": content_type, "created_at": time.time()}
-        (folder / "meta.json").write_text(json.dumps(meta))
-        return PendingUpload(upload_id, dest, content_type)
-
-    def get(self, upload_id: str) -> PendingUpload | None:
-        if not _UPLOAD_ID.fullmatch(upload_id):
-            return None
-        meta_path = self.root / upload_id / "meta.json"
-        if not meta_path.is_file():
-            return None
-        meta = json.loads(meta_path.read_text())
-        return PendingUpload(upload_id, Path(meta["dest"]), meta["content_type"])
-
-    async def write(self, request: Request, dest: Path) -> int:
-        """Stream the request body into `dest` (temp file + rename), refusing more than max_bytes."""
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > self.max_bytes:
-            raise UploadTooLarge()
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=UPLOAD_TEMP_PREFIX)
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                # Local-disk writes of 1 MB chunks are fast enough to do on the event loop.
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise UploadTooLarge()
-                    out.write(chunk)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return size
-
-    def part_path(self, upload: PendingUpload, part_number: int) -> Path:
-        return self.root / upload.upload_id / f"part-{part_number:05d}"
-
-    def assemble(self, upload: PendingUpload, parts: list[dict[str, Any]]) -> str | None:
-        """Join the listed parts by partNumber into the final file; an error message if a part is wrong."""
-        # Python's client uploads parts concurrently and lists them in completion order.
-        parts = sorted(parts, key=lambda p: int(p.get("partNumber", 0)))
-        numbers = [int(p.get("partNumber", 0)) for p in parts]
-        if not numbers or numbers[0] < 1 or len(set(numbers)) != len(numbers):
-            return "parts must list each partNumber (1, 2, ...) once"
-        total = sum(self.part_path(upload, n).stat().st_size for n in numbers
-                    if self.part_path(upload, n).is_file())
-        if total > self.max_bytes:
-            return f"upload is larger than the {self.max_bytes} byte limit"
-        fd, tmp = tempfile.mkstemp(dir=upload.dest.parent, prefix=UPLOAD_TEMP_PREFIX)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for part in parts:
-                    path = self.part_path(upload, int(part["partNumber"]))
-                    if not path.is_file():
-                        return f"part {part['partNumber']} was never uploaded"
-                    if _strip_quotes(str(part.get("etag", ""))) != file_etag(path):
-                        return f"part {part['partNumber']} etag does not match"
-                    with open(path, "rb") as src:
-                        shutil.copyfileobj(src, out, _CHUNK)
-            os.replace(tmp, upload.dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        shutil.rmtree(self.root / upload.upload_id, ignore_errors=True)
-        return None
-
-
-def file_etag(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _strip_quotes(etag: str) -> str:
-    return etag.strip().removeprefix("W/").strip('"')
+def _declared(request: Request) -> int:
+    return int(request.headers.get("content-length") or 0)
 
 
 def _default_name(content_type: str) -> str:
@@ -178,9 +64,9 @@ def _not_found() -> JSONResponse:
 class StorageApi:
     """Owns the storage routes."""
 
-    def __init__(self, files: FileStore, uploads_dir: Path, max_bytes: int, public_url: str | None) -> None:
+    def __init__(self, files: FileStore, uploads: Uploads, public_url: str | None) -> None:
         self.files = files
-        self.uploads = Uploads(files, uploads_dir, max_bytes)
+        self.uploads = uploads
         self.public_url = public_url
         self.router = APIRouter(tags=["storage"])
         add = self.router.add_api_route
@@ -200,8 +86,8 @@ class StorageApi:
     def _base(self, request: Request) -> str:
         return public_base(request, self.public_url)
 
-    def _file_url(self, request: Request, dest: Path) -> str:
-        return self._base(request) + self.files.relative_url(dest)
+    def _file_url(self, request: Request, name: str) -> str:
+        return self._base(request) + self.files.url(name)
 
     # -- rest.fal.ai style: initiate, then PUT to the returned upload_url ------------------------------
 
@@ -213,7 +99,7 @@ class StorageApi:
         upload = self.uploads.create(file_name, content_type)
         return JSONResponse({
             "upload_url": f"{self._base(request)}/storage/upload/{upload.upload_id}",
-            "file_url": self._file_url(request, upload.dest),
+            "file_url": self._file_url(request, upload.name),
         })
 
     async def put_whole(self, request: Request, upload_id: str) -> JSONResponse:
@@ -221,21 +107,19 @@ class StorageApi:
         if upload is None:
             return _not_found()
         try:
-            size = await self.uploads.write(request, upload.dest)
+            size = await self.uploads.write_file(request.stream(), _declared(request), upload)
         except UploadTooLarge:
             return _too_large(self.uploads.max_bytes)
-        return JSONResponse({"file_url": self._file_url(request, upload.dest), "size": size})
+        return JSONResponse({"file_url": self._file_url(request, upload.name), "size": size})
 
     async def put_part(self, request: Request, upload_id: str, part_number: int) -> JSONResponse:
         upload = self.uploads.get(upload_id)
         if upload is None or part_number < 1:
             return _not_found()
-        path = self.uploads.part_path(upload, part_number)
         try:
-            await self.uploads.write(request, path)
+            etag = await self.uploads.write_part(request.stream(), _declared(request), upload, part_number)
         except UploadTooLarge:
             return _too_large(self.uploads.max_bytes)
-        etag = file_etag(path)
         # JS reads the JSON body, Python's CDN multipart reads the ETag header: send both.
         return JSONResponse({"partNumber": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
 
@@ -251,7 +135,7 @@ class StorageApi:
         if problem is not None:
             code = 413 if "limit" in problem else 400
             return JSONResponse({"detail": problem}, status_code=code)
-        return JSONResponse({"file_url": self._file_url(request, upload.dest)})
+        return JSONResponse({"file_url": self._file_url(request, upload.name)})
 
     # -- v3.fal.media style (Python's default): token, then POST the raw body ------------------------
 
@@ -272,23 +156,23 @@ class StorageApi:
         name, content_type = self._cdn_name(request)
         upload = self.uploads.create(name, content_type)
         try:
-            await self.uploads.write(request, upload.dest)
+            await self.uploads.write_file(request.stream(), _declared(request), upload)
         except UploadTooLarge:
             return _too_large(self.uploads.max_bytes)
         finally:
-            shutil.rmtree(self.uploads.root / upload.upload_id, ignore_errors=True)
-        return JSONResponse({"access_url": self._file_url(request, upload.dest)})
+            self.uploads.discard(upload.upload_id)
+        return JSONResponse({"access_url": self._file_url(request, upload.name)})
 
     def cdn_multipart_create(self, request: Request) -> JSONResponse:
         name, content_type = self._cdn_name(request)
         upload = self.uploads.create(name, content_type)
-        return JSONResponse({"access_url": self._file_url(request, upload.dest),
+        return JSONResponse({"access_url": self._file_url(request, upload.name),
                              "uploadId": upload.upload_id})
 
     def _cdn_upload(self, token: str, name: str, upload_id: str) -> PendingUpload | None:
         """The upload id must belong to the file URL it is addressed under."""
         upload = self.uploads.get(upload_id)
-        if upload is None or upload.dest != self.files.root / token / name:
+        if upload is None or upload.name != f"{token}/{name}":
             return None
         return upload
 
@@ -305,4 +189,4 @@ class StorageApi:
         response = await self.complete(request, upload_id)
         if response.status_code != 200:
             return response
-        return JSONResponse({"access_url": self._file_url(request, self.files.root / token / name)})
+        return JSONResponse({"access_url": self._file_url(request, f"{token}/{name}")})

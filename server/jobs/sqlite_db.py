@@ -1,0 +1,138 @@
+"""The SQLite file behind server/jobs/sqlite.py: its schema, per-thread connections, transactions and row
+conversion. Shared by the job store and its outbox and retention parts (sqlite_webhooks.py,
+sqlite_retention.py), so none of them reaches into another's privates."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from server.contract.errors import JobError
+from server.jobs.model import Job, JobStatus, Status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT PRIMARY KEY,
+    seq              INTEGER NOT NULL,
+    endpoint         TEXT NOT NULL,
+    input            TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    public_base      TEXT NOT NULL,
+    webhook_url      TEXT,
+    start_deadline   REAL,
+    created_at       REAL NOT NULL,
+    started_at       REAL,
+    completed_at     REAL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    worker_id        TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    output           TEXT,
+    error            TEXT,
+    error_type       TEXT,
+    error_status     INTEGER,
+    error_body       TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority, seq);
+CREATE TABLE IF NOT EXISTS logs (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id   TEXT NOT NULL,
+    ts       REAL NOT NULL,
+    level    TEXT NOT NULL,
+    message  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_job ON logs (job_id, id);
+CREATE TABLE IF NOT EXISTS workers (
+    id         TEXT PRIMARY KEY,
+    pid        INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    model      TEXT,
+    detail     TEXT,
+    heartbeat  REAL NOT NULL
+);
+"""
+
+
+STATUS_COLUMNS = "id, seq, status, priority, started_at, completed_at, error, error_type"
+
+
+def row_to_status(row: sqlite3.Row) -> JobStatus:
+    return JobStatus(row["id"], row["seq"], Status(row["status"]), row["priority"], row["started_at"],
+                     row["completed_at"], row["error"], row["error_type"])
+
+
+def row_to_job(row: sqlite3.Row) -> Job:
+    error = None
+    if row["error"] is not None:
+        error = JobError(
+            message=row["error"],
+            error_type=row["error_type"],
+            status_code=row["error_status"],
+            body=json.loads(row["error_body"]),
+        )
+    return Job(
+        id=row["id"],
+        seq=row["seq"],
+        endpoint=row["endpoint"],
+        input=json.loads(row["input"]),
+        status=Status(row["status"]),
+        priority=row["priority"],
+        public_base=row["public_base"],
+        webhook_url=row["webhook_url"],
+        start_deadline=row["start_deadline"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        attempts=row["attempts"],
+        worker_id=row["worker_id"],
+        cancel_requested=bool(row["cancel_requested"]),
+        output=json.loads(row["output"]) if row["output"] is not None else None,
+        error=error,
+    )
+
+
+
+class SqliteDatabase:
+    """One SQLite file in WAL mode, one connection per thread (sqlite3 connections are not shareable)."""
+
+    def __init__(self, path: Path, *schemas: str) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        for schema in schemas:
+            self.conn().executescript(schema)  # idempotent; executescript manages its own transaction
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit: each statement outside `transaction()` commits alone)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode; only a power cut can lose the last commit.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: takes the write lock up front so read-then-write cannot race."""
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
