@@ -29,7 +29,7 @@ from server.jobs.factory import open_job_store
 from server.jobs.store import JobStore
 from server.settings import Settings
 
-# What the JS client sends from a browser (fal-protocol.md §6.2), plus the other x-fal-* request headers.
+# What the JS client sends from a browser (docs/fal-protocol.md §6.2), plus the other x-fal-* request headers.
 CORS_HEADERS = [
     "authorization", "content-type", "accept", "x-fal-queue-priority", "x-fal-target-url",
     "x-fal-runner-hint", "x-fal-request-timeout", "x-fal-request-start-timeout",

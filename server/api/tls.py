@@ -1,7 +1,7 @@
 """A self-signed certificate for `vace serve --ssl-self-signed`.
 
 fal-client builds only https:// URLs from FAL_RUN_HOST, so serving TLS lets it talk to this server with
-environment variables alone (fal-protocol.md §6.1 Option A); clients trust the cert via SSL_CERT_FILE.
+environment variables alone (docs/fal-protocol.md §6.1 Option A); clients trust the cert via SSL_CERT_FILE.
 """
 
 from __future__ import annotations

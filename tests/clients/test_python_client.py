@@ -21,7 +21,7 @@ fal_client = pytest.importorskip("fal_client", reason="pip install -e '.[test]' 
 
 @pytest.fixture(scope="module")
 def fal(client_server: LiveServer) -> Iterator[ModuleType]:
-    """docs/clients.md, "Python over plain HTTP": four assignments after import (fal-protocol.md §6.1 B)."""
+    """docs/clients.md, "Python over plain HTTP": four assignments after import (docs/fal-protocol.md 6.1)."""
     os.environ.setdefault("FAL_KEY", "local-key-id:local-key-secret")  # sent as `Authorization: Key ...`
     import fal_client.client as c
 
@@ -76,7 +76,7 @@ def test_submit_status_result_of_a_failing_request(fal: ModuleType, media: Media
     assert isinstance(events[-1], fal.Completed)
     assert events[-1].error_type == "unsupported_video_format"
 
-    # The by-id helpers rebuild URLs from QUEUE_URL_FORMAT without the sub-path (fal-protocol.md §1).
+    # The by-id helpers rebuild URLs from QUEUE_URL_FORMAT without the sub-path (docs/fal-protocol.md §1).
     status = fal.status(APP, handle.request_id, with_logs=True)
     assert isinstance(status, fal.Completed)
     assert status.logs and {"message", "level", "timestamp"} <= set(status.logs[0])

@@ -1,4 +1,4 @@
-"""Webhook signatures made the way fal makes them (fal-protocol.md §3), with this server's own key.
+"""Webhook signatures made the way fal makes them (docs/fal-protocol.md §3), with this server's own key.
 
 Each delivery carries `X-Fal-Webhook-Request-Id`, `-User-Id`, `-Timestamp` (unix seconds) and `-Signature`:
 the hex Ed25519 signature of

@@ -1,4 +1,4 @@
-"""Webhook delivery (fal-protocol.md §3): POST fal's payload to `?fal_webhook=URL` once a job completes.
+"""Webhook delivery (docs/fal-protocol.md §3): POST fal's payload to `?fal_webhook=URL` once a job completes.
 
 A daemon thread in the API process polls the job store, so delivery never holds up a job or a worker,
 and pending deliveries (attempt count, next time) live in SQLite and resume after a restart.

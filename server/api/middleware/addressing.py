@@ -1,4 +1,4 @@
-"""One server, three ways of addressing it (fal-protocol.md §1, §6.4), normalised before routing.
+"""One server, three ways of addressing it (docs/fal-protocol.md §1, §6.4), normalised before routing.
 
 - `/queue/{endpoint}...`  queue semantics by path prefix.
 - `Host: queue.<anything>` + `/{endpoint}...`  queue semantics by host (FAL_QUEUE_RUN_HOST=queue.example.com).

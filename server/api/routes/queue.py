@@ -1,4 +1,4 @@
-"""fal's queue and run routes (fal-protocol.md §2): submit, status, status stream, result, cancel, run.
+"""fal's queue and run routes (docs/fal-protocol.md §2): submit, status, status stream, result, cancel, run.
 
 This module deliberately has no `from __future__ import annotations`: FastAPI reads the per-endpoint input
 model from each generated handler's annotations at runtime.

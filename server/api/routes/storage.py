@@ -1,4 +1,4 @@
-"""Uploads in the shapes both fal clients speak (fal-protocol.md §4), stored in this server's FileStore.
+"""Uploads in the shapes both fal clients speak (docs/fal-protocol.md §4), stored in this server's FileStore.
 
 - JS `fal.storage.upload` and Python's `fal` fallback: `POST /storage/upload/initiate` returns an
   `upload_url` on this server and the final `file_url`; the client then `PUT`s the bytes to `upload_url`.
