@@ -5,7 +5,7 @@ Kept free of heavy imports: the API process imports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from server.contract.inputs import (
     WanVACEOutpaintingRequest,
     WanVACEPoseRequest,
     WanVACEReframeRequest,
+    task_of,
 )
 from server.contract.limits import OUTPUT_TOO_LONG, InputLimits, output_length_field
 from server.contract.outputs import (
@@ -54,6 +55,36 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint(f"{APP_ID}/reframe", "reframe", WanVACEReframeRequest, WanVACEReframeResponse),
     )
 }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The canonical input: what the API stores at submit and the worker reads back
+# ------------------------------------------------------------------------------------------------------------
+
+
+def stored_input(endpoint: Endpoint, payload: BaseModel, random_seed: int) -> dict[str, Any]:
+    """The input as the API stores it, JSON-ready: validated by the endpoint's model, every field of the root
+    model present (defaults filled; the root's for fields this endpoint lacks, which its task ignores), the
+    task resolved, and `random_seed` where the request left the seed to the server."""
+    fields = payload.model_dump(mode="json") | {"task": task_of(endpoint.id, payload)}
+    if fields.get("seed") is None:
+        fields["seed"] = random_seed
+    return WanVACEInput.model_construct(**fields).model_dump(mode="json")
+
+
+def canonical_input(endpoint_id: str, stored: Mapping[str, Any]) -> WanVACEInput:
+    """The worker's typed view of a stored input, built with `model_construct`: no validation runs.
+
+    The data was validated at submit by the endpoint's own model, so validating again would only re-apply
+    user-facing rules to what this server wrote itself, and would fail an accepted job if a later release
+    tightened a rule. Rows stored before `stored_input` existed hold only the endpoint's own fields and no
+    task: the endpoint names the task, and missing fields take the root model's defaults, as new rows do.
+    """
+    endpoint = ENDPOINTS[endpoint_id]
+    fields = {name: value for name, value in stored.items() if name in WanVACEInput.model_fields}
+    if endpoint.task is not None:
+        fields["task"] = endpoint.task  # a task sub-path wins, as task_of says
+    return WanVACEInput.model_construct(**fields)
 
 
 def parse_app_path(path: str) -> str | None:
