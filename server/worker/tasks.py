@@ -1,6 +1,8 @@
 """One `TaskPlan` per task: its timeline, the models it needs, its conditioning and its post-processing.
 
-This is the one module of the worker that knows task names (PLANS below); every other step asks the plan.
+The one module that branches on tasks: PLANS maps each task to its plan and every step of the runner asks
+the plan. What the API must know at submit (refusals, which task interpolates) is data in
+server/contract/endpoints.py's TASK_RULES, which the API process can import and this module reads.
 Conditioning follows VACE's convention (preprocessors/conditioning.py): white = generate, black = keep.
 Depth, pose and inpainting cover-crop the input to the output size; outpainting and reframe place it on a
 canvas and never crop it (preprocessors/canvas.py).
@@ -29,6 +31,7 @@ from preprocessors.interpolation.timeline import Timeline
 from preprocessors.masks import binarize_mask
 from preprocessors.spatial import resize_cover
 from preprocessors.temporal import fit_length
+from server.contract.endpoints import TASK_RULES
 from server.contract.inputs import WanVACEInput
 from server.worker.types import Conditioned, JobHooks, SizeRule, Timing
 
@@ -52,8 +55,12 @@ class TaskPlan:
     name: str = ""
 
     def timeline(self, request: WanVACEInput, timing: Timing) -> Timeline:
-        """Which frames are generated and how many the output has; only reframe interpolates."""
-        return Timeline(timing.fps, timing.num_frames)
+        """Which frames are generated and how many the output has. Only a task whose contract has temporal
+        factors (reframe) generates every (d+1)-th frame and interpolates; the others ignore the fields."""
+        if not TASK_RULES[self.name].temporal_factors:
+            return Timeline(timing.fps, timing.num_frames)
+        return Timeline(timing.fps, timing.num_frames, request.temporal_downsample_factor,
+                        request.temporal_upsample_factor)
 
     def wants_control(self, request: WanVACEInput) -> bool:
         """Whether the input goes through a control annotator (depth, pose) before conditioning."""
@@ -173,11 +180,7 @@ class ReframePlan(TaskPlan):
     """The input fitted inside the output's aspect ratio (zoomed by zoom_factor), the rest generated; the
     temporal factors generate every (d+1)-th frame and interpolate the output back up."""
 
-    name = "reframe"
-
-    def timeline(self, request: WanVACEInput, timing: Timing) -> Timeline:
-        return Timeline(timing.fps, timing.num_frames, request.temporal_downsample_factor,
-                        request.temporal_upsample_factor)
+    name = "reframe"  # its temporal factors: TASK_RULES in server/contract/endpoints.py
 
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
