@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from pipelines.generate import GenerationCancelled, GenerationRequest, generate
 from pipelines.schedulers import default_flow_shift
 from preprocessors.annotators.registry import AnnotatorConfig, Annotators
+from preprocessors.interpolation.timeline import Timeline
 from preprocessors.sizing import pipeline_num_frames, target_size
 from preprocessors.temporal import fit_length
 from server.contract.endpoints import canonical_input
@@ -116,18 +119,12 @@ class Executor:
         # 7. Trim the 4k+1 padding away; the task's post-processing (paste-back) on the generated frames, so
         #    interpolated in-betweens blend pasted pixels; then interpolate (reframe's temporal factors).
         output = plan.post_process(request, output[: fitted.generated.num_frames], conditioned)
-        timeline = fitted.timeline
-        if timeline.factor:
-            _check_cancel(hooks)
-            started = time.monotonic()
-            assert models.interpolator is not None  # load_models loads it whenever the timeline has a factor
-            output = models.interpolator.interpolate(output, timeline.factor)[: timeline.output_frames]
-            hooks.log(f"Interpolated to {len(output)} frames in {time.monotonic() - started:.1f}s")
+        output = _interpolate(models, fitted.timeline, output, hooks)
 
         # 8. What leaves the server is checked too.
         if models.checker is not None:
             check_safety(models.checker, output, None, "generated video", hooks)
-        out_timing = Timing(fps=timeline.output_fps, num_frames=timeline.output_frames)
+        out_timing = Timing(fps=fitted.timeline.output_fps, num_frames=fitted.timeline.output_frames)
         return Generated(task=plan.name, frames=output, timing=out_timing, prompt=prompt, seed=seed)
 
     def _condition(self, plan: TaskPlan, request: WanVACEInput, fitted: FittedInput, reader: InputReader,
@@ -161,6 +158,20 @@ def _prompt(models: RequestModels, request: WanVACEInput, plan: TaskPlan, hooks:
     prompt = models.expander.expand_prompt(request.prompt, plan.name)
     hooks.log(f"Expanded prompt: {prompt}")
     return prompt
+
+
+def _interpolate(models: RequestModels, timeline: Timeline, output: np.ndarray,
+                 hooks: JobHooks) -> np.ndarray:
+    """The in-betweens of a timeline with temporal factors; other timelines' frames are the output."""
+    if not timeline.factor:
+        return output
+    if models.interpolator is None:  # load_models loads it whenever the timeline has a factor
+        raise RuntimeError("the timeline has temporal factors but no interpolator was loaded")
+    _check_cancel(hooks)
+    started = time.monotonic()
+    output = models.interpolator.interpolate(output, timeline.factor)[: timeline.output_frames]
+    hooks.log(f"Interpolated to {len(output)} frames in {time.monotonic() - started:.1f}s")
+    return output
 
 
 def _stored_seed(request: WanVACEInput) -> int:
