@@ -30,6 +30,7 @@ from pipelines.generate import GenerationRequest  # noqa: E402
 from pipelines.loader import load_pipeline  # noqa: E402
 from pipelines.tiny import ensure_tiny_pipeline  # noqa: E402
 from preprocessors.video_io import write_mp4  # noqa: E402
+from server.contract.endpoints import ENDPOINTS, stored_input  # noqa: E402
 from server.files.local import LocalFileStore  # noqa: E402
 from server.worker.fetch import Fetcher  # noqa: E402
 from server.worker.runner import Executor, JobHooks  # noqa: E402
@@ -120,7 +121,9 @@ def main() -> None:
         print(f"{'task':12} {'worker s':>9} {'diffusers s':>12} {'ratio':>6}")
         for task in args.tasks:
             inputs = task_inputs(task, video_url, mask_url, args.steps)
-            job = BenchJob(f"bench-{task}", f"{APP}/{task}", inputs)
+            endpoint = ENDPOINTS[f"{APP}/{task}"]  # stored as the API stores it at submit
+            stored = stored_input(endpoint, endpoint.input_model.model_validate(inputs), random_seed=0)
+            job = BenchJob(f"bench-{task}", endpoint.id, stored)
             started = time.perf_counter()
             executor.run(job, hooks)  # type: ignore[arg-type]
             worker_s = time.perf_counter() - started

@@ -119,14 +119,6 @@ class Annotators:
             return ensure_tiny_annotator(self.config.root, name)
         return self.config.root / name
 
-    def control(self, task: str) -> ControlAnnotator:
-        """The depth or pose annotator as a frames -> control video function."""
-        if task == "depth":
-            return self.depth().estimate
-        if task == "pose":
-            return self.pose().annotate
-        raise ValueError(f"no control annotator for task {task!r}")
-
     def depth(self) -> DepthEstimator:
         return self._get(catalog.choices("depth")[self.config.depth_backend])
 

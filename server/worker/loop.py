@@ -8,22 +8,21 @@ in the queue without spending an attempt, so a restart loses nothing.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-import traceback
 from typing import TYPE_CHECKING
 
-from server.contract.errors import InputError, JobError, cancelled_error, internal_error, request_error
+from server.contract.errors import cancelled_error
 from server.contract.limits import InputLimits
 from server.files.factory import open_file_store
 from server.jobs.factory import open_job_store
 from server.jobs.model import Job
 from server.settings import Settings
+from server.worker.failures import failure_of, log_line
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
 
@@ -102,18 +101,9 @@ class Worker:
                 job_log("Worker shutting down; request returned to the queue", "WARN")
                 self.store.requeue(job.id, self.worker_id, count_attempt=False)
             return
-        except InputError as exc:
-            job_log(exc.message, "ERROR")
-            self.store.fail(job.id, self.worker_id, exc.to_job_error())
-            return
-        except Exception as exc:  # noqa: BLE001 - any model failure must end the job, not the worker
-            job_log(f"{type(exc).__name__}: {exc}", "ERROR")
-            if _disk_full(exc):  # fetching, decoding or encoding: not the model's fault, nor the user's
-                log.error("%s: out of disk space (ENOSPC) in job %s", self.worker_id, job.id)
-                self.store.fail(job.id, self.worker_id, disk_full_error())
-                return
-            traceback.print_exc()
-            self.store.fail(job.id, self.worker_id, _model_failure(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure must end the job, not the worker
+            job_log(log_line(exc), "ERROR")
+            self.store.fail(job.id, self.worker_id, failure_of(exc, f"{self.worker_id}, job {job.id}"))
             return
         job_log("Completed")
         self.store.complete(job.id, self.worker_id, output)
@@ -121,41 +111,6 @@ class Worker:
     def _heartbeat(self) -> None:
         while not self.stopping.wait(HEARTBEAT_S):
             self.store.heartbeat(self.worker_id)
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """ENOSPC on the exception or anything it was raised from (PyAV's and our wrappers keep the cause)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def disk_full_error() -> JobError:
-    return request_error("The server is out of disk space; the request could not be completed. Retry "
-                         "later, or tell the server's operator.", "runner_server_error", 507)
-
-
-def _model_failure(exc: Exception) -> JobError:
-    """Out-of-memory is the one failure users can act on (smaller size or fewer frames): say so."""
-    if type(exc).__name__ == "OutOfMemoryError":
-        _release_cuda_memory()
-        return request_error(
-            "Out of GPU memory for this request; try a lower resolution or fewer frames.",
-            "runner_server_error", 500,
-        )
-    return internal_error(f"Generation failed: {type(exc).__name__}: {exc}")
-
-
-def _release_cuda_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _die_with_parent() -> None:

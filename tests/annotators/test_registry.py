@@ -24,7 +24,7 @@ def test_tiny_registry_builds_only_what_is_used_and_caches(tmp_path: Path) -> No
     assert not verdict.flagged and verdict.score < 0.01
     strict = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True, safety_threshold=0.0))
     assert strict.safety().check_frames(frames).flagged
-    depth = registry.control("depth")(frames)
+    depth = registry.depth().estimate(frames)
     assert depth.shape == frames.shape and (tmp_path / MIDAS.folder).is_dir()
     assert not (tmp_path / DEPTH_ANYTHING.folder).exists() and not (tmp_path / DWPOSE.folder).exists()
 
@@ -54,7 +54,7 @@ def test_pose_backend_choice(tmp_path: Path) -> None:
     registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu", tiny=True))
     assert registry.config.pose_backend == "dwpose"  # VACE's own annotator, body + face
     frames = np.ascontiguousarray(skimage.data.astronaut()[None, ::2, ::2])
-    video = registry.control("pose")(frames)
+    video = registry.pose().annotate(frames)
     assert video.shape == frames.shape and video.dtype == np.uint8 and video.any()
     assert (tmp_path / DWPOSE.folder).is_dir() and not (tmp_path / OPENPOSE.folder).exists()
     assert registry.loaded() == [DWPOSE.folder]

@@ -31,6 +31,7 @@ from server.contract.errors import InputError
 from server.files.local import LocalFileStore
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
+from server.worker.tasks import PLANS
 from tests.server.test_execute_equivalence import job, shrink, tiny_sizes, uri
 
 SRC_W, SRC_H, FRAMES, FPS = 192, 96, 7, 16
@@ -103,7 +104,7 @@ def test_preprocess_runs_the_annotator_on_the_fitted_frames(
               hooks)
     # The annotator sees the 7 real frames at the target size (96x48); the 4k+1 padding holds the last result.
     # (The first and last frames are enough to check.)
-    expected = tiny_annotators.control(task)(shrink(frames, 96, 48)[[0, -1]])
+    expected = PLANS[task].load_control(tiny_annotators)(shrink(frames, 96, 48)[[0, -1]])
     (req,) = echo
     control = np.rint(req.video * 255).astype(np.uint8)
     assert len(control) == 9

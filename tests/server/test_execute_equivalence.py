@@ -33,7 +33,7 @@ from PIL import Image
 
 from pipelines.loader import load_pipeline
 from preprocessors.video_io import probe_video, read_video, write_mp4
-from server.contract.endpoints import APP_ID, ENDPOINTS
+from server.contract.endpoints import APP_ID, ENDPOINTS, stored_input
 from server.files.local import LocalFileStore
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
@@ -112,11 +112,14 @@ def executor(pipe: WanVACEPipeline, tmp_path: Path) -> Executor:
     return Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes)
 
 
-def job(endpoint: str, payload: dict[str, Any]) -> FakeJob:
-    # What the API stores: the validated input as JSON, with the seed filled in.
+def job(endpoint: str, payload: dict[str, Any], previous_release: bool = False) -> FakeJob:
+    # What the API stores (server/contract/endpoints.py's stored_input), with the seed filled in; or what the
+    # previous release stored: the endpoint model's own dump and the seed.
     model = ENDPOINTS[endpoint].input_model
-    return FakeJob(f"job-{endpoint.rsplit('/', 1)[-1]}", endpoint,
-                   model.model_validate(payload).model_dump(mode="json") | {"seed": SEED})
+    validated = model.model_validate(payload | {"seed": SEED})
+    data = (validated.model_dump(mode="json") if previous_release
+            else stored_input(ENDPOINTS[endpoint], validated, random_seed=SEED))
+    return FakeJob(f"job-{endpoint.rsplit('/', 1)[-1]}", endpoint, data)
 
 
 def run_frames(executor: Executor, endpoint: str, payload: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
@@ -280,3 +283,18 @@ def test_run_encodes_what_generate_frames_returns(executor: Executor, inputs: In
     source = shrink(inputs.frames, 48, 24)
     band = decoded[:, 36:60].astype(np.int16) - source.astype(np.int16)
     assert np.abs(band).mean() < 6
+
+
+def test_a_job_stored_by_the_previous_release_gives_the_same_frames(
+    executor: Executor, inputs: Inputs
+) -> None:
+    # Rows queued before the canonical input existed (a data dir a restart picks up) still run, unchanged.
+    payload = common(inputs, task="outpainting", expand_top=True, expand_ratio=0.5, paste_back=True)
+    hooks = JobHooks(lambda _: None, lambda: False)
+    old = executor.generate_frames(job(APP_ID, payload, previous_release=True), hooks)
+    new = executor.generate_frames(job(APP_ID, payload), hooks)
+    np.testing.assert_array_equal(old.frames, new.frames)
+    depth = common(inputs, ref_image_urls=[inputs.ref_uri])
+    old = executor.generate_frames(job(f"{APP_ID}/depth", depth, previous_release=True), hooks)
+    new = executor.generate_frames(job(f"{APP_ID}/depth", depth), hooks)
+    np.testing.assert_array_equal(old.frames, new.frames)

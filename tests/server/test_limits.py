@@ -11,7 +11,6 @@ import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import av
@@ -276,14 +275,17 @@ def test_cli_defaults_are_the_settings_defaults(tmp_path: Path, monkeypatch: pyt
 
 def test_mask_of_another_size_and_length_is_fitted(tmp_path: Path) -> None:
     """README: masks are cover-resized (nearest-neighbour); a mask video is fitted in time like the input."""
+    from server.contract.inputs import WanVACEInput
     from server.files.local import LocalFileStore
     from server.worker.fetch import Fetcher
-    from server.worker.runner import Executor, Timing
+    from server.worker.inputs import InputReader
+    from server.worker.tasks import InpaintingPlan
+    from server.worker.types import Timing
 
     files = LocalFileStore(tmp_path / "files")
-    executor = Executor(None, Fetcher(files, tmp_path / "work", 10**6, 5.0), files, tmp_path / "work")
     scratch = tmp_path / "work" / "job"
     scratch.mkdir(parents=True)
+    reader = InputReader(Fetcher(files, tmp_path / "work", 10**6, 5.0), InputLimits(), scratch)
     frames = np.zeros((17, 24, 32, 3), np.uint8)  # the control video at the generation size
     timing = Timing(fps=16.0, num_frames=17)
     for count, fps in ((10, 8), (60, 16)):  # shorter (and slower) than the output, then longer
@@ -291,8 +293,8 @@ def test_mask_of_another_size_and_length_is_fitted(tmp_path: Path) -> None:
         mask[:, :, :32] = 255  # left half: generate
         path = tmp_path / f"mask-{count}.mp4"
         write_mp4(mask, fps, path)
-        params = SimpleNamespace(mask_image_url=None, mask_video_url=data_uri(path))
-        fitted = executor._mask(params, frames, timing, scratch)
+        params = WanVACEInput.model_construct(mask_image_url=None, mask_video_url=data_uri(path))
+        fitted = InpaintingPlan().mask(params, frames, timing, reader)
         assert fitted.shape == (17, 24, 32)
         assert set(np.unique(fitted)) <= {0, 255}
         assert (fitted[:, :, :15] == 255).all() and (fitted[:, :, 17:] == 0).all()
@@ -300,8 +302,8 @@ def test_mask_of_another_size_and_length_is_fitted(tmp_path: Path) -> None:
     image[:48] = 255  # top half
     png = tmp_path / "mask.png"
     Image.fromarray(image).save(png)
-    params = SimpleNamespace(mask_image_url=_png(png), mask_video_url=None)
-    fitted = executor._mask(params, frames, timing, scratch)
+    params = WanVACEInput.model_construct(mask_image_url=_png(png), mask_video_url=None)
+    fitted = InpaintingPlan().mask(params, frames, timing, reader)
     assert fitted.shape == (17, 24, 32)
     assert (fitted[:, :11] == 255).all() and (fitted[:, 13:] == 0).all()
 

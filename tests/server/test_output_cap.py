@@ -28,6 +28,7 @@ from server.contract.timing import output_frames
 from server.files.local import LocalFileStore
 from server.settings import Settings
 from server.worker.fetch import Fetcher
+from server.worker.inputs import MAX_FRAMES
 from server.worker.runner import Executor
 from tests.server.test_execute_annotators import run
 from tests.server.test_execute_equivalence import tiny_sizes, uri
@@ -71,11 +72,11 @@ def _check(endpoint: str, payload: dict[str, Any], limits: InputLimits | None = 
 def test_default_cap_is_the_longest_output_the_schema_allows():
     _, max_frames = _bounds("num_frames")
     downs, ups = _bounds("temporal_downsample_factor"), _bounds("temporal_upsample_factor")
-    # match_input_num_frames can give any length from 1 up to num_frames' maximum (execute.MAX_FRAMES).
+    # match_input_num_frames can give any length from 1 up to num_frames' maximum (MAX_FRAMES).
     longest = max(output_frames(n, d, u) for n, d, u in itertools.product(
         range(1, max_frames + 1), range(downs[0], downs[1] + 1), range(ups[0], ups[1] + 1)))
     assert longest == LARGEST_VALID_OUTPUT == InputLimits().max_output_frames == 1441
-    assert max_frames == execute.MAX_FRAMES
+    assert max_frames == MAX_FRAMES
     assert output_frames(241, 5, 5) == 441  # downsampling shortens it: 41 generated, 10 in-betweens each
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from server.contract.inputs import WanVACEPoseRequest
 from server.jobs.factory import open_job_store
 from tests.server.conftest import Media, data_uri, start_server, wait_completed, wait_for_step
 
@@ -49,3 +50,23 @@ def test_sigkill_loses_no_job(tmp_path: Path, media: Media) -> None:
             assert client.get("/health").status_code == 200
     finally:
         second.stop()
+
+
+def test_a_job_queued_by_the_previous_release_runs_after_the_upgrade(tmp_path: Path, media: Media) -> None:
+    # The previous release stored the endpoint model's own dump and the seed (no `task`, no root fields);
+    # server/contract/endpoints.py's canonical_input still reads such rows.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    old_row = WanVACEPoseRequest.model_validate(
+        {"prompt": "x", "video_url": data_uri(media.control), "resolution": "240p", "num_inference_steps": 4}
+    ).model_dump(mode="json") | {"seed": 9}
+    queued = open_job_store(data_dir / "jobs.sqlite3").submit(f"{APP}/pose", old_row, public_base="http://x")
+    server = start_server(data_dir)
+    try:
+        with server.client() as client:
+            done = wait_completed(client, f"/queue/{APP}/requests/{queued.id}/status")
+            assert "error" not in done, done
+            result = client.get(f"/queue/{APP}/requests/{queued.id}").json()
+            assert result["seed"] == 9 and result["video"]["file_name"].startswith("pose-")
+    finally:
+        server.stop()

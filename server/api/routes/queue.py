@@ -21,7 +21,15 @@ from starlette.types import Scope
 
 from server.api.responses import error_response
 from server.api.urls import absolute_urls, public_base, scope_base
-from server.contract.endpoints import APP_ID, ENDPOINTS, Endpoint, Refusal, parse_app_path, submit_refusal
+from server.contract.endpoints import (
+    APP_ID,
+    ENDPOINTS,
+    Endpoint,
+    Refusal,
+    parse_app_path,
+    stored_input,
+    submit_refusal,
+)
 from server.contract.errors import ERRORS_DOC_URL, request_error
 from server.contract.inputs import task_of
 from server.contract.limits import InputLimits
@@ -149,10 +157,8 @@ class QueueApi:
         full = self._queue_full(request)
         if full is not None:
             return full
-        data = payload.model_dump(mode="json")
-        if data.get("seed") is None:
-            # Chosen at submit so a retried attempt reproduces the same video.
-            data["seed"] = secrets.randbelow(MAX_SEED)
+        # A seed not given is chosen at submit so a retried attempt reproduces the same video.
+        data = stored_input(endpoint, payload, random_seed=secrets.randbelow(MAX_SEED))
         job = self.store.submit(
             endpoint.id, data, public_base=public_base(request, self.public_url),
             priority=PRIORITIES.get((priority or "normal").lower(), PRIORITIES["normal"]),
