@@ -1,7 +1,7 @@
 """The worker's code path (Executor) gives exactly what a direct WanVACEPipeline call gives, per task.
 
 For each task the test builds the pipeline's video, mask and reference images itself, from the documented
-conventions (README "What a request means", notes §1.3 and §2: gray 0.5 = unknown, mask 1 = generate, 0 =
+conventions (README "What a request means": gray 0.5 = unknown, mask 1 = generate, 0 =
 keep; outpainting/reframe geometry from preprocessors/canvas.py's docstring), computing the placements by
 hand rather than calling the server's helpers. Then it compares the Executor's frames (before H.264) with the
 direct call's, bit for bit.
@@ -152,7 +152,7 @@ def unit(frames: np.ndarray) -> np.ndarray:
 
 def direct(pipe: WanVACEPipeline, video: np.ndarray, mask: np.ndarray, scheduler: Any, *,
            prompt: str, refs: list[Image.Image] | None = None, guidance: float = 1.0) -> np.ndarray:
-    """One plain diffusers call: tensors (1, F, C, H, W) in [0, 1] (notes §1.3), uint8 out."""
+    """One plain diffusers call: tensors (1, F, C, H, W) in [0, 1] (as WanVACEPipeline takes them), uint8 out."""
     count, height, width = mask.shape
     loaded = pipe.scheduler
     pipe.scheduler = scheduler
