@@ -152,7 +152,7 @@ def unit(frames: np.ndarray) -> np.ndarray:
 
 def direct(pipe: WanVACEPipeline, video: np.ndarray, mask: np.ndarray, scheduler: Any, *,
            prompt: str, refs: list[Image.Image] | None = None, guidance: float = 1.0) -> np.ndarray:
-    """One plain diffusers call: tensors (1, F, C, H, W) in [0, 1] (as WanVACEPipeline takes them), uint8 out."""
+    """One plain diffusers call: tensors (1, F, C, H, W) in [0, 1] as the pipeline takes them; uint8 out."""
     count, height, width = mask.shape
     loaded = pipe.scheduler
     pipe.scheduler = scheduler

@@ -3,9 +3,9 @@
 - `/queue/{endpoint}...`  queue semantics by path prefix.
 - `Host: queue.<anything>` + `/{endpoint}...`  queue semantics by host (FAL_QUEUE_RUN_HOST=queue.example.com).
 - `/run/{endpoint}` or a bare `/{endpoint}` on any other host: the synchronous run route.
-- `/api/fal/proxy` with `x-fal-target-url: https://queue.fal.run/...` (the JS client's `proxyUrl`, docs/fal-protocol.md §6.2):
-  the target URL's host, path and query pick the route, exactly as if it had been called directly. Nothing
-  is fetched from the target host: this server *is* the upstream.
+- `/api/fal/proxy` with `x-fal-target-url: https://queue.fal.run/...` (the JS client's `proxyUrl`,
+  docs/fal-protocol.md §6.2): the target URL's host, path and query pick the route, exactly as if it had
+  been called directly. Nothing is fetched from the target host: this server *is* the upstream.
 
 Trailing slashes are stripped instead of redirected: fal's SDKs add them and follow no redirects.
 Every response gets `x-fal-request-id`; routes that know the job id put it in `request.state`.
