@@ -43,4 +43,12 @@ class ConfigFileSource(PydanticBaseSettingsSource):
         return self._values.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
+        # Keyed as the environment source keys them (a field's string alias, else its name), so the two
+        # merge by priority instead of one arriving as an extra input beside the other.
+        fields = self.settings_cls.model_fields
+        return {_input_key(fields[name], name): value for name, value in self._values.items()}
+
+
+def _input_key(field: FieldInfo, name: str) -> str:
+    alias = field.validation_alias
+    return alias if isinstance(alias, str) else name

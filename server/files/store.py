@@ -83,8 +83,8 @@ class FileStore(Protocol):
 
 def safe_name(name: str) -> str:
     """A file name with only [A-Za-z0-9._-], no leading dot, at most 120 characters."""
-    cleaned = _UNSAFE.sub("_", name).strip("._") or "file"
-    return cleaned[:120]
+    # Cut before stripping, so a cut that ends in "." or "_" still gives a name split_name accepts.
+    return _UNSAFE.sub("_", name)[:120].strip("._") or "file"
 
 
 def split_name(name: str) -> tuple[str, str] | None:

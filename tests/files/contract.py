@@ -33,6 +33,13 @@ class FileStoreContract:
         assert len(token) >= 20 and file_name == "my_clip.mp4"
         assert not files.exists(first), "reserved is not written"
 
+    def test_a_long_name_cut_at_a_separator_is_still_writable(self, files: FileStore) -> None:
+        # 120 characters is the cap: the cut lands on "_" (from the space), which must not end the name.
+        name = files.reserve("a" * 119 + " b.mp4")
+        with files.writer(name) as out:
+            out.write(b"x")
+        assert files.exists(name) and files.size(name) == 1 and files.url(name).endswith(name)
+
     def test_written_file_reads_back_with_its_size_url_and_local_copy(self, files: FileStore) -> None:
         name = put(files, "out.mp4", b"video bytes")
         assert files.exists(name) and files.size(name) == len(b"video bytes")

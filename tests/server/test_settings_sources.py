@@ -54,6 +54,25 @@ def test_flag_beats_environment_beats_file_beats_default(tmp_path: Path, monkeyp
     assert Settings.from_json(settings.to_json()).retention_s == 7200.0  # the worker needs no file
 
 
+@pytest.mark.parametrize(("environment", "flags", "expected"), [
+    ("https://env.example", [], "https://env.example"),  # the environment's alias over the file's key
+    (None, ["--cors-origin", "https://flag.example"], "https://flag.example"),
+    ("https://env.example", ["--cors-origin", "https://flag.example"], "https://flag.example"),
+])
+def test_an_aliased_setting_in_the_file_yields_to_environment_and_flag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environment: str | None, flags: list[str],
+        expected: str) -> None:
+    """VACE_CORS_ORIGINS is the one setting whose variable is not VACE_<FIELD>; the file sets it too."""
+    config = tmp_path / "vace.toml"
+    config.write_text('cors-origin = ["https://file.example"]')
+    if environment is None:
+        monkeypatch.delenv("VACE_CORS_ORIGINS", raising=False)
+    else:
+        monkeypatch.setenv("VACE_CORS_ORIGINS", environment)
+    settings = _served(monkeypatch, ["--data-dir", str(tmp_path), "--config", str(config), *flags])
+    assert settings.cors_allow_origins == expected
+
+
 def test_config_file_from_the_environment_is_read_once(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "vace.toml"
