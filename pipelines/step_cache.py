@@ -71,6 +71,7 @@ class StepCache:
         self._last_input: torch.Tensor | None = None
         self._last_output: torch.Tensor | None = None
         self._saved_forward: Any = None
+        self._installed: Any = None
         self._handles: list[Any] = []
 
     # --- installation -----------------------------------------------------------------------------------
@@ -80,7 +81,8 @@ class StepCache:
         # accelerate's offload hooks may have replaced forward on the instance: wrap whatever is there.
         self._saved_forward = model.__dict__.get("forward")
         self._original = model.forward
-        model.forward = self._forward
+        self._installed = self._forward  # one bound method, so it can be told apart from a replacement
+        model.forward = self._installed
         self._handles = [
             model.patch_embedding.register_forward_hook(self._record_body_input),
             model.norm_out.register_forward_pre_hook(self._at_body_output),
@@ -126,21 +128,38 @@ class StepCache:
                 return self._original(*args, **kwargs)
         finally:
             self._reusing = None
+            self._stay_installed()
 
     def _compute(self, branch: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.forwards_computed += 1
         self._running = branch
+        self._residuals.pop(branch, None)  # not held twice while its successor is computed
         try:
             out = self._original(*args, **kwargs)
         finally:
             self._running = None
             self._body_input = None
+            self._stay_installed()
         if branch == 0 and self._compute_step:
             sample = out[0]  # a tuple or a Transformer2DModelOutput; either indexes to the sample
             change = None if self._last_output is None else relative_change(sample, self._last_output)
             self.decider.computed(change)
             self._last_output = sample
         return out
+
+    def _stay_installed(self) -> None:
+        """Re-wrap if a hook replaced the model's forward during the call.
+
+        diffusers' group offload with streams (use_stream=True) adds a prefetch hook that removes itself
+        after the model's first forward and writes its predecessor back as `forward`, over this wrapper:
+        without this, the first job under group or sequential offload would run uncached from its second
+        call on. What is there now is what this cache wraps and what __exit__ restores.
+        """
+        model = self.transformer
+        if model.__dict__.get("forward") is not self._installed:
+            self._saved_forward = model.__dict__.get("forward")
+            self._original = model.forward
+            model.forward = self._installed
 
     # --- hooks ------------------------------------------------------------------------------------------
 

@@ -119,6 +119,31 @@ def test_hit_equals_full_output_with_vace_hints(pipe: WanVACEPipeline, block_cal
     assert "forward" not in vars(model) and len(model.blocks) == model.config.num_layers  # removed cleanly
 
 
+def test_a_hook_that_replaces_forward_mid_call_does_not_unwrap_the_cache(pipe: WanVACEPipeline,
+                                                                       block_calls: BlockCalls) -> None:
+    """diffusers' group offload with streams installs a hook that, after the model's first forward, writes
+    its predecessor back as `forward` (over the cache's wrapper): the cache must keep caching."""
+    model = pipe.transformer
+    inner = model.forward
+
+    def self_removing(*args: object, **kwargs: object) -> object:
+        model.forward = inner  # what the prefetch hook does to itself after the first call
+        return inner(*args, **kwargs)
+
+    model.forward = self_removing
+    inputs = model_inputs(model, 0)
+    try:
+        with torch.inference_mode(), StepCache(model, ALWAYS_REUSE, num_steps=4) as cache:
+            for _ in range(4):
+                model(**inputs, return_dict=False)
+                cache.end_step()
+        # Steps 1-2 are computed (warm-up), step 3 reused; the last step is always computed.
+        assert (cache.stats.forwards_computed, cache.stats.forwards_skipped) == (3, 1)
+        assert vars(model)["forward"] is inner  # what was there at the end is what comes back
+    finally:
+        vars(model).pop("forward", None)
+
+
 def test_progress_and_cancel_with_the_cache(pipe: WanVACEPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(step_policy.POLICIES, "regular", ALWAYS_REUSE)
     seen: list[tuple[int, int]] = []
