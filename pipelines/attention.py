@@ -11,6 +11,7 @@ it is tested on a CPU; the GPU-only measurements are the small `measure_*` funct
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -43,6 +44,7 @@ MAX_REL_ERR = 2e-2
 CHECK_SHAPE = (1, 1024, 4, 128)  # batch, sequence, heads, head_dim: diffusers' (B, S, H, D) layout
 # The timing shape: one 480p/81f self-attention of the 14B model (21 x 30 x 52 tokens, 40 heads of 128).
 TIMING_SHAPE = (1, 32_760, 40, 128)
+Shape = tuple[int, int, int, int]
 CUDA_ONLY_REASON = "needs a CUDA GPU"
 _MIN_CAPABILITY = (8, 0)  # cuDNN fused attention and SageAttention: Ampere or newer
 
@@ -271,15 +273,17 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm())
 
 
-def measure_rel_err(choice: str, device: torch.device | str, dtype: torch.dtype) -> float:
-    q, k, v = random_qkv(CHECK_SHAPE, device, dtype)
+def measure_rel_err(choice: str, device: torch.device | str, dtype: torch.dtype,
+                    shape: Shape = CHECK_SHAPE) -> float:
+    q, k, v = random_qkv(shape, device, dtype)
     with torch.inference_mode():
         return relative_error(run_backend(choice, q, k, v), reference_attention(q, k, v))
 
 
-def measure_seconds(choice: str, device: torch.device | str, dtype: torch.dtype, reps: int = 3) -> float:
-    """Median CUDA-event time of one attention call at TIMING_SHAPE, after one warm-up call."""
-    q, k, v = random_qkv(TIMING_SHAPE, device, dtype, seed=1)
+def measure_seconds(choice: str, device: torch.device | str, dtype: torch.dtype, reps: int = 3,
+                    shape: Shape = TIMING_SHAPE) -> float:
+    """Median CUDA-event time of one attention call at `shape`, after one warm-up call."""
+    q, k, v = random_qkv(shape, device, dtype, seed=1)
     times = []
     with torch.inference_mode():
         run_backend(choice, q, k, v)  # kernel selection, plans, Triton JIT
@@ -293,18 +297,25 @@ def measure_seconds(choice: str, device: torch.device | str, dtype: torch.dtype,
     return sorted(times)[len(times) // 2]
 
 
-def select_for_device(requested: str, device: torch.device | str, dtype: torch.dtype) -> AttentionSelection:
-    """The worker's start-up selection on `device`, with the real checks and timings."""
+def select_for_device(requested: str, device: torch.device | str, dtype: torch.dtype,
+                      heads: int = TIMING_SHAPE[2], head_dim: int = TIMING_SHAPE[3]) -> AttentionSelection:
+    """The worker's start-up selection on `device`, with the real checks and timings, at the loaded model's
+    head count and size (a kernel that passes at 128 may refuse another head size, e.g. the tiny model's)."""
     device = torch.device(device)
-    selection = select_backend(
-        requested,
-        device.type == "cuda",
-        unavailable=lambda c: unavailable_reason(c, device),
-        rel_err=lambda c: measure_rel_err(c, device, dtype),
-        seconds=lambda c: measure_seconds(c, device, dtype),
-    )
-    if device.type == "cuda":
-        torch.cuda.empty_cache()  # the timing tensors (1 GiB at TIMING_SHAPE) must not stay reserved
+    check: Shape = (1, CHECK_SHAPE[1], min(heads, CHECK_SHAPE[2]), head_dim)
+    timing: Shape = (1, TIMING_SHAPE[1], heads, head_dim)
+    # CUDA events record on the current device's stream: time on the worker's own GPU (cuda:1 too).
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        selection = select_backend(
+            requested,
+            device.type == "cuda",
+            unavailable=lambda c: unavailable_reason(c, device),
+            rel_err=lambda c: measure_rel_err(c, device, dtype, check),
+            seconds=lambda c: measure_seconds(c, device, dtype, shape=timing),
+        )
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the timing tensors (1 GiB at TIMING_SHAPE) must not stay reserved
     return selection
 
 

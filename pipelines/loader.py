@@ -54,6 +54,12 @@ def choose_placement(device: str | None = None) -> Placement:
     return Placement(device=device, transformer_dtype=torch.float32, vae_dtype=torch.float32)
 
 
+def attention_heads(model_dir: Path) -> tuple[int, int]:
+    """(heads, head size) of the folder's transformer, read from its config before any weight loads."""
+    config = json.loads((model_dir / "transformer" / "config.json").read_text())
+    return int(config["num_attention_heads"]), int(config["attention_head_dim"])
+
+
 def check_model_dir(model_dir: Path) -> Path:
     """Raise ModelNotFoundError unless `model_dir` is a diffusers folder for WanVACEPipeline."""
     model_dir = Path(model_dir).expanduser()
@@ -115,7 +121,8 @@ def load_pipeline(
     model_dir = check_model_dir(model_dir)
     placement = choose_placement(device)
     # Before the weights: an unusable --attention fails in seconds, and the timing has the GPU to itself.
-    selection = select_for_device(attention, placement.device, placement.transformer_dtype)
+    selection = select_for_device(attention, placement.device, placement.transformer_dtype,
+                                  *attention_heads(model_dir))
     log.info("Attention backend on %s: %s (%s)", placement.device, selection.backend, selection.reason)
     # Loaded on its own so it keeps float32 while the rest of the pipeline follows transformer_dtype.
     vae = AutoencoderKLWan.from_pretrained(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -159,3 +160,17 @@ def test_loader_refuses_an_unusable_backend_before_reading_weights(
     monkeypatch.setattr(loader.AutoencoderKLWan, "from_pretrained", never)
     with pytest.raises(AttentionBackendError, match="cudnn needs a CUDA GPU"):
         loader.load_pipeline(tiny_model_dir, device="cpu", attention="cudnn")
+
+
+def test_selection_checks_at_the_loaded_models_head_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny model's heads (size 12) are checked as such, not at the 14B model's 128."""
+    shapes: list[tuple[int, ...]] = []
+    real = attention.random_qkv
+
+    def recorded(shape: tuple[int, int, int, int], *args: Any, **kwargs: Any) -> Any:
+        shapes.append(tuple(shape))
+        return real(shape, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "random_qkv", recorded)
+    attention.select_for_device("native", "cpu", torch.float32, heads=2, head_dim=12)
+    assert shapes == [(1, 1024, 2, 12)]

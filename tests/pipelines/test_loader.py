@@ -117,7 +117,8 @@ def _no_attention_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.attention import AttentionSelection
 
     monkeypatch.setattr(loader, "select_for_device",
-                        lambda requested, device, dtype: AttentionSelection("native", requested, "faked"))
+                        lambda requested, device, dtype, heads, head_dim:
+                        AttentionSelection("native", requested, "faked"))
 
 
 def test_load_missing_model(tmp_path: Path) -> None:
