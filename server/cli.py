@@ -7,6 +7,7 @@ below); server/flags.py turns the fields into flags.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -56,6 +57,9 @@ def _serve(args: argparse.Namespace) -> int:
                   "pass --model /path/to/Wan2.1-VACE-14B-diffusers.", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not settings.api_keys and not _is_loopback(settings.host):
+        print(f"WARNING: serving on {settings.host} without API keys: anyone who reaches this port can run "
+              "jobs and read results (set --api-key or VACE_API_KEYS).", file=sys.stderr, flush=True)
     certfile, keyfile = settings.ssl_certfile, settings.ssl_keyfile
     if settings.ssl_self_signed:
         from server.api.tls import ensure_self_signed
@@ -69,6 +73,13 @@ def _serve(args: argparse.Namespace) -> int:
     run_server(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                access_log=settings.access_log, ssl_certfile=certfile, ssl_keyfile=keyfile)
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _download(args: argparse.Namespace) -> int:

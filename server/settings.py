@@ -179,10 +179,28 @@ class Settings(BaseSettings):
             f"{ENV_PREFIX}CONFIG_FILE")
         return init_settings, env_settings, ConfigFileSource(settings_cls, config_file)
 
-    @field_validator("api_keys", "fetch_allow_hosts", mode="before")
+    @field_validator("fetch_allow_hosts", mode="before")
     @classmethod
     def _name_list(cls, value: Any) -> Any:
         return split_names(value) if isinstance(value, str) else value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        """A key that is empty or padded with spaces is a mistake that would silently turn auth off (or never
+        match): refused at start. VACE_API_KEYS is a comma-separated list (spaces around the commas and
+        stray commas are fine), but one that names no key at all is refused too."""
+        if isinstance(value, str):
+            keys = split_names(value)
+            if not keys:
+                raise ValueError(f"an API key must be non-empty; VACE_API_KEYS={value!r} names none "
+                                 "(unset it to serve without keys)")
+            return keys
+        for key in value if isinstance(value, list | tuple) else ():
+            if not isinstance(key, str) or not key.strip() or key != key.strip():
+                raise ValueError("an API key must be non-empty, without surrounding spaces; got "
+                                 f"{key!r} (omit --api-key and VACE_API_KEYS to serve without keys)")
+        return value
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod

@@ -40,6 +40,9 @@ CORS_HEADERS = [
 
 def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore | None = None) -> FastAPI:
     """`store`: the job store to serve (tests pass server/jobs/memory.py's); by default the settings' file."""
+    # Owner-only when this server creates it: jobs (prompts, inputs), outputs and uploads are the user's
+    # data, and nothing under a 0700 folder is reachable by other local users whatever the files' modes.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if store is None:
         store = open_job_store(settings.db_path)
     files = open_file_store(settings.files_dir)

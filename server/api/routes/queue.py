@@ -6,6 +6,7 @@ model from each generated handler's annotations at runtime.
 
 import asyncio
 import json
+import math
 import secrets
 import threading
 import time
@@ -100,7 +101,7 @@ def parse_start_timeout(value: str | None) -> float | None:
     if value is None:
         return None
     seconds = float(value)  # ValueError is answered as a 400 by the caller
-    if seconds <= 0:
+    if not math.isfinite(seconds) or seconds <= 0:  # float() takes "nan" and "inf": neither is a deadline
         raise ValueError(value)
     return time.time() + seconds
 

@@ -34,7 +34,10 @@ def service_router(store: JobStore, files: FileStore, published_keys: dict[str, 
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @router.get(FILES_ROUTE + "/{token}/{name}", tags=["files"], response_model=None)
+    # HEAD too: clients and proxies check a link's size and type before fetching it (FileResponse sends the
+    # headers alone for HEAD).
+    @router.api_route(FILES_ROUTE + "/{token}/{name}", methods=["GET", "HEAD"], tags=["files"],
+                      response_model=None)
     def get_file(token: str, name: str) -> FileResponse | JSONResponse:
         try:
             path = files.local_copy(f"{token}/{name}")
