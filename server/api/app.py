@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +20,7 @@ from server.api.middleware.addressing import REQUEST_ID_HEADER, FalAddressingMid
 from server.api.middleware.auth import ApiKeyMiddleware
 from server.api.middleware.body_limit import RequestSizeMiddleware
 from server.api.middleware.status_fast_path import StatusFastPath
+from server.api.responses import validation_error_response
 from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
@@ -80,6 +82,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         lifespan=lifespan,
         redirect_slashes=False,  # fal's SDKs follow no redirects; trailing slashes are stripped instead
     )
+    app.add_exception_handler(RequestValidationError, validation_error_response)
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
     # CORS (outermost) answers preflights and decorates the 401s.
     shutting_down = threading.Event()

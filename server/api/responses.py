@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from server.contract.errors import JobError
@@ -13,3 +19,25 @@ def error_response(error: JobError, headers: dict[str, str] | None = None) -> JS
     if error.is_request_error:
         all_headers["X-Fal-Error-Type"] = error.error_type
     return JSONResponse(error.body, status_code=error.status_code, headers=all_headers)
+
+
+def validation_error_response(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 body (`detail`: one item per error), with every echoed input made encodable.
+
+    The default handler echoes each bad input; an input of NaN or Infinity (valid to Python's JSON parser,
+    not in JSON) or a string with a lone surrogate cannot be written back, and the answer became a 500.
+    """
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _encodable(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_encodable(item) for item in value]
+    return value

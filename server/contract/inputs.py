@@ -109,7 +109,7 @@ def _fal_schema(order: tuple[str, ...], example: dict[str, Any]) -> Callable[[di
 
 def _input_config(order: tuple[str, ...], **example_extra: Any) -> ConfigDict:
     example = {k: v for k, v in _EXAMPLE.items() if k in order} | example_extra
-    return ConfigDict(extra="ignore", json_schema_extra=_fal_schema(order, example))
+    return ConfigDict(extra="ignore", allow_inf_nan=False, json_schema_extra=_fal_schema(order, example))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -120,7 +120,9 @@ def _input_config(order: tuple[str, ...], **example_extra: Any) -> ConfigDict:
 class _VACEBase(BaseModel):
     """Fields every endpoint has."""
 
-    model_config = ConfigDict(extra="ignore")  # fal ignores unknown fields; so do we
+    # fal ignores unknown fields; so do we. NaN and Infinity (which JSON parsers accept) are no value of a
+    # numeric field: a 422 naming it, never a job that fails later.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     prompt: str = Field(description=_PROMPT)
     negative_prompt: str = Field(

@@ -91,3 +91,25 @@ def test_serving_beyond_loopback_without_keys_warns(tmp_path: Path, monkeypatch:
     args = build_parser().parse_args(argv)
     assert args.func(args) == 0
     assert ("without API keys" in capsys.readouterr().err) is warned
+
+
+@pytest.mark.parametrize("field", ["guidance_scale", "shift", "num_frames", "seed", "frames_per_second",
+                                   "num_inference_steps"])
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_a_422_naming_the_field(protocol_app: ProtocolApp, field: str,
+                                                       literal: str) -> None:
+    """Python's JSON parser accepts NaN and Infinity; they are no value of any field (was a 500)."""
+    body = f'{{"prompt": "x", "video_url": "https://example.com/v.mp4", "{field}": {literal}}}'
+    response = protocol_app.client.post(f"/queue/{APP}/depth", content=body,
+                                        headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert [item["loc"] for item in response.json()["detail"]] == [["body", field]]
+    assert protocol_app.store.count_queued() == 0
+
+
+def test_a_422_echoing_a_lone_surrogate_is_still_a_422(protocol_app: ProtocolApp) -> None:
+    body = '{"prompt": "x", "video_url": "https://example.com/v.mp4", "num_frames": "\\ud800"}'
+    response = protocol_app.client.post(f"/queue/{APP}/depth", content=body,
+                                        headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "num_frames"]
