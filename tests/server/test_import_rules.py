@@ -8,9 +8,7 @@
 - preprocessors never imports pipelines or server; pipelines never imports server.
 
 The static rules read every import statement (also those inside functions and under TYPE_CHECKING), so a
-lazy import cannot slip past them. A known violation that another change removes is listed in
-KNOWN_VIOLATIONS with its reason: it is excluded from its rule and has its own strict xfail, which fails
-once the violation is gone so that the entry is deleted with it.
+lazy import cannot slip past them. No rule has exceptions.
 """
 
 from __future__ import annotations
@@ -42,10 +40,6 @@ STATIC_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "pipelines-no-server": ("pipelines", ("server",)),
 }
 
-# (rule, file, imported module) -> why it is still there. Delete an entry when its violation is removed.
-KNOWN_VIOLATIONS: dict[tuple[str, str, str], str] = {}
-
-
 def _imports(path: Path) -> Iterator[str]:
     """Every absolute module an import statement in `path` names (`from a import b` yields a and a.b)."""
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -74,18 +68,8 @@ def violations(rule: str) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("rule", sorted(STATIC_RULES))
 def test_static_import_rule(rule: str) -> None:
-    known = {(file, module) for (r, file, module) in KNOWN_VIOLATIONS if r == rule}
-    broken = sorted(violations(rule) - known)
+    broken = sorted(violations(rule))
     assert broken == [], f"{rule}: {broken}"
-
-
-@pytest.mark.parametrize(
-    ("rule", "file", "module"),
-    [pytest.param(*key, marks=pytest.mark.xfail(reason=reason, strict=True), id=f"{key[1]}:{key[2]}")
-     for key, reason in KNOWN_VIOLATIONS.items()],
-)
-def test_known_violation_is_gone(rule: str, file: str, module: str) -> None:
-    assert (file, module) not in violations(rule)
 
 
 def test_rules_see_lazy_imports(tmp_path: Path) -> None:
