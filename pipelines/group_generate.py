@@ -63,9 +63,6 @@ class ControlLink:
         dist.broadcast_object_list(message, src=0, group=self.group, device=torch.device("cpu"))
 
 
-GenerateFn = Callable[..., np.ndarray]
-
-
 class Leader:
     """Rank 0's generate(): the same signature as pipelines.generate.generate."""
 

@@ -54,6 +54,8 @@ def launch(worker_id: str, settings_json: str, ranks: int) -> int:
         resolve_model(settings.model, settings.data_dir)
     except Exception as exc:  # noqa: BLE001 - rank 0 meets it again and records it as the worker's failure
         log.error("%s: %s", worker_id, exc)
+    # torchrun would set 1 thread per rank; rank 0 also decodes, conditions and encodes on the CPU.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // ranks)))
     args = ["--standalone", f"--nproc-per-node={ranks}", "--max-restarts=0", "-m", GROUP_MODULE,
             "--worker-id", worker_id, "--settings", settings_json]
     try:

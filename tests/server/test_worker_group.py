@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from preprocessors.video_io import read_video, write_mp4
 from server.api.background.supervisor import _worker_envs
+from server.jobs.factory import open_job_store
+from server.jobs.model import Status
 from server.settings import Settings
 from server.worker.group import rank_settings
 from tests.server.conftest import data_uri, moving_bar_frames, start_server, wait_completed, wait_for_step
@@ -32,11 +34,12 @@ def test_a_two_rank_group_runs_splits_falls_back_cancels_and_stops(tmp_path: Pat
     write_mp4(moving_bar_frames(9, 320, 240), 16, clip)  # 9 frames: 3 latent frames
     body = {"prompt": "x", "video_url": data_uri(clip), "resolution": "240p", "match_input_num_frames": True,
             "match_input_frames_per_second": True, "num_inference_steps": 2, "seed": 5}
-    server = start_server(tmp_path / "data", timeout=300,
-                          extra_args=("--gpus-per-job", "2", "--device", "cpu"))
+    long = {**body, "num_inference_steps": 40}
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir, timeout=300, extra_args=("--gpus-per-job", "2", "--device", "cpu"))
     try:
         with server.client() as client:
-            running = client.post(f"/queue/{APP}/depth", json={**body, "num_inference_steps": 40}).json()
+            running = client.post(f"/queue/{APP}/depth", json=long).json()
             wait_for_step(client, running["status_url"])
             assert client.put(running["cancel_url"]).status_code == 202
             # 416x240: 3 x 15 x 26 = 1170 tokens split over 2 ranks; 240x240: 3 x 15 x 15 = 675 do not.
@@ -46,8 +49,8 @@ def test_a_two_rank_group_runs_splits_falls_back_cancels_and_stops(tmp_path: Pat
             cancelled = wait_completed(client, running["status_url"])
             assert cancelled["error_type"] == "client_cancelled"
             assert ACROSS in messages(cancelled)
-            steps_done = sum(m.startswith("Denoising step") for m in messages(cancelled))
-            assert 1 <= steps_done < 40
+            cancelled_at = sum(m.startswith("Denoising step") for m in messages(cancelled))
+            assert 1 <= cancelled_at < 40
 
             done = wait_completed(client, split["status_url"])
             assert "error" not in done, done
@@ -62,15 +65,27 @@ def test_a_two_rank_group_runs_splits_falls_back_cancels_and_stops(tmp_path: Pat
                 video.write_bytes(httpx.get(result["video"]["url"], timeout=60).content)
                 frames, _ = read_video(video)
                 assert frames.shape == (9, *size, 3) and frames.std() > 0
+
+            # Shutdown mid-job: both ranks stop after the same step and the job waits in the queue.
+            interrupted = client.post(f"/queue/{APP}/depth", json=long).json()
+            wait_for_step(client, interrupted["status_url"])
+        code = server.stop(timeout=90)
     finally:
-        code = server.stop()
-    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the SIGTERM it handled
+        server.stop(signal.SIGKILL)
+    assert code in (0, -signal.SIGTERM), server.log_text()[-3000:]  # uvicorn re-raises the SIGTERM
+    store = open_job_store(data_dir / "jobs.sqlite3")
+    job = store.get(interrupted["request_id"])
+    assert job is not None and (job.status, job.attempts, job.error) == (Status.IN_QUEUE, 0, None)
+    logged = [entry.message for entry in store.logs(job.id)]
+    assert "Worker shutting down; request returned to the queue" in logged
+    interrupted_at = sum(m.startswith("Denoising step") for m in logged)
     log = server.log_text()
     assert "group stopped by SIGTERM" in log
-    # Rank 1 joined the two runs that split, saw the cancel after the step rank 0 logged last, then left
-    # when rank 0 told it to.
-    assert re.findall(r"rank 1: (.+)", log)[:3] == [f"cancelled after step {steps_done}", "done",
-                                                   "stopping after 2 runs"], log[-3000:]
+    # Rank 1 joined the three runs that split, stopped after the steps rank 0 logged last, and left when
+    # rank 0 told it to; the fallback run never reached it.
+    assert re.findall(r"rank 1: (.+)", log) == [
+        f"cancelled after step {cancelled_at}", "done", f"cancelled after step {interrupted_at}",
+        "stopping after 3 runs"], log[-3000:]
 
 
 def test_gpus_form_groups_and_each_rank_takes_its_own(tmp_path: Path) -> None:
