@@ -232,6 +232,9 @@ class Settings(BaseSettings):
         if len(gpus) % self.gpus_per_job:
             raise ValueError(f"--gpus names {len(gpus)} GPUs, which do not form groups of --gpus-per-job "
                              f"{self.gpus_per_job}")
+        if not gpus and self.num_workers > 1 and self.device != "cpu":
+            raise ValueError(f"--workers {self.num_workers} groups of --gpus-per-job {self.gpus_per_job} "
+                             "would share the same GPUs; name them with --gpus (e.g. --gpus 0,1,2,3)")
         if self.device not in (None, "cuda", "cpu"):
             raise ValueError(f"--device {self.device} names one GPU; a group of --gpus-per-job "
                              f"{self.gpus_per_job} takes its GPUs from --gpus (or the first ones visible)")

@@ -103,9 +103,10 @@ def test_gpus_form_groups_and_each_rank_takes_its_own(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("fields", "message"), [
     ({"gpus": "0,1,2"}, "--gpus names 3 GPUs, which do not form groups of --gpus-per-job 2"),
     ({"device": "cuda:1"}, "--device cuda:1 names one GPU"),
+    ({"num_workers": 2}, "--workers 2 groups of --gpus-per-job 2 would share the same GPUs"),
     ({"attention": "flash3"}, "--attention flash3 has no context parallelism"),
 ])
-def test_settings_a_group_cannot_use_are_refused_at_start(tmp_path: Path, fields: dict[str, str],
+def test_settings_a_group_cannot_use_are_refused_at_start(tmp_path: Path, fields: dict[str, object],
                                                           message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         Settings(data_dir=tmp_path, model="tiny", gpus_per_job=2, **fields)
