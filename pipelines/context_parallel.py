@@ -123,6 +123,10 @@ def enable_context_parallel(pipe: WanVACEPipeline, world_size: int) -> None:
         transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world_size),
                                        cp_plan=WAN_VACE_CP_PLAN)
     setattr(transformer, _STATE, _State(transformer._parallel_config, world_size))
+    heads = int(transformer.config.num_attention_heads)
+    if heads % world_size:
+        log.warning("The model's %d attention heads do not divide by %d ranks: every job will run on one GPU",
+                    heads, world_size)
 
 
 def is_parallel(transformer: nn.Module) -> bool:
