@@ -14,7 +14,8 @@ own forward with both block lists emptied, so only the embeddings and the output
 norm's input (then the body's input) gets the branch's residual added. pipelines/step_policy.py decides per
 step.
 Regional compile (pipelines/compile.py) compiles the blocks themselves, so it composes: a reused step calls
-no block, compiled or not.
+no block, compiled or not. Under context parallelism (pipelines/context_parallel.py) the body's output is
+this rank's part of the tokens while its input is whole: residuals are kept per rank, for its own tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipelines.context_parallel import token_shard
 from pipelines.step_policy import CachePolicy, StepDecider
 
 
@@ -171,11 +173,12 @@ class StepCache:
     def _at_body_output(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         # The model calls norm_out(body_output.float()); its input is the body's output in float32.
         (body_out, *rest) = args
+        shard = token_shard(self.transformer)  # the identity unless the body's tokens are split over ranks
         if self._reusing is not None:
-            # The blocks were skipped, so body_out is the body's input.
-            return (body_out + self._residuals[self._reusing].float(), *rest)
+            # The blocks were skipped, so body_out is the body's input (whole: no block split it).
+            return (shard(body_out) + self._residuals[self._reusing].float(), *rest)
         if self._running is not None and self._body_input is not None:
-            residual = body_out - self._body_input.float()
+            residual = body_out - shard(self._body_input).float()
             self._residuals[self._running] = residual.to(self._body_input.dtype)
         return None
 

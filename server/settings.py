@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from server.config_file import ConfigFileSource
@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     num_workers: Annotated[int, Flag("workers")] = Field(1, description="worker processes (without --gpus)")
     gpus: Annotated[str | None, Flag("gpus")] = Field(
         None, description="comma-separated GPU ids: one worker per GPU")
+    # server/worker/group.py; a request that does not split over the group runs on one of its GPUs.
+    gpus_per_job: Annotated[PositiveInt, Flag("gpus-per-job")] = Field(
+        1, description="GPUs per job: each worker is a group of N ranks (torchrun, NCCL; gloo on a CPU) that "
+                       "runs every job with context parallelism (Ulysses)")
     # A job that kills its worker this many times is failed, not retried forever.
     max_attempts: Annotated[PositiveInt, Flag("max-attempts")] = Field(
         2, description="attempts for a job whose worker dies before it is failed")
@@ -218,6 +222,26 @@ class Settings(BaseSettings):
     @classmethod
     def _model_folder(cls, model: str) -> str:
         return model if model == "tiny" or Path(model).is_absolute() else str(Path(model).resolve())
+
+    @model_validator(mode="after")
+    def _groups(self) -> Settings:
+        """What a worker group needs, refused at start rather than when its ranks load the model."""
+        if self.gpus_per_job == 1:
+            return self
+        gpus = split_names(self.gpus or "")
+        if len(gpus) % self.gpus_per_job:
+            raise ValueError(f"--gpus names {len(gpus)} GPUs, which do not form groups of --gpus-per-job "
+                             f"{self.gpus_per_job}")
+        if not gpus and self.num_workers > 1 and self.device != "cpu":
+            raise ValueError(f"--workers {self.num_workers} groups of --gpus-per-job {self.gpus_per_job} "
+                             "would share the same GPUs; name them with --gpus (e.g. --gpus 0,1,2,3)")
+        if self.device not in (None, "cuda", "cpu"):
+            raise ValueError(f"--device {self.device} names one GPU; a group of --gpus-per-job "
+                             f"{self.gpus_per_job} takes its GPUs from --gpus (or the first ones visible)")
+        if self.attention == "flash3":
+            raise ValueError("--attention flash3 has no context parallelism in diffusers; with "
+                             "--gpus-per-job use native, cudnn, sage or auto")
+        return self
 
     @property
     def db_path(self) -> Path:

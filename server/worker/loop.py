@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     # Generation is batch work: the API process, which clients poll at 10 Hz, gets the CPU first.
     os.nice(10)
+    if settings.gpus_per_job > 1:
+        from server.worker.group import launch  # a group of ranks, each running server/worker/group.py
+
+        return launch(args.worker_id, args.settings, settings.gpus_per_job)
     worker = Worker(settings, args.worker_id)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())

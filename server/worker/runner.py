@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ from server.worker.types import Conditioned, FittedInput, Generated, JobHooks, S
 if TYPE_CHECKING:
     from diffusers import WanVACEPipeline
 
+GenerateFn = Callable[..., np.ndarray]  # pipelines/generate.py's generate() or a stand-in of that signature
+
 __all__ = ["Executor", "Generated", "JobHooks", "Timing"]
 
 
@@ -53,6 +56,8 @@ class Executor:
         # Without a registry every annotator is "not installed" (the safety checker then follows its policy).
         self.annotators = annotators or Annotators(AnnotatorConfig(root=None))
         self.limits = limits or InputLimits()
+        # A worker group's rank 0 swaps in its group-wide generate (server/worker/group.py).
+        self.generate: GenerateFn = generate
 
     def run(self, job: Job, hooks: JobHooks) -> dict[str, Any]:
         """Generate, encode to H.264 and store; returns fal's output dict."""
@@ -114,8 +119,8 @@ class Executor:
         def on_step(step: int, total: int) -> None:
             hooks.log(f"Denoising step {step}/{total} ({time.monotonic() - started:.1f}s)")
 
-        output = generate(self.pipe, generation, on_step=on_step, should_cancel=hooks.should_cancel,
-                          on_log=hooks.log)
+        output = self.generate(self.pipe, generation, on_step=on_step, should_cancel=hooks.should_cancel,
+                               on_log=hooks.log)
         models = reload_after_generation(models, request, self.annotators)
 
         # 7. Trim the 4k+1 padding away; the task's post-processing (paste-back) on the generated frames, so

@@ -134,9 +134,11 @@ class Supervisor:
 
 
 def _worker_envs(settings: Settings) -> list[dict[str, str]]:
-    """One worker per visible GPU when several are requested; each sees only its own device."""
-    gpus = settings.gpus or ""
+    """One worker per visible GPU when several are requested; each sees only its own device. With
+    --gpus-per-job N each worker is a group of N ranks (server/worker/group.py) and sees N GPUs."""
+    gpus = [g.strip() for g in (settings.gpus or "").split(",") if g.strip()]
     if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": g.strip()} for g in gpus.split(",") if g.strip()]
+        n = settings.gpus_per_job  # Settings checks that the GPUs form whole groups
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i:i + n])} for i in range(0, len(gpus), n)]
     # num_workers 0 is an API-only server: jobs wait in the queue for a worker (tests, split deployments).
     return [{} for _ in range(settings.num_workers)]
