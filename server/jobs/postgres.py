@@ -48,6 +48,7 @@ from server.jobs.postgres_webhooks import PostgresWebhookOutbox
 DEFAULT_LEASE_S = 30.0
 # Worker rows whose heartbeat stopped this long ago (a box that is gone) leave /health.
 FORGET_WORKER_S = 3600.0
+LOST = "lost"  # a worker state: its box stopped beating (state names: server/worker/loop.py)
 _NOTIFY = f"SELECT pg_notify('{JOBS_CHANNEL}', '')"
 
 
@@ -257,11 +258,15 @@ class PostgresJobStore:
 
     def heartbeat(self, worker_id: str) -> None:
         """Renew the worker's row and the lease on its running job, then requeue other boxes' jobs
-        whose lease ran out (this is how a lost box's work comes back)."""
+        whose lease ran out (this is how a lost box's work comes back). Ready workers silent for a lease
+        show as `lost` in /health (until they beat again), and leave it after FORGET_WORKER_S."""
         with self.db.transaction() as conn:
-            conn.execute(f"UPDATE vace_workers SET heartbeat = {DB_NOW} WHERE id = %s", (worker_id,))
+            conn.execute(f"UPDATE vace_workers SET heartbeat = {DB_NOW}, state = CASE WHEN state = %s"
+                         " THEN %s ELSE state END WHERE id = %s", (LOST, "ready", worker_id))
             conn.execute(f"UPDATE vace_jobs SET lease_until = {DB_NOW} + %s WHERE worker_id = %s"
                          " AND status = %s", (self.lease_s, worker_id, Status.IN_PROGRESS))
+            conn.execute(f"UPDATE vace_workers SET state = %s WHERE state = 'ready' AND heartbeat < {DB_NOW}"
+                         " - %s", (LOST, self.lease_s))
             conn.execute(f"DELETE FROM vace_workers WHERE heartbeat < {DB_NOW} - %s", (FORGET_WORKER_S,))
         self._recover_expired_leases()
 

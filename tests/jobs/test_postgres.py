@@ -105,6 +105,17 @@ def test_an_expired_lease_out_of_attempts_fails_the_job_at_the_next_claim(db_url
     assert error is not None and error.error_type == "runner_disconnected"
 
 
+def test_a_silent_box_shows_as_lost_until_it_beats_again(db_url: str) -> None:
+    box_a, box_b = open_store(db_url, "a", lease_s=0.3), open_store(db_url, "b", lease_s=0.3)
+    box_a.set_worker_state("a-w1", 1, "ready", "tiny")
+    box_b.set_worker_state("b-w1", 2, "ready", "tiny")
+    time.sleep(0.5)
+    box_b.heartbeat("b-w1")
+    assert {w["id"]: w["state"] for w in box_b.workers()} == {"a-w1": "lost", "b-w1": "ready"}
+    box_a.heartbeat("a-w1")
+    assert {w["id"]: w["state"] for w in box_b.workers()} == {"a-w1": "ready", "b-w1": "ready"}
+
+
 def test_each_box_clears_only_its_own_workers(db_url: str) -> None:
     box_a, box_b = open_store(db_url, "a"), open_store(db_url, "b")
     box_a.set_worker_state("a-w1", 1, "ready", "tiny")
