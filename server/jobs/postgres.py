@@ -60,7 +60,7 @@ class PostgresJobStore:
     """server/jobs/store.py's JobStore in PostgreSQL; thread-safe (a pool of connections)."""
 
     def __init__(self, url: str, *, node: str | None = None, lease_s: float = DEFAULT_LEASE_S,
-                 max_attempts: int = 2, pool_size: int = 8) -> None:
+                 max_attempts: int = 2, pool_size: int = 16) -> None:
         self.db = PostgresDatabase(url, max_size=pool_size)
         self.node = node or default_node()
         self.lease_s = lease_s
