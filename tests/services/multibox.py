@@ -127,6 +127,7 @@ def run_scenario(root: Path, pg: PostgresServer, s3: S3Server, *, jobs: int = 2,
                  timeout: float = 1200.0) -> Figures:
     """Start everything, submit `jobs` jobs through both replicas, SIGKILL the box running the first one
     mid-job, wait for every job; the figures say what happened (the caller asserts)."""
+    saved_env = dict(os.environ)
     os.environ.update(s3.environment())  # boto3 in every process started below reads these
     db_url = pg.new_database()
     shared = ("--database-url", db_url, "--storage", f"s3://{s3.new_bucket()}/vace",
@@ -205,6 +206,8 @@ def run_scenario(root: Path, pg: PostgresServer, s3: S3Server, *, jobs: int = 2,
             api.stop()
         hooks.close()
         store.close()
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 def _upload(client: httpx.Client, path: Path) -> str:
