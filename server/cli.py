@@ -49,7 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"vace serve: {exc}", file=sys.stderr)
         return 2
     model = Path(settings.model)
-    if settings.model != "tiny" and not (model / "model_index.json").is_file():
+    api_only = settings.num_workers == 0 and not settings.gpus  # an API replica loads no model
+    if settings.model != "tiny" and not api_only and not (model / "model_index.json").is_file():
         if model == DEFAULT_MODEL_DIR.resolve():
             print(f"No model in {DEFAULT_MODEL_DIR}/: run `vace download` first, or try it without weights "
                   "with `vace serve --model tiny`.", file=sys.stderr)

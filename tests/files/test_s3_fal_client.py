@@ -26,7 +26,9 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, postgres_server: Postgres
     saved = dict(os.environ)
     os.environ.update(s3_server.environment())
     bucket = s3_server.new_bucket()
-    shared = ("--database-url", postgres_server.new_database(), "--storage", f"s3://{bucket}/up")
+    # No weights on an API replica (`--workers 0`): the model folder need not exist.
+    shared = ("--database-url", postgres_server.new_database(), "--storage", f"s3://{bucket}/up",
+              "--model", str(tmp_path_factory.getbasetemp() / "no-weights-here"))
     root = tmp_path_factory.mktemp("s3-replicas")
     servers = [start_server(root / name, workers=0, extra_args=shared) for name in ("a", "b")]
     try:
