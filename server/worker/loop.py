@@ -120,7 +120,10 @@ class Worker:
 
     def _heartbeat(self) -> None:
         while not self.stopping.wait(HEARTBEAT_S):
-            self.store.heartbeat(self.worker_id)
+            try:
+                self.store.heartbeat(self.worker_id)
+            except Exception:  # a database over the network may blip: keep beating, or the lease is lost
+                log.exception("%s: heartbeat failed; retrying", self.worker_id)
 
 
 def _die_with_parent() -> None:
