@@ -25,8 +25,7 @@ from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
 from server.contract.limits import InputLimits
-from server.files.factory import open_settings_file_store
-from server.files.uploads import Uploads
+from server.files.factory import open_settings_file_store, open_settings_uploads
 from server.jobs.factory import open_settings_job_store
 from server.jobs.store import JobStore
 from server.settings import Settings
@@ -57,7 +56,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         allow_hosts=settings.fetch_allow_hosts,
     )
 
-    uploads = Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
+    uploads = open_settings_uploads(settings, files)
     retention = RetentionSweeper(
         store, files, settings.work_dir, settings.retention_s,
         uploads=uploads, upload_max_age_s=settings.upload_max_age_s,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from server.files.store import FileStore
+from server.files.uploads import Uploads
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -16,6 +17,18 @@ def open_file_store(root: Path) -> FileStore:
     from server.files.local import LocalFileStore
 
     return LocalFileStore(root)
+
+
+def open_settings_uploads(settings: Settings, files: FileStore) -> Uploads:
+    """Upload slots: in the bucket with --storage (any replica may take any call of an upload), else
+    under <data-dir>/uploads."""
+    from server.files.s3 import S3FileStore
+
+    if isinstance(files, S3FileStore):
+        from server.files.s3_uploads import S3Uploads
+
+        return S3Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
+    return Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
 
 
 def open_settings_file_store(settings: Settings) -> FileStore:

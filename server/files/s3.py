@@ -142,7 +142,7 @@ class S3FileStore:
         held = self.folder(token)
         if held is None:
             return None
-        keys = [obj["Key"] for obj in self._objects(self._key(f"{token}/"))]
+        keys = [obj["Key"] for obj in self.objects_under(self._key(f"{token}/"))]
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             batch = [{"Key": key} for key in keys[start:start + 1000]]
             result = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
@@ -173,7 +173,7 @@ class S3FileStore:
                 return None
             raise
 
-    def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+    def objects_under(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             yield from page.get("Contents", [])
@@ -181,7 +181,7 @@ class S3FileStore:
     def _folders(self, prefix: str) -> dict[str, Folder]:
         """Token -> Folder for every `{token}/...` object under `prefix`, from one listing."""
         found: dict[str, dict[str, Any]] = {}
-        for obj in self._objects(prefix):
+        for obj in self.objects_under(prefix):
             token, sep, file_name = obj["Key"][len(self.location.prefix):].partition("/")
             if not sep or not is_token(token) or "/" in file_name:
                 continue

@@ -77,3 +77,44 @@ def test_presigned_mode_redirects_to_a_link_that_serves_the_bytes(tmp_path: Path
         assert direct.status_code == 200 and direct.content == b"signed"
         missing = initiate["file_url"].replace("in.mp4", "other.mp4")
         assert client.get(missing, follow_redirects=False).status_code == 404
+
+
+def test_a_multipart_upload_may_hop_between_replicas(tmp_path: Path, bucket: str,
+                                                     s3_server: S3Server) -> None:
+    """Behind a load balancer each call may reach another replica: the slot and its parts are in the
+    bucket, not on one replica's disk."""
+    for replica_a in api(tmp_path / "a", bucket, "api"):
+        for replica_b in api(tmp_path / "b", bucket, "api"):
+            multi = replica_a.post("/storage/upload/initiate-multipart", json={
+                "content_type": "video/mp4", "file_name": "big.mp4"}).json()
+            path = multi["upload_url"].split("testserver")[1]
+            parts = []
+            for number, data, replica in ((1, PART, replica_b), (2, b"tail", replica_a)):
+                answer = replica.put(f"{path}/{number}", content=data)
+                assert answer.status_code == 200, answer.text
+                parts.append({"partNumber": number, "etag": answer.json()["etag"]})
+            bad = [parts[0], {"partNumber": 2, "etag": "0" * 32}]
+            assert replica_b.post(f"{path}/complete", json={"parts": bad}).status_code == 400
+            missing = [*parts, {"partNumber": 3, "etag": parts[0]["etag"]}]
+            assert "never uploaded" in replica_a.post(f"{path}/complete", json={"parts": missing}).text
+            assert replica_b.post(f"{path}/complete", json={"parts": parts}).status_code == 200
+            assert replica_a.get(multi["file_url"]).content == PART + b"tail"
+            stored = objects(s3_server, bucket)
+            assert not [key for key in stored if "/.uploads/" in key], "the slot is gone once complete"
+
+
+def test_stale_slots_are_listed_with_their_token_and_removed(tmp_path: Path, bucket: str) -> None:
+    from server.files.factory import open_settings_file_store, open_settings_uploads
+    from server.files.s3_uploads import S3Uploads
+
+    settings = Settings(data_dir=tmp_path / "data", model="tiny", storage=f"s3://{bucket}/vace")
+    files = open_settings_file_store(settings)
+    uploads = open_settings_uploads(settings, files)
+    assert isinstance(uploads, S3Uploads)
+    pending = uploads.create("clip.mp4", "video/mp4")
+    [slot] = uploads.slots()
+    assert slot.upload_id == pending.upload_id and slot.token == pending.name.partition("/")[0]
+    assert slot.size > 0 and slot.newest_write > 0
+    assert pending.upload_id not in {f.token for f in files.folders()}, "a slot is no file folder"
+    uploads.remove_slot(pending.upload_id)
+    assert uploads.slots() == [] and uploads.get(pending.upload_id) is None
