@@ -1,4 +1,4 @@
-"""The job store's interface, shared by every backend (server/jobs/sqlite.py, server/jobs/memory.py).
+"""The job store's interface, shared by every backend (server/jobs/sqlite.py, postgres.py, memory.py).
 
 One store object (`JobStore`) carries the jobs, their logs and the worker registry; the two bookkeeping
 concerns that live next to the jobs but have their own callers hang off it as attributes:
