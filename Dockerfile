@@ -13,7 +13,8 @@ COPY preprocessors ./preprocessors
 # torch comes from the base image (its version satisfies pyproject's range, so pip keeps it).
 # DWPose runs on onnxruntime: the GPU build replaces the CPU one (both provide the same module, so the CPU
 # package would shadow it and pose detection would fall back to the CPU with a warning).
-RUN pip install . \
+# The [postgres,s3] extras: the same image runs API replicas and `vace worker` boxes past one machine.
+RUN pip install '.[postgres,s3]' \
  && pip uninstall -y onnxruntime \
  && pip install "onnxruntime-gpu>=1.20,<2"
 

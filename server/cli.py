@@ -1,4 +1,5 @@
-"""The `vace` command: `vace serve` runs the server, `vace download` fetches weights, `vace bench` times.
+"""The `vace` command: `vace serve` runs the server, `vace worker` runs GPU workers for servers on other
+machines, `vace download` fetches weights, `vace bench` times.
 
 Every option is a field of a pydantic model (server/settings.py's Settings for `serve`, DownloadOptions
 below); server/flags.py turns the fields into flags.
@@ -48,7 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"vace serve: {exc}", file=sys.stderr)
         return 2
     model = Path(settings.model)
-    if settings.model != "tiny" and not (model / "model_index.json").is_file():
+    api_only = settings.num_workers == 0 and not settings.gpus  # an API replica loads no model
+    if settings.model != "tiny" and not api_only and not (model / "model_index.json").is_file():
         if model == DEFAULT_MODEL_DIR.resolve():
             print(f"No model in {DEFAULT_MODEL_DIR}/: run `vace download` first, or try it without weights "
                   "with `vace serve --model tiny`.", file=sys.stderr)
@@ -72,6 +74,45 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     run_server(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                access_log=settings.access_log, ssl_certfile=certfile, ssl_keyfile=keyfile)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """GPU workers with no API, on a box that shares only the database and the bucket with the servers
+    (README "Running on several machines"): the same supervisor as `vace serve` (one worker per --gpus
+    entry, restarted when it dies, stopped gracefully on SIGTERM), its jobs from --database-url and its
+    outputs to --storage."""
+    import signal
+    import threading
+
+    from server.api.background.supervisor import Supervisor
+    from server.jobs.factory import open_settings_job_store
+
+    try:
+        settings = Settings(**field_values(Settings, _given(args)))
+    except (OSError, ValueError) as exc:
+        print(f"vace worker: {exc}", file=sys.stderr)
+        return 2
+    if not settings.database_url or not settings.storage:
+        print("vace worker needs --database-url postgresql://... and --storage s3://bucket/prefix (or "
+              "VACE_DATABASE_URL and VACE_STORAGE), shared with the `vace serve` replicas; on one machine "
+              "`vace serve` runs its own workers.", file=sys.stderr)
+        return 2
+    if settings.num_workers < 1 and not settings.gpus:
+        print("vace worker: --workers must be at least 1", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = open_settings_job_store(settings)
+    supervisor = Supervisor(settings, store)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    supervisor.start()
+    print(f"vace worker: {len(supervisor.slots)} worker(s) on {settings.node_name}", flush=True)
+    stop.wait()
+    supervisor.stop()  # SIGTERM to each worker: running jobs go back to the queue at their next step
+    store.close()
     return 0
 
 
@@ -110,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
                                        "default.")
     add_flags(serve, Settings)
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser(
+        "worker", help="run GPU workers for servers on other machines (--database-url, --storage)",
+        description="Takes `vace serve`'s flags; --host, --port and the API's own options are ignored. "
+                    "Precedence: flag > VACE_* environment variable > --config file > default.")
+    add_flags(worker, Settings)
+    worker.set_defaults(func=_worker)
 
     download = sub.add_parser("download", help="fetch model weights with huggingface_hub")
     add_flags(download, DownloadOptions)

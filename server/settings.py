@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -33,6 +34,7 @@ Compile = Literal["auto", "on", "off"]  # pipelines/compile.py's choices
 DepthModel = Literal["midas", "depth-anything-v2"]
 PoseModel = Literal["dwpose", "openpose"]
 SafetyMissing = Literal["warn", "refuse"]
+FileUrls = Literal["api", "presigned"]
 MEMORY_PLANS: tuple[str, ...] = get_args(MemoryPlan)
 VAE_TILING: tuple[str, ...] = get_args(VaeTiling)
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(Attention)
@@ -161,6 +163,29 @@ class Settings(BaseSettings):
         None, description="the PEM private key for --ssl-certfile")
     ssl_self_signed: Annotated[bool, Flag("ssl-self-signed")] = Field(
         False, description="serve HTTPS with a certificate created once under <data-dir>/tls/")
+    # Past one machine (README "Running on several machines"). The URL may carry a password, so it is kept
+    # out of reprs and out of the workers' argv (handed to them in their environment, `worker_env`); libpq's
+    # PGPASSWORD and ~/.pgpass work as well. S3 credentials and endpoint come from boto3's own AWS_*
+    # environment variables.
+    database_url: Annotated[str | None, Flag("database-url", metavar="postgresql://...")] = Field(
+        None, repr=False, description="keep jobs in this PostgreSQL database instead of <data-dir>'s SQLite "
+                                      "file, shared by API replicas and `vace worker` boxes (also "
+                                      "VACE_DATABASE_URL)")
+    storage: Annotated[str | None, Flag("storage", metavar="s3://BUCKET/PREFIX")] = Field(
+        None, description="keep outputs and uploads in this S3-compatible bucket instead of <data-dir>/files "
+                          "(credentials and endpoint from AWS_* variables)")
+    file_urls: Annotated[FileUrls, Flag("file-urls")] = Field(
+        "api", description="with --storage: 'api' serves /files/... through this server; 'presigned' "
+                           "redirects each download to a fresh presigned bucket URL")
+    presigned_url_ttl_s: Annotated[PositiveFloat, Flag("presigned-url-seconds")] = Field(
+        3600.0, le=7 * 24 * HOUR,
+        description="how long a presigned download link stays valid (at most 7 days)")
+    # Heartbeats come every 2 s (server/worker/loop.py); a box whose worker misses them this long is
+    # presumed lost and its job requeued by another box. Only with --database-url: locally, a worker's exit
+    # is seen at once.
+    worker_lease_s: Annotated[PositiveFloat, Flag("worker-lease-seconds")] = Field(
+        30.0, description="with --database-url: seconds without a heartbeat after which another box takes "
+                          "over a worker's job")
     config_file: Annotated[Path | None, Flag("config", metavar="FILE")] = Field(
         None, description="TOML or JSON file of settings, keyed by these flags' names; flags and VACE_* "
                           "environment variables override it (also VACE_CONFIG_FILE)")
@@ -267,16 +292,26 @@ class Settings(BaseSettings):
         return self.data_dir / "webhook_ed25519.pem"
 
     @property
+    def node_name(self) -> str:
+        """This box's name in a shared job store: a supervisor (`vace serve` or `vace worker`) and the workers
+        it starts. Two on one host need their own --data-dir, as they need their own scratch space."""
+        return f"{socket.gethostname()}:{self.data_dir}"
+
+    @property
     def worker_env(self) -> dict[str, str]:
         """Worker-only settings as the environment variables a worker reads when it starts, every one set
         so that a flag or the config file wins over what the worker would inherit."""
         values = {f"{ENV_PREFIX}{name.upper()}": getattr(self, name) for name in WORKER_ENV_FIELDS}
-        return {env_name: str(value) for env_name, value in values.items() if value is not None}
+        env = {env_name: str(value) for env_name, value in values.items() if value is not None}
+        if self.database_url:
+            env[f"{ENV_PREFIX}DATABASE_URL"] = self.database_url  # not in argv (to_json)
+        return env
 
     def to_json(self) -> str:
         """How the supervisor hands the whole configuration to a worker process."""
         # Workers need no keys, and argv is visible to every local user; the file has been read already.
-        return self.model_dump_json(exclude={"api_keys", "config_file"})
+        # The database URL (it may hold a password) travels in the worker's environment instead.
+        return self.model_dump_json(exclude={"api_keys", "config_file", "database_url"})
 
     @classmethod
     def from_json(cls, text: str) -> Settings:

@@ -16,3 +16,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipelines.tiny import ensure_tiny_pipeline  # imported lazily: torch/diffusers are slow to import
 
     return ensure_tiny_pipeline(tmp_path_factory.mktemp("models"))
+
+
+# The throwaway PostgreSQL and S3-compatible servers (tests/services/), started on first use.
+pytest_plugins = ["tests.services.fixtures"]

@@ -25,9 +25,8 @@ from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
 from server.contract.limits import InputLimits
-from server.files.factory import open_file_store
-from server.files.uploads import Uploads
-from server.jobs.factory import open_job_store
+from server.files.factory import open_settings_file_store, open_settings_uploads
+from server.jobs.factory import open_settings_job_store
 from server.jobs.store import JobStore
 from server.settings import Settings
 
@@ -46,8 +45,8 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
     # data, and nothing under a 0700 folder is reachable by other local users whatever the files' modes.
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if store is None:
-        store = open_job_store(settings.db_path)
-    files = open_file_store(settings.files_dir)
+        store = open_settings_job_store(settings)
+    files = open_settings_file_store(settings)
     supervisor = Supervisor(settings, store) if run_workers else None
     signing_key = load_or_create_signing_key(settings.webhook_key_path)
     webhooks = WebhookDispatcher(
@@ -57,7 +56,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         allow_hosts=settings.fetch_allow_hosts,
     )
 
-    uploads = Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
+    uploads = open_settings_uploads(settings, files)
     retention = RetentionSweeper(
         store, files, settings.work_dir, settings.retention_s,
         uploads=uploads, upload_max_age_s=settings.upload_max_age_s,
@@ -112,5 +111,6 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
     queue_api.include_in(app)
     storage = StorageApi(files, uploads, settings.public_url)
     app.include_router(storage.router)
-    app.include_router(service_router(store, files, jwks(signing_key.public_key())))
+    presign_s = settings.presigned_url_ttl_s if settings.file_urls == "presigned" else None
+    app.include_router(service_router(store, files, jwks(signing_key.public_key()), presign_s=presign_s))
     return app

@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.files.store import FileStore
+from server.files.uploads import Uploads
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 
 def open_file_store(root: Path) -> FileStore:
-    """Files under a local folder (server/files/local.py). An S3-compatible backend would be picked here
-    (by a bucket URL in Settings), and nothing else would change."""
+    """Files under a local folder (server/files/local.py)."""
     from server.files.local import LocalFileStore
 
     return LocalFileStore(root)
+
+
+def open_settings_uploads(settings: Settings, files: FileStore) -> Uploads:
+    """Upload slots: in the bucket with --storage (any replica may take any call of an upload), else
+    under <data-dir>/uploads."""
+    from server.files.s3 import S3FileStore
+
+    if isinstance(files, S3FileStore):
+        from server.files.s3_uploads import S3Uploads
+
+        return S3Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
+    return Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
+
+
+def open_settings_file_store(settings: Settings) -> FileStore:
+    """--storage s3://bucket/prefix -> server/files/s3.py (files shared by boxes; downloads cached under
+    <data-dir>/s3-cache), else <data-dir>/files on local disk."""
+    if settings.storage:
+        from server.files.s3 import S3FileStore, S3Location
+
+        return S3FileStore(S3Location.parse(settings.storage), settings.data_dir / "s3-cache")
+    return open_file_store(settings.files_dir)

@@ -9,6 +9,7 @@ server/api/background/retention.py after Settings.upload_max_age_s without a wri
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -87,8 +88,16 @@ class Uploads:
         """Stream a whole file into the FileStore (atomically), refusing more than max_bytes."""
         if declared > self.max_bytes:
             raise UploadTooLarge()
-        with self.files.writer(upload.name) as out:
-            return await self._copy(chunks, out)
+        writer = self.files.writer(upload.name)
+        out = writer.__enter__()
+        try:
+            size = await self._copy(chunks, out)
+        except BaseException as exc:
+            writer.__exit__(type(exc), exc, exc.__traceback__)  # discards the partial file
+            raise
+        # Storing the file may be an upload to a bucket (server/files/s3.py): off the event loop.
+        await asyncio.to_thread(writer.__exit__, None, None, None)
+        return size
 
     async def write_part(self, chunks: AsyncIterator[bytes], declared: int, upload: PendingUpload,
                          part_number: int) -> str:

@@ -1,4 +1,4 @@
-"""The job store's interface, shared by every backend (server/jobs/sqlite.py, server/jobs/memory.py).
+"""The job store's interface, shared by every backend (server/jobs/sqlite.py, postgres.py, memory.py).
 
 One store object (`JobStore`) carries the jobs, their logs and the worker registry; the two bookkeeping
 concerns that live next to the jobs but have their own callers hang off it as attributes:
@@ -32,7 +32,7 @@ Nothing here knows about HTTP, the model, or a storage engine: payloads are JSON
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from server.contract.errors import JobError
 from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, WebhookDelivery
@@ -166,4 +166,14 @@ class JobStore(Protocol):
 
     def close(self) -> None:
         """Release this process's (or thread's) resources; the jobs stay."""
+        ...
+
+
+@runtime_checkable
+class WakesWorkers(Protocol):
+    """A store that can wake idle workers when a job is queued (server/jobs/postgres.py: LISTEN/NOTIFY),
+    so they need not poll it; the others are polled (server/worker/loop.py)."""
+
+    def wait_for_jobs(self, timeout_s: float) -> None:
+        """Return when a job may have been queued, or after `timeout_s`."""
         ...

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 from server.contract.errors import cancelled_error
 from server.contract.limits import InputLimits
-from server.files.factory import open_file_store
-from server.jobs.factory import open_job_store
+from server.files.factory import open_settings_file_store
+from server.jobs.factory import open_settings_job_store
 from server.jobs.model import Job
+from server.jobs.store import WakesWorkers
 from server.settings import Settings
 from server.worker.failures import failure_of, log_line
 from server.worker.fetch import Fetcher
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("vace.worker")
 
 IDLE_POLL_S = 0.2
+# Longest idle wait between claims where submits wake the worker (also how long a stop may wait for it).
+IDLE_WAKE_S = 1.0
 HEARTBEAT_S = 2.0
 
 
@@ -39,7 +42,7 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.store = open_job_store(settings.db_path)
+        self.store = open_settings_job_store(settings)
         self.stopping = threading.Event()
         self.pid = os.getpid()
 
@@ -56,7 +59,7 @@ class Worker:
                              self.settings.data_dir / "compile_cache")
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
-        files = open_file_store(self.settings.files_dir)
+        files = open_settings_file_store(self.settings)
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
                           self.settings.download_timeout_s, allow_hosts=self.settings.fetch_allow_hosts)
         return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,
@@ -77,7 +80,7 @@ class Worker:
         while not self.stopping.is_set():
             job = self.store.claim(self.worker_id)
             if job is None:
-                self.stopping.wait(IDLE_POLL_S)
+                self._idle()
                 continue
             self.run_job(executor, job)
 
@@ -108,9 +111,19 @@ class Worker:
         job_log("Completed")
         self.store.complete(job.id, self.worker_id, output)
 
+    def _idle(self) -> None:
+        """Wait for work: on a NOTIFY from a store that sends them (PostgreSQL), else a short poll."""
+        if isinstance(self.store, WakesWorkers):
+            self.store.wait_for_jobs(IDLE_WAKE_S)
+        else:
+            self.stopping.wait(IDLE_POLL_S)
+
     def _heartbeat(self) -> None:
         while not self.stopping.wait(HEARTBEAT_S):
-            self.store.heartbeat(self.worker_id)
+            try:
+                self.store.heartbeat(self.worker_id)
+            except Exception:  # a database over the network may blip: keep beating, or the lease is lost
+                log.exception("%s: heartbeat failed; retrying", self.worker_id)
 
 
 def _die_with_parent() -> None:

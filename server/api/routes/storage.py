@@ -14,6 +14,7 @@ Tokens and upload ids are not checked yet: authentication is a later issue.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import secrets
@@ -131,7 +132,8 @@ class StorageApi:
         if not isinstance(parts, list):
             return JSONResponse({"detail": "Body must be {\"parts\": [{partNumber, etag}, ...]}"},
                                 status_code=400)
-        problem = self.uploads.assemble(upload, parts)
+        # Joins up to --max-upload-bytes and may upload them to a bucket: off the event loop.
+        problem = await asyncio.to_thread(self.uploads.assemble, upload, parts)
         if problem is not None:
             code = 413 if "limit" in problem else 400
             return JSONResponse({"detail": problem}, status_code=code)
