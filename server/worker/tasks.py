@@ -21,6 +21,7 @@ from preprocessors.canvas import (
     Placement,
     canvas_size,
     expansion,
+    fills_frame,
     outpaint_placement,
     place,
     reframe_placement,
@@ -29,9 +30,11 @@ from preprocessors.composite import paste_back
 from preprocessors.conditioning import control_conditioning, inpainting_conditioning
 from preprocessors.interpolation.timeline import Timeline
 from preprocessors.masks import binarize_mask
+from preprocessors.sizing import AUTO_ASPECT_RATIO, orientation_aspect_ratio
 from preprocessors.spatial import resize_cover
 from preprocessors.temporal import fit_length
 from server.contract.endpoints import TASK_RULES
+from server.contract.errors import InputError
 from server.contract.inputs import WanVACEInput
 from server.worker.types import Conditioned, JobHooks, SizeRule, Timing
 
@@ -170,10 +173,11 @@ class OutpaintingPlan(TaskPlan):
         src_h, src_w = frames.shape[1:3]
         exp = expansion(src_w, src_h, left=request.expand_left, right=request.expand_right,
                         top=request.expand_top, bottom=request.expand_bottom, ratio=request.expand_ratio)
-        # aspect_ratio=auto follows the enlarged canvas, not the source.
+        # aspect_ratio=auto follows the enlarged canvas, not the source, and generates only its new sides.
         canvas_w, canvas_h = canvas_size(src_w, src_h, exp)
         width, height = ctx.sizes(request.resolution, request.aspect_ratio, canvas_w, canvas_h)
-        return _placed(frames, outpaint_placement(src_w, src_h, exp, width, height))
+        follow = request.aspect_ratio == AUTO_ASPECT_RATIO
+        return _placed(frames, outpaint_placement(src_w, src_h, exp, width, height, follow_canvas=follow))
 
 
 class ReframePlan(TaskPlan):
@@ -185,8 +189,26 @@ class ReframePlan(TaskPlan):
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
         src_h, src_w = frames.shape[1:3]
-        width, height = ctx.sizes(request.resolution, request.aspect_ratio, src_w, src_h)
-        return _placed(frames, reframe_placement(src_w, src_h, width, height, request.zoom_factor))
+        aspect: str = request.aspect_ratio
+        if aspect == AUTO_ASPECT_RATIO:
+            # Reframing to the input's own aspect ratio would leave nothing to generate: auto is the preset
+            # of its orientation (16:9 or 9:16).
+            aspect = orientation_aspect_ratio(src_w, src_h)
+        width, height = ctx.sizes(request.resolution, aspect, src_w, src_h)
+        placement = reframe_placement(src_w, src_h, width, height, request.zoom_factor)
+        if fills_frame(placement):
+            message = _nothing_to_reframe(request, aspect, src_w, src_h)
+            raise InputError("aspect_ratio", message, "value_error")
+        return _placed(frames, placement)
+
+
+def _nothing_to_reframe(request: WanVACEInput, aspect: str, src_w: int, src_h: int) -> str:
+    """Why a reframe that would only re-render its input is refused: a 14B run for a copy of the input."""
+    others = ", ".join(a for a in ("16:9", "9:16", "1:1") if a != aspect)
+    via = f" (auto chose {aspect})" if request.aspect_ratio == AUTO_ASPECT_RATIO else ""
+    zoom = " or lower zoom_factor" if request.zoom_factor > 0 else ""
+    return (f"reframe has nothing to generate: the {src_w}x{src_h} input fills the {aspect} output{via}; "
+            f"set aspect_ratio to another one ({others}){zoom}")
 
 
 PLANS: dict[str, TaskPlan] = {plan.name: plan for plan in (
