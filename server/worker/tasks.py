@@ -31,7 +31,7 @@ from preprocessors.conditioning import control_conditioning, inpainting_conditio
 from preprocessors.interpolation.timeline import Timeline
 from preprocessors.masks import binarize_mask
 from preprocessors.sizing import AUTO_ASPECT_RATIO, orientation_aspect_ratio
-from preprocessors.spatial import resize_cover
+from preprocessors.spatial import crop_to_aspect, resize_cover
 from preprocessors.temporal import fit_length
 from server.contract.endpoints import TASK_RULES
 from server.contract.errors import InputError
@@ -40,6 +40,10 @@ from server.worker.types import Conditioned, JobHooks, SizeRule, Timing
 
 if TYPE_CHECKING:  # inputs.py imports this module for TaskPlan
     from server.worker.inputs import InputReader
+
+
+# Frames per annotator call on the input's own resolution (the annotators batch 8 frames themselves).
+ANNOTATE_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -107,16 +111,33 @@ class _ControlPlan(TaskPlan):
 
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
-        frames = _cover(request, frames, ctx)
-        if ctx.control is not None:
-            # Annotate the real frames only; the 4k+1 padding holds the last one, so hold its annotation.
-            started = time.monotonic()
-            annotated = ctx.control(frames[: generated.num_frames])
-            took = time.monotonic() - started
-            ctx.hooks.log(f"Annotated {generated.num_frames} frames ({self.name}) in {took:.1f}s")
-            frames = fit_length(annotated, len(frames))
+        if ctx.control is None:
+            frames = _cover(request, frames, ctx)
+        else:
+            frames = self._annotate(request, frames, generated, ctx)
         height, width = frames.shape[1:3]
         return Conditioned(control_conditioning(frames), frames, width, height)
+
+    def _annotate(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
+                  ctx: TaskContext) -> np.ndarray:
+        """The control video at the output size. As in VACE, the annotator sees the input at its own
+        resolution (the window the output's aspect ratio keeps), and its output is resized afterwards: pose
+        detection and depth then work from every input pixel, not from a downscaled copy. A few frames at a
+        time, so only those are held at the input's resolution twice."""
+        control = ctx.control
+        assert control is not None  # condition() calls this only with an annotator
+        src_h, src_w = frames.shape[1:3]
+        width, height = ctx.sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+        # Annotate the real frames only; the 4k+1 padding holds the last one, so hold its annotation.
+        window = crop_to_aspect(frames[: generated.num_frames], width, height)
+        started = time.monotonic()
+        annotated = np.concatenate([
+            resize_cover(control(window[start : start + ANNOTATE_CHUNK]), width, height)
+            for start in range(0, len(window), ANNOTATE_CHUNK)
+        ])
+        took = time.monotonic() - started
+        ctx.hooks.log(f"Annotated {generated.num_frames} frames ({self.name}) in {took:.1f}s")
+        return fit_length(annotated, len(frames))
 
 
 class DepthPlan(_ControlPlan):

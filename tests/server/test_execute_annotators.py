@@ -102,9 +102,12 @@ def test_preprocess_runs_the_annotator_on_the_fitted_frames(
     hooks = Hooks()
     out = run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/{task}", request(video, preprocess=True),
               hooks)
-    # The annotator sees the 7 real frames at the target size (96x48); the 4k+1 padding holds the last result.
+    # The annotator sees the 7 real frames at the input's own resolution (192x96 is already the output's
+    # 2:1), and its output is resized to the target size (96x48); the 4k+1 padding holds the last result.
     # (The first and last frames are enough to check.)
-    expected = PLANS[task].load_control(tiny_annotators)(shrink(frames, 96, 48)[[0, -1]])
+    expected = shrink(PLANS[task].load_control(tiny_annotators)(frames[[0, -1]]), 96, 48)
+    at_output_size = PLANS[task].load_control(tiny_annotators)(shrink(frames, 96, 48)[[0, -1]])
+    assert not np.array_equal(expected, at_output_size)  # the comparison tells the two apart
     (req,) = echo
     control = np.rint(req.video * 255).astype(np.uint8)
     assert len(control) == 9
