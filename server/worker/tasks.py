@@ -11,11 +11,14 @@ canvas and never crop it (preprocessors/canvas.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from preprocessors.annotators.mask_tracking import track_mask
+from preprocessors.annotators.protocols import MaskTracker
 from preprocessors.annotators.registry import Annotators, ControlAnnotator
 from preprocessors.canvas import (
     Placement,
@@ -54,6 +57,7 @@ class TaskContext:
     reader: InputReader  # for inputs only one task reads (inpainting's mask)
     control: ControlAnnotator | None  # loaded by server/worker/models.py when wants_control says so
     hooks: JobHooks
+    tracker: MaskTracker | None = None  # loaded when wants_tracker says so and tracking is on
 
 
 class TaskPlan:
@@ -75,6 +79,10 @@ class TaskPlan:
 
     def load_control(self, annotators: Annotators) -> ControlAnnotator:
         raise NotImplementedError(f"task {self.name!r} has no control annotator")
+
+    def wants_tracker(self, request: WanVACEInput) -> bool:
+        """Whether a first-frame mask is to be followed through the video (inpainting's mask_image_url)."""
+        return False
 
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
@@ -163,18 +171,30 @@ class InpaintingPlan(TaskPlan):
                   ctx: TaskContext) -> Conditioned:
         frames = _cover(request, frames, ctx)
         height, width = frames.shape[1:3]
-        mask = self.mask(request, frames, generated, ctx.reader)
+        mask = self.mask(request, frames, generated, ctx.reader, ctx.tracker, ctx.hooks.log)
         return Conditioned(inpainting_conditioning(frames, mask), frames, width, height)
 
-    def mask(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
-              reader: InputReader) -> np.ndarray:
-        """A binary (F,H,W) mask matching the control video; a mask image applies to every frame."""
+    def wants_tracker(self, request: WanVACEInput) -> bool:
+        return bool(request.mask_image_url)
+
+    def mask(self, request: WanVACEInput, frames: np.ndarray, generated: Timing, reader: InputReader,
+             tracker: MaskTracker | None = None, log: Callable[[str], None] | None = None) -> np.ndarray:
+        """A binary (F,H,W) mask matching the control video. A mask image marks the object in the first
+        frame: the tracker follows it through the video, or without one it applies to every frame."""
         count, height, width = frames.shape[:3]
         if request.mask_image_url:
             # Strokes drawn on transparency: transparent means "keep", i.e. black.
             image = reader.image(request.mask_image_url, "mask_image_url", background=(0, 0, 0))
-            mask = resize_cover(binarize_mask(image), width, height, nearest=True)
-            return np.repeat(mask[:1], count, axis=0)
+            first = resize_cover(binarize_mask(image), width, height, nearest=True)[0]
+            if tracker is None:
+                return np.repeat(first[None], count, axis=0)
+            # Track the real frames only; the 4k+1 padding holds the last frame, so hold its mask.
+            started = time.monotonic()
+            tracked = track_mask(tracker, frames[: generated.num_frames], first)
+            if log is not None:
+                log(f"Tracked the mask through {generated.num_frames} frames in "
+                    f"{time.monotonic() - started:.1f}s")
+            return fit_length(tracked, count)
         if request.mask_video_url is None:
             # server/contract/endpoints.py refuses this at submit; reaching it is a bug, not a user error.
             raise ValueError("inpainting without a mask reached the worker")

@@ -32,7 +32,7 @@ from server.files.local import LocalFileStore
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
 from server.worker.tasks import PLANS
-from tests.server.test_execute_equivalence import job, shrink, tiny_sizes, uri
+from tests.server.test_execute_equivalence import job, png, shrink, tiny_sizes, uri
 
 SRC_W, SRC_H, FRAMES, FPS = 192, 96, 7, 16
 
@@ -115,6 +115,22 @@ def test_preprocess_runs_the_annotator_on_the_fitted_frames(
     assert (req.mask == 1).all()
     assert out.frames.shape == (FRAMES, 48, 96, 3) and out.timing.num_frames == FRAMES
     assert f"Annotated {FRAMES} frames ({task})" in " ".join(hooks.logs)
+
+
+def test_a_mask_image_is_tracked_by_the_tiny_sam2(tmp_path: Path, tiny_annotators: Annotators, source,
+                                                    echo) -> None:
+    video, _ = source
+    mask = np.zeros((SRC_H, SRC_W), np.uint8)
+    mask[16:48, 32:96] = 255
+    hooks = Hooks()
+    run(make_executor(tmp_path, tiny_annotators), APP_ID,
+        request(video, task="inpainting", mask_image_url=uri(png(mask), "image/png")), hooks)
+    (req,) = echo
+    assert req.mask.shape == (9, 48, 96) and set(np.unique(req.mask)) <= {0.0, 1.0}
+    assert f"Tracked the mask through {FRAMES} frames" in " ".join(hooks.logs)
+    # Frame 0 is the prompt: the mask image (halved to 96x48) dilated by 2 px.
+    assert (req.mask[0, 8:24, 16:48] == 1).all() and not req.mask[0, 28:, :].any()
+    np.testing.assert_array_equal(req.mask[7], req.mask[6])  # the 4k+1 padding holds the last mask
 
 
 def test_without_preprocess_the_input_is_the_control_video(tmp_path: Path, tiny_annotators, source, echo):
