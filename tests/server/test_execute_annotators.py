@@ -155,14 +155,14 @@ def test_without_preprocess_the_input_is_the_control_video(tmp_path: Path, tiny_
 def test_reframe_temporal_factors(tmp_path: Path, tiny_annotators, source, echo, down, up, model, generated,
                                   out_frames, out_fps) -> None:
     video, frames = source
-    payload = {"video_url": video, "aspect_ratio": "16:9", "interpolator_model": model,
+    payload = {"video_url": video, "aspect_ratio": "9:16", "interpolator_model": model,
                "num_inference_steps": 2, "temporal_downsample_factor": down,
                "temporal_upsample_factor": up}
     out = run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/reframe", payload)
     (req,) = echo
-    # The kept frames (2:1 into the 96x48 frame: the whole picture, no band) are what is generated from.
+    # The kept frames (2:1 into the 48x96 frame: 48x24 at rows 36..60) are what is generated from.
     kept = np.rint(req.video[:generated] * 255).astype(np.uint8)
-    np.testing.assert_array_equal(kept, shrink(frames[:: down + 1], 96, 48)[:generated])
+    np.testing.assert_array_equal(kept[:, 36:60], shrink(frames[:: down + 1], 48, 24)[:generated])
     assert len(req.video) == -(-(generated - 1) // 4) * 4 + 1  # 4k+1
     assert (out.timing.num_frames, out.timing.fps) == (out_frames, out_fps)
     assert len(out.frames) == out_frames
@@ -363,7 +363,7 @@ def test_annotators_leave_the_gpu_during_generation_under_an_offloading_plan(
 
     monkeypatch.setattr(execute, "generate", fake_generate)
     hooks = Hooks()
-    payload = {"video_url": video, "aspect_ratio": "16:9", "interpolator_model": "rife",
+    payload = {"video_url": video, "aspect_ratio": "9:16", "interpolator_model": "rife",
                "num_inference_steps": 2, "temporal_upsample_factor": 1, "enable_safety_checker": True}
     out = run(make_executor(tmp_path, registry, pipe), f"{APP_ID}/reframe", payload, hooks)
     assert len(out.frames) == 2 * FRAMES - 1  # interpolated after generation, by a reloaded RIFE
