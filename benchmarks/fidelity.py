@@ -143,6 +143,44 @@ def measured_depth_columns() -> int:
         return seen[0]
 
 
+def mask_tracking() -> None:
+    """Share of a moving square the inpainting mask covers in the clip's last frame, through the worker's
+    InpaintingPlan.mask. The tracker is a deterministic colour tracker standing in for SAM 2.1 (the tiny
+    random SAM 2 would show nothing): this measures the plumbing, not SAM 2's quality."""
+    from server.worker.tasks import InpaintingPlan
+    from server.worker.types import Timing
+
+    class ColourTracker:
+        def track(self, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
+            colour = frames[0][first_mask > 0].mean(axis=0)
+            near = np.abs(frames.astype(np.float32) - colour).max(axis=-1) <= 30
+            return np.where(near, np.uint8(255), np.uint8(0))
+
+    class Reader:  # the mask image as InputReader.image would return it
+        def __init__(self, image: np.ndarray) -> None:
+            self.image_array = image
+
+        def image(self, *_: object, **__: object) -> np.ndarray:
+            return self.image_array
+
+    frames = np.full((9, 48, 96, 3), (0, 90, 200), np.uint8)
+    for i in range(9):
+        frames[i, 19:29, 5 + 8 * min(i, 6) : 15 + 8 * min(i, 6)] = (230, 20, 20)
+    first = np.zeros((48, 96, 3), np.uint8)
+    first[19:29, 5:15] = 255
+    request = type("Request", (), {"mask_image_url": "mask.png", "mask_video_url": None})()
+    square = np.zeros((48, 96), bool)
+    square[19:29, 53:63] = True  # where the square is in the last frames
+
+    def covered(tracker: object) -> float:
+        mask = InpaintingPlan().mask(request, frames, Timing(16.0, 7), Reader(first),  # type: ignore[arg-type]
+                                     tracker)  # type: ignore[arg-type]
+        return float((mask[-1][square] == 255).mean())
+
+    _row("mask_image_url on a moving square: share of it masked in the last frame (colour-tracker stand-in)",
+         f"{covered(None):.0%}", f"{covered(ColourTracker()):.0%}")
+
+
 def main() -> None:
     print("| figure | before | after |")
     print("|---|---|---|")
@@ -152,6 +190,7 @@ def main() -> None:
     soft_masks()
     reference_order()
     pose_and_depth()
+    mask_tracking()
 
 
 if __name__ == "__main__":
