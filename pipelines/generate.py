@@ -128,6 +128,17 @@ def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask))[None, :, None]
 
 
+def _pipeline_reference_order(references: list[np.ndarray]) -> list[Image.Image] | None:
+    """The reference images in the order that makes the model see them in the user's order.
+
+    WanVACEPipeline.prepare_video_latents (diffusers 0.42) prepends each reference's latent in its loop, so
+    [r1, r2] reaches the transformer as [r2, r1]; VACE itself keeps the given order. Passing them reversed
+    undoes that (tests/pipelines/test_generate.py checks the latent order). None for no references: the
+    pipeline rejects an empty list.
+    """
+    return [Image.fromarray(r) for r in reversed(references)] or None
+
+
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
 
@@ -164,7 +175,7 @@ def generate(
             raise GenerationCancelled(f"cancelled after step {step + 1} of {p.num_timesteps}")
         return {}
 
-    refs = [Image.fromarray(r) for r in req.reference_images] or None  # the pipeline rejects an empty list
+    refs = _pipeline_reference_order(req.reference_images)
     # A CPU generator gives the same initial noise whatever device the model runs on.
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
     loaded = pipe.scheduler

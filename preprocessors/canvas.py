@@ -5,9 +5,11 @@ scaled and pasted as a rectangle inside the target frame; everything outside tha
 model generates (mask 255, grayed out later by ``inpainting_conditioning``).
 
 - Outpainting: the source plus its expansion strips forms a larger canvas (pad per side =
-  ``round(expand_ratio * source width)`` left/right, ``* source height`` top/bottom). The canvas is CONTAINED
-  in the target (scaled to fit, centred), never cropped, so no source pixel and no requested strip is lost;
-  any leftover band from the aspect-ratio mismatch is generated too, like the strips.
+  ``round(expand_ratio * source width)`` left/right, ``* source height`` top/bottom). With an explicit aspect
+  ratio the canvas is CONTAINED in the target (scaled to fit, centred), never cropped, so no source pixel and
+  no requested strip is lost; any leftover band from the aspect-ratio mismatch is generated too, like the
+  strips. With ``aspect_ratio: auto`` the target already has the canvas's aspect ratio
+  (preprocessors/sizing.py), and only the requested sides are generated.
 - Reframe: the source is contained in the target frame, then magnified by ``1 + zoom_factor`` about the
   centre; whatever then falls outside the frame is cut off. ``zoom_factor=1`` is a 2x zoom (half of each side
   of the contained picture stays visible), so even the maximum never crops everything away.
@@ -68,8 +70,20 @@ def canvas_size(src_w: int, src_h: int, exp: Expansion) -> tuple[int, int]:
     return src_w + exp.left + exp.right, src_h + exp.top + exp.bottom
 
 
-def outpaint_placement(src_w: int, src_h: int, exp: Expansion, width: int, height: int) -> Placement:
-    """Contain the enlarged canvas in ``width x height`` (centred) and return where the source lands."""
+def outpaint_placement(src_w: int, src_h: int, exp: Expansion, width: int, height: int, *,
+                       follow_canvas: bool = False) -> Placement:
+    """Where the source lands in a ``width x height`` frame.
+
+    By default (an explicit aspect ratio) the enlarged canvas is contained in the frame and centred, so a
+    band left over where the two aspect ratios differ is generated too. With ``follow_canvas`` (the frame
+    was sized to the canvas's own aspect ratio, ``aspect_ratio: auto``) only the requested sides are
+    generated: the source spans every axis that has no requested side, and the small rounding slack goes
+    to the requested sides in proportion to their strips.
+    """
+    if follow_canvas:
+        fitted = _placement_on_requested_sides(src_w, src_h, exp, width, height)
+        if fitted is not None:
+            return fitted
     canvas_w, canvas_h = canvas_size(src_w, src_h, exp)
     scale = min(width / canvas_w, height / canvas_h)
     # The scaled canvas, centred; the source sits inside it at its scaled strip offsets.
@@ -79,6 +93,31 @@ def outpaint_placement(src_w: int, src_h: int, exp: Expansion, width: int, heigh
     w, h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
     # Rounding may push the source one pixel past the canvas edge; pull it back inside the frame.
     w, h = min(w, width - x), min(h, height - y)
+    return Placement(width, height, Box(0, 0, src_w, src_h), Box(x, y, w, h))
+
+
+def _placement_on_requested_sides(src_w: int, src_h: int, exp: Expansion, width: int,
+                                  height: int) -> Placement | None:
+    """The source scaled so that every frame pixel outside it lies on a requested side, or None when the
+    frame cannot hold it so (e.g. a 1-pixel strip lost to the rounding of the frame to 16 pixels)."""
+    canvas_w, canvas_h = canvas_size(src_w, src_h, exp)
+    horizontal, vertical = exp.left + exp.right > 0, exp.top + exp.bottom > 0
+    if horizontal and vertical:
+        scale = min(width / canvas_w, height / canvas_h)
+    elif horizontal:
+        scale = height / src_h  # no top/bottom strip: the source spans the height
+    elif vertical:
+        scale = width / src_w
+    else:
+        return None
+    w, h = min(width, max(1, round(src_w * scale))), min(height, max(1, round(src_h * scale)))
+    slack_x, slack_y = width - w, height - h
+    if (slack_x and not horizontal) or (slack_y and not vertical):
+        return None
+    if (horizontal and not slack_x) or (vertical and not slack_y):
+        return None  # a requested side would get nothing
+    x = round(slack_x * exp.left / (exp.left + exp.right)) if horizontal else 0
+    y = round(slack_y * exp.top / (exp.top + exp.bottom)) if vertical else 0
     return Placement(width, height, Box(0, 0, src_w, src_h), Box(x, y, w, h))
 
 
@@ -93,6 +132,21 @@ def reframe_placement(src_w: int, src_h: int, width: int, height: int, zoom_fact
     crop = Box((src_w - crop_w) // 2, (src_h - crop_h) // 2, crop_w, crop_h)
     w, h = min(width, max(1, round(crop_w * scale))), min(height, max(1, round(crop_h * scale)))
     return Placement(width, height, crop, Box((width - w) // 2, (height - h) // 2, w, h))
+
+
+def kept_fraction(placement: Placement) -> float:
+    """The share of the frame the source covers (mask "keep"); the rest is generated."""
+    dest = placement.dest
+    return dest.width * dest.height / (placement.width * placement.height)
+
+
+def fills_frame(placement: Placement, tolerance: int = 16) -> bool:
+    """Whether the source covers the frame but for bands narrower than ``tolerance`` pixels per axis.
+
+    16 pixels is one latent patch (VAE x8, patch 2x2): a thinner band is rounding, not new picture, so a
+    reframe that leaves only such bands has nothing to generate (e.g. 854x480 into 832x480)."""
+    dest = placement.dest
+    return placement.width - dest.width < tolerance and placement.height - dest.height < tolerance
 
 
 def place(frames: np.ndarray, placement: Placement) -> tuple[np.ndarray, np.ndarray]:

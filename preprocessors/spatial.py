@@ -41,3 +41,19 @@ def resize_cover(frames: np.ndarray, width: int, height: int, *, nearest: bool =
         scaled = cv2.resize(frame, (scaled_w, scaled_h), interpolation=interpolation) if rescale else frame
         out[i] = scaled[top : top + height, left : left + width]
     return out
+
+
+def crop_to_aspect(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The centred window of ``frames`` with ``width:height``'s aspect ratio, at the frames' own resolution.
+
+    The window ``resize_cover`` would keep, without its scaling: annotators run on it at the input's own
+    resolution, as VACE runs them, and their output is then resized to the generation size.
+    """
+    if frames.ndim not in (3, 4) or width < 1 or height < 1:
+        raise ValueError(f"need (F, H, W[, 3]) frames and a positive size, got {frames.shape}, "
+                         f"{width}x{height}")
+    src_h, src_w = frames.shape[1], frames.shape[2]
+    scale = max(width / src_w, height / src_h)
+    crop_w, crop_h = min(src_w, max(1, round(width / scale))), min(src_h, max(1, round(height / scale)))
+    left, top = (src_w - crop_w) // 2, (src_h - crop_h) // 2
+    return frames[:, top : top + crop_h, left : left + crop_w]

@@ -35,6 +35,7 @@ DepthModel = Literal["midas", "depth-anything-v2"]
 PoseModel = Literal["dwpose", "openpose"]
 SafetyMissing = Literal["warn", "refuse"]
 FileUrls = Literal["api", "presigned"]
+MaskTracking = Literal["track", "static"]
 MEMORY_PLANS: tuple[str, ...] = get_args(MemoryPlan)
 VAE_TILING: tuple[str, ...] = get_args(VaeTiling)
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(Attention)
@@ -66,7 +67,8 @@ PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 # A comma-separated environment variable, a list in a config file, or a repeated flag.
 NameList = Annotated[tuple[str, ...], NoDecode]
 # Fields the worker reads from its environment (preprocessors/annotators/registry.py), not from Settings.
-WORKER_ENV_FIELDS = ("annotators_dir", "depth_model", "pose_model", "safety_missing", "safety_threshold")
+WORKER_ENV_FIELDS = ("annotators_dir", "depth_model", "pose_model", "safety_missing", "safety_threshold",
+                     "mask_tracking")
 
 
 class Settings(BaseSettings):
@@ -133,6 +135,9 @@ class Settings(BaseSettings):
                             "refuse requests that enable it")
     safety_threshold: Annotated[float, Flag("safety-threshold")] = Field(
         0.5, ge=0.0, le=1.0, description="NSFW probability at which a video is flagged")
+    mask_tracking: Annotated[MaskTracking, Flag("mask-tracking")] = Field(
+        "track", description="inpainting's mask_image_url: follow the object it marks in the first frame "
+                             "through the video (SAM 2.1), or apply it unchanged to every frame")
     max_input_pixels: Annotated[PositiveInt, Flag("max-input-pixels")] = Field(
         MAX_INPUT_PIXELS, description="largest input frame or image, width x height")
     max_input_seconds: Annotated[PositiveFloat, Flag("max-input-seconds")] = Field(

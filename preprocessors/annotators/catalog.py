@@ -21,7 +21,7 @@ from preprocessors.annotators import sources
 if TYPE_CHECKING:
     from preprocessors.annotators.registry import AnnotatorConfig
 
-Role = Literal["depth", "pose", "interpolator", "safety", "prompt"]
+Role = Literal["depth", "pose", "interpolator", "safety", "prompt", "tracker"]
 
 # Real OpenPose (VACE_POSE_MODEL=openpose) detects at 512 px (controlnet-aux's default); the tiny mode's
 # full-size random network would take 1-2 s per 832x480 frame on a CPU there, and its output is noise anyway.
@@ -163,7 +163,21 @@ PROMPT_LLM = AnnotatorModel(
     load=_load_prompt_expander,
 )
 
-ALL: tuple[AnnotatorModel, ...] = (DEPTH_ANYTHING, MIDAS, DWPOSE, OPENPOSE, FILM, RIFE, NSFW, PROMPT_LLM)
+SAM2 = AnnotatorModel(
+    folder="sam2.1-hiera-large", role="tracker", choice=None,
+    description="SAM 2.1 Hiera-L (mask tracking for inpainting's mask_image_url)",
+    # VACE's own tracker (its masktrack mode); Apache-2.0, 224M parameters. EdgeTAM is 16x smaller but
+    # tracks less well; SAM 3's tracker is gated behind its own licence.
+    licence="Apache-2.0", in_default_download=True,
+    required_files=("config.json", "processor_config.json", "model.safetensors"),
+    fetch=sources.hf_snapshot("facebook/sam2.1-hiera-large", sources.TRANSFORMERS_FILES),
+    build_tiny=Deferred("annotators.tiny_sam2", "build_tiny_sam2"),
+    load=OnDevice("annotators.mask_tracking", "load_sam2_tracker"),
+)
+
+ALL: tuple[AnnotatorModel, ...] = (
+    DEPTH_ANYTHING, MIDAS, DWPOSE, OPENPOSE, FILM, RIFE, NSFW, PROMPT_LLM, SAM2,
+)
 
 
 def by_folder(folder: str) -> AnnotatorModel:

@@ -45,6 +45,7 @@ from preprocessors.annotators.pose_render import (
     VACE_CANVAS_SHORT_SIDE,
     Pose,
     render_pose_video,
+    vace_canvas_size,
 )
 
 log = logging.getLogger(__name__)
@@ -262,12 +263,31 @@ def run_batched(session, inputs: np.ndarray, max_batch: int) -> list[np.ndarray]
     return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
 
+def detection_frames(bgr: np.ndarray, short_side: int | None) -> np.ndarray:
+    """The frames as VACE's pose annotator detects on them: short side scaled to `short_side`, both sides
+    rounded to multiples of 64 (vace_canvas_size), Lanczos to enlarge and area averaging to shrink
+    (VACE's `resize_image`). None: unchanged."""
+    if short_side is None:
+        return bgr
+    height, width = bgr.shape[1:3]
+    size_h, size_w = vace_canvas_size(height, width, short_side)
+    if (size_h, size_w) == (height, width):
+        return bgr
+    enlarge = short_side > min(height, width)
+    interpolation = cv2.INTER_LANCZOS4 if enlarge else cv2.INTER_AREA
+    return np.stack([cv2.resize(frame, (size_w, size_h), interpolation=interpolation) for frame in bgr])
+
+
 class DWPoseDetector:
-    def __init__(self, detector, pose, frame_batch: int = 8, crop_batch: int = 16) -> None:
+    def __init__(self, detector, pose, frame_batch: int = 8, crop_batch: int = 16,
+                 detect_short_side: int | None = VACE_CANVAS_SHORT_SIDE) -> None:
         self.detector = detector  # onnxruntime.InferenceSession of yolox_l.onnx
         self.pose = pose  # onnxruntime.InferenceSession of dw-ll_ucoco_384.onnx
         self.frame_batch = frame_batch
         self.crop_batch = crop_batch
+        # VACE detects on the frame resized to a 1024 short side, whatever the output size: the pose network's
+        # crops of a small frame are otherwise cut from fewer, blurrier pixels. None detects at frame size.
+        self.detect_short_side = detect_short_side
         self.detector_size = input_hw(detector, (640, 640))
         self.pose_size = input_hw(pose, (384, 288))
         names = [o.name for o in pose.get_outputs()]
@@ -295,8 +315,10 @@ class DWPoseDetector:
         return poses
 
     def _detect_chunk(self, frames: np.ndarray) -> list[list[Pose]]:
-        height, width = frames.shape[1:3]
-        bgr = np.ascontiguousarray(frames[..., ::-1])  # both networks were run on BGR frames by DWPose/VACE
+        # Both networks were run on BGR frames by DWPose/VACE. Poses come out in fractions of the frame, so
+        # detecting on the resized frame draws at any size.
+        bgr = detection_frames(np.ascontiguousarray(frames[..., ::-1]), self.detect_short_side)
+        height, width = bgr.shape[1:3]
         boxes = self.detect_people(bgr)
         crops, transforms, owners = [], [], []
         for index, frame_boxes in enumerate(boxes):

@@ -2,7 +2,8 @@
 
 Each model module's class satisfies one of them structurally (depth.py's `TransformersDepthEstimator`,
 dwpose.py's `DWPoseDetector` and pose_detect.py's `OpenPoseBodyDetector`, safety.py's `SafetyChecker`,
-prompt_expansion.py's `PromptExpander`); interpolators follow preprocessors/interpolation/base.py's
+prompt_expansion.py's `PromptExpander`,
+mask_tracking.py's `Sam2MaskTracker`); interpolators follow preprocessors/interpolation/base.py's
 `Interpolator`. Frames are uint8 numpy arrays (F, H, W, 3) throughout.
 """
 
@@ -37,4 +38,11 @@ class SupportsSafetyCheck(Protocol):
 class SupportsPromptExpansion(Protocol):
     def expand_prompt(self, prompt: str, task: str | None = None) -> str:
         """A longer, more detailed prompt for the same video, written for `task`."""
+        ...
+
+
+class MaskTracker(Protocol):
+    def track(self, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
+        """uint8 (F, H, W, 3) frames and a uint8 0/255 (H, W) object mask in frame 0 -> uint8 0/255
+        (F, H, W) masks of that object in every frame."""
         ...

@@ -1,4 +1,4 @@
-"""The worker's annotator models (depth, pose, interpolators, safety checker, prompt LLM).
+"""The worker's annotator models (depth, pose, interpolators, safety checker, prompt LLM, mask tracker).
 
 Each is loaded on first use from its sub-folder of one annotators folder (the records in catalog.py say
 which sub-folder and how to load it), on the worker's device, and kept for later jobs. A missing folder
@@ -13,6 +13,8 @@ Operator settings come from the environment (read once, when the worker starts):
 - VACE_POSE_MODEL: dwpose (default: VACE's own annotator, body + face) or openpose (body only).
 - VACE_SAFETY_MISSING: warn (default: run unchecked, with a WARN line in the job's logs) or refuse.
 - VACE_SAFETY_THRESHOLD: NSFW probability at or above which a video is flagged (default 0.5; 0 flags all).
+- VACE_MASK_TRACKING: track (default: inpainting's mask_image_url marks an object in the first frame, which
+  SAM 2.1 follows through the video) or static (the mask image applies unchanged to every frame).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from preprocessors.annotators._common import DOWNLOAD_HINT, AnnotatorNotFoundErr
 from preprocessors.annotators.catalog import AnnotatorModel
 from preprocessors.annotators.protocols import (
     DepthEstimator,
+    MaskTracker,
     PoseAnnotator,
     SupportsPromptExpansion,
     SupportsSafetyCheck,
@@ -55,6 +58,8 @@ DEFAULT_POSE_BACKEND = "dwpose"
 SAFETY_MISSING_CHOICES = ("warn", "refuse")
 DEFAULT_SAFETY_MISSING = "warn"
 DEFAULT_SAFETY_THRESHOLD = 0.5
+MASK_TRACKING_CHOICES = ("track", "static")
+DEFAULT_MASK_TRACKING = "track"
 
 # A control annotator turns uint8 (F, H, W, 3) frames into a control video of the same shape.
 ControlAnnotator = Callable[[np.ndarray], np.ndarray]
@@ -69,6 +74,7 @@ class AnnotatorConfig:
     pose_backend: str = DEFAULT_POSE_BACKEND
     safety_missing: str = DEFAULT_SAFETY_MISSING
     safety_threshold: float = DEFAULT_SAFETY_THRESHOLD
+    mask_tracking: str = DEFAULT_MASK_TRACKING
 
     def __post_init__(self) -> None:
         if self.depth_backend not in catalog.choices("depth"):
@@ -80,6 +86,9 @@ class AnnotatorConfig:
         if self.safety_missing not in SAFETY_MISSING_CHOICES:
             raise ValueError(f"VACE_SAFETY_MISSING must be one of {SAFETY_MISSING_CHOICES}, "
                              f"got {self.safety_missing!r}")
+        if self.mask_tracking not in MASK_TRACKING_CHOICES:
+            raise ValueError(f"VACE_MASK_TRACKING must be one of {MASK_TRACKING_CHOICES}, "
+                             f"got {self.mask_tracking!r}")
         if not 0.0 <= self.safety_threshold <= 1.0:
             raise ValueError(f"VACE_SAFETY_THRESHOLD must be between 0 and 1, got {self.safety_threshold}")
 
@@ -98,6 +107,7 @@ class AnnotatorConfig:
             pose_backend=environ.get("VACE_POSE_MODEL") or DEFAULT_POSE_BACKEND,
             safety_missing=environ.get("VACE_SAFETY_MISSING") or DEFAULT_SAFETY_MISSING,
             safety_threshold=float(threshold) if threshold else DEFAULT_SAFETY_THRESHOLD,
+            mask_tracking=environ.get("VACE_MASK_TRACKING") or DEFAULT_MASK_TRACKING,
         )
 
 
@@ -136,6 +146,9 @@ class Annotators:
 
     def prompt_expander(self) -> SupportsPromptExpansion:
         return self._get(catalog.PROMPT_LLM)
+
+    def tracker(self) -> MaskTracker:
+        return self._get(catalog.SAM2)
 
     def loaded(self) -> list[str]:
         """Sub-folder names (catalog.py) of the models loaded now."""

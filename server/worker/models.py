@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pipelines.memory import Offload, plan_of
 from preprocessors.annotators._common import AnnotatorNotFoundError
-from preprocessors.annotators.protocols import SupportsPromptExpansion, SupportsSafetyCheck
+from preprocessors.annotators.protocols import MaskTracker, SupportsPromptExpansion, SupportsSafetyCheck
 from preprocessors.annotators.registry import Annotators, ControlAnnotator
 from preprocessors.interpolation.base import Interpolator
 from server.contract.errors import InputError
@@ -37,6 +37,7 @@ class RequestModels:
     interpolator: Interpolator | None = None  # reframe with temporal factors
     checker: SupportsSafetyCheck | None = None  # enable_safety_checker (None also when missing and allowed)
     expander: SupportsPromptExpansion | None = None  # enable_prompt_expansion
+    tracker: MaskTracker | None = None  # inpainting's mask_image_url under VACE_MASK_TRACKING=track
     # Dropped to free GPU memory for generation, to be loaded again after it.
     reload_interpolator: bool = False
     reload_checker: bool = False
@@ -49,6 +50,11 @@ def load_models(plan: TaskPlan, request: WanVACEInput, annotators: Annotators,
         hooks.log(f"Loading the {plan.name} annotator")
         models.control = _require(lambda: plan.load_control(annotators), "preprocess",
                                   f"preprocess=true ({plan.name})")
+    if plan.wants_tracker(request) and annotators.config.mask_tracking == "track":
+        hooks.log("Loading the mask tracker")
+        models.tracker = _require(annotators.tracker, "mask_image_url",
+                                  "mask_image_url (tracked through the video; an operator can set "
+                                  "VACE_MASK_TRACKING=static to apply it to every frame unchanged)")
     if plan.timeline(request, Timing(16.0, 1)).factor:
         name = request.interpolator_model
         models.interpolator = _require(lambda: annotators.interpolator(name), "interpolator_model",
@@ -80,7 +86,7 @@ def free_gpu_for_generation(pipe: WanVACEPipeline, models: RequestModels, annota
                           reload_checker=models.checker is not None)
     # This job's references go first: offload() empties torch's cache, which only returns memory whose
     # tensors are already unreferenced.
-    models.control = models.interpolator = models.checker = models.expander = None
+    models.control = models.interpolator = models.checker = models.expander = models.tracker = None
     dropped = annotators.offload()
     if dropped:
         hooks.log(f"Freed the GPU memory of {', '.join(dropped)} for generation")

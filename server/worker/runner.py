@@ -138,7 +138,8 @@ class Executor:
                    models: RequestModels, hooks: JobHooks) -> Conditioned:
         generated = fitted.generated
         frames = fit_length(fitted.frames, pipeline_num_frames(generated.num_frames))
-        context = TaskContext(sizes=self.sizes, reader=reader, control=models.control, hooks=hooks)
+        context = TaskContext(sizes=self.sizes, reader=reader, control=models.control, hooks=hooks,
+                              tracker=models.tracker)
         conditioned = plan.condition(request, frames, generated, context)
         info, timing, timeline = fitted.info, fitted.timing, fitted.timeline
         size = f"{conditioned.width}x{conditioned.height}"

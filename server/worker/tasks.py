@@ -11,16 +11,20 @@ canvas and never crop it (preprocessors/canvas.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from preprocessors.annotators.mask_tracking import track_mask
+from preprocessors.annotators.protocols import MaskTracker
 from preprocessors.annotators.registry import Annotators, ControlAnnotator
 from preprocessors.canvas import (
     Placement,
     canvas_size,
     expansion,
+    fills_frame,
     outpaint_placement,
     place,
     reframe_placement,
@@ -29,14 +33,20 @@ from preprocessors.composite import paste_back
 from preprocessors.conditioning import control_conditioning, inpainting_conditioning
 from preprocessors.interpolation.timeline import Timeline
 from preprocessors.masks import binarize_mask
-from preprocessors.spatial import resize_cover
+from preprocessors.sizing import AUTO_ASPECT_RATIO, orientation_aspect_ratio
+from preprocessors.spatial import crop_to_aspect, resize_cover
 from preprocessors.temporal import fit_length
 from server.contract.endpoints import TASK_RULES
+from server.contract.errors import InputError
 from server.contract.inputs import WanVACEInput
 from server.worker.types import Conditioned, JobHooks, SizeRule, Timing
 
 if TYPE_CHECKING:  # inputs.py imports this module for TaskPlan
     from server.worker.inputs import InputReader
+
+
+# Frames per annotator call on the input's own resolution (the annotators batch 8 frames themselves).
+ANNOTATE_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class TaskContext:
     reader: InputReader  # for inputs only one task reads (inpainting's mask)
     control: ControlAnnotator | None  # loaded by server/worker/models.py when wants_control says so
     hooks: JobHooks
+    tracker: MaskTracker | None = None  # loaded when wants_tracker says so and tracking is on
 
 
 class TaskPlan:
@@ -68,6 +79,10 @@ class TaskPlan:
 
     def load_control(self, annotators: Annotators) -> ControlAnnotator:
         raise NotImplementedError(f"task {self.name!r} has no control annotator")
+
+    def wants_tracker(self, request: WanVACEInput) -> bool:
+        """Whether a first-frame mask is to be followed through the video (inpainting's mask_image_url)."""
+        return False
 
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
@@ -104,16 +119,33 @@ class _ControlPlan(TaskPlan):
 
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
-        frames = _cover(request, frames, ctx)
-        if ctx.control is not None:
-            # Annotate the real frames only; the 4k+1 padding holds the last one, so hold its annotation.
-            started = time.monotonic()
-            annotated = ctx.control(frames[: generated.num_frames])
-            took = time.monotonic() - started
-            ctx.hooks.log(f"Annotated {generated.num_frames} frames ({self.name}) in {took:.1f}s")
-            frames = fit_length(annotated, len(frames))
+        if ctx.control is None:
+            frames = _cover(request, frames, ctx)
+        else:
+            frames = self._annotate(request, frames, generated, ctx)
         height, width = frames.shape[1:3]
         return Conditioned(control_conditioning(frames), frames, width, height)
+
+    def _annotate(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
+                  ctx: TaskContext) -> np.ndarray:
+        """The control video at the output size. As in VACE, the annotator sees the input at its own
+        resolution (the window the output's aspect ratio keeps), and its output is resized afterwards: pose
+        detection and depth then work from every input pixel, not from a downscaled copy. A few frames at a
+        time, so only those are held at the input's resolution twice."""
+        control = ctx.control
+        assert control is not None  # condition() calls this only with an annotator
+        src_h, src_w = frames.shape[1:3]
+        width, height = ctx.sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+        # Annotate the real frames only; the 4k+1 padding holds the last one, so hold its annotation.
+        window = crop_to_aspect(frames[: generated.num_frames], width, height)
+        started = time.monotonic()
+        annotated = np.concatenate([
+            resize_cover(control(window[start : start + ANNOTATE_CHUNK]), width, height)
+            for start in range(0, len(window), ANNOTATE_CHUNK)
+        ])
+        took = time.monotonic() - started
+        ctx.hooks.log(f"Annotated {generated.num_frames} frames ({self.name}) in {took:.1f}s")
+        return fit_length(annotated, len(frames))
 
 
 class DepthPlan(_ControlPlan):
@@ -139,18 +171,30 @@ class InpaintingPlan(TaskPlan):
                   ctx: TaskContext) -> Conditioned:
         frames = _cover(request, frames, ctx)
         height, width = frames.shape[1:3]
-        mask = self.mask(request, frames, generated, ctx.reader)
+        mask = self.mask(request, frames, generated, ctx.reader, ctx.tracker, ctx.hooks.log)
         return Conditioned(inpainting_conditioning(frames, mask), frames, width, height)
 
-    def mask(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
-              reader: InputReader) -> np.ndarray:
-        """A binary (F,H,W) mask matching the control video; a mask image applies to every frame."""
+    def wants_tracker(self, request: WanVACEInput) -> bool:
+        return bool(request.mask_image_url)
+
+    def mask(self, request: WanVACEInput, frames: np.ndarray, generated: Timing, reader: InputReader,
+             tracker: MaskTracker | None = None, log: Callable[[str], None] | None = None) -> np.ndarray:
+        """A binary (F,H,W) mask matching the control video. A mask image marks the object in the first
+        frame: the tracker follows it through the video, or without one it applies to every frame."""
         count, height, width = frames.shape[:3]
         if request.mask_image_url:
             # Strokes drawn on transparency: transparent means "keep", i.e. black.
             image = reader.image(request.mask_image_url, "mask_image_url", background=(0, 0, 0))
-            mask = resize_cover(binarize_mask(image), width, height, nearest=True)
-            return np.repeat(mask[:1], count, axis=0)
+            first = resize_cover(binarize_mask(image), width, height, nearest=True)[0]
+            if tracker is None:
+                return np.repeat(first[None], count, axis=0)
+            # Track the real frames only; the 4k+1 padding holds the last frame, so hold its mask.
+            started = time.monotonic()
+            tracked = track_mask(tracker, frames[: generated.num_frames], first)
+            if log is not None:
+                log(f"Tracked the mask through {generated.num_frames} frames in "
+                    f"{time.monotonic() - started:.1f}s")
+            return fit_length(tracked, count)
         if request.mask_video_url is None:
             # server/contract/endpoints.py refuses this at submit; reaching it is a bug, not a user error.
             raise ValueError("inpainting without a mask reached the worker")
@@ -170,10 +214,11 @@ class OutpaintingPlan(TaskPlan):
         src_h, src_w = frames.shape[1:3]
         exp = expansion(src_w, src_h, left=request.expand_left, right=request.expand_right,
                         top=request.expand_top, bottom=request.expand_bottom, ratio=request.expand_ratio)
-        # aspect_ratio=auto follows the enlarged canvas, not the source.
+        # aspect_ratio=auto follows the enlarged canvas, not the source, and generates only its new sides.
         canvas_w, canvas_h = canvas_size(src_w, src_h, exp)
         width, height = ctx.sizes(request.resolution, request.aspect_ratio, canvas_w, canvas_h)
-        return _placed(frames, outpaint_placement(src_w, src_h, exp, width, height))
+        follow = request.aspect_ratio == AUTO_ASPECT_RATIO
+        return _placed(frames, outpaint_placement(src_w, src_h, exp, width, height, follow_canvas=follow))
 
 
 class ReframePlan(TaskPlan):
@@ -185,8 +230,26 @@ class ReframePlan(TaskPlan):
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
         src_h, src_w = frames.shape[1:3]
-        width, height = ctx.sizes(request.resolution, request.aspect_ratio, src_w, src_h)
-        return _placed(frames, reframe_placement(src_w, src_h, width, height, request.zoom_factor))
+        aspect: str = request.aspect_ratio
+        if aspect == AUTO_ASPECT_RATIO:
+            # Reframing to the input's own aspect ratio would leave nothing to generate: auto is the preset
+            # of its orientation (16:9 or 9:16).
+            aspect = orientation_aspect_ratio(src_w, src_h)
+        width, height = ctx.sizes(request.resolution, aspect, src_w, src_h)
+        placement = reframe_placement(src_w, src_h, width, height, request.zoom_factor)
+        if fills_frame(placement):
+            message = _nothing_to_reframe(request, aspect, src_w, src_h)
+            raise InputError("aspect_ratio", message, "value_error")
+        return _placed(frames, placement)
+
+
+def _nothing_to_reframe(request: WanVACEInput, aspect: str, src_w: int, src_h: int) -> str:
+    """Why a reframe that would only re-render its input is refused: a 14B run for a copy of the input."""
+    others = ", ".join(a for a in ("16:9", "9:16", "1:1") if a != aspect)
+    via = f" (auto chose {aspect})" if request.aspect_ratio == AUTO_ASPECT_RATIO else ""
+    zoom = " or lower zoom_factor" if request.zoom_factor > 0 else ""
+    return (f"reframe has nothing to generate: the {src_w}x{src_h} input fills the {aspect} output{via}; "
+            f"set aspect_ratio to another one ({others}){zoom}")
 
 
 PLANS: dict[str, TaskPlan] = {plan.name: plan for plan in (

@@ -91,3 +91,42 @@ def test_missing_folder_names_download_command(tmp_path):
 def test_rejects_non_uint8(estimators):
     with pytest.raises(ValueError, match="uint8"):
         estimators["midas"].estimate(np.zeros((1, 8, 8, 3), dtype=np.float32))
+
+
+def test_vace_depth_sizes():
+    # VACE's MiDaS input: the frame's own short side up to 1024, sides multiples of 64.
+    assert depth_mod.vace_depth_size(480, 832) == (512, 832)
+    assert depth_mod.vace_depth_size(720, 1280) == (704, 1280)
+    assert depth_mod.vace_depth_size(1080, 1920) == (1024, 1792)
+    assert depth_mod.vace_depth_size(240, 416) == (256, 384)
+
+
+def test_midas_runs_at_the_frames_aspect_not_squashed(estimators, monkeypatch):
+    est = estimators["midas"]
+    seen = []
+    real = depth_mod.hybrid_disparity
+
+    def spy(model, pixel_values):
+        disparity = real(model, pixel_values)
+        seen.append((tuple(pixel_values.shape), tuple(disparity.shape)))
+        return disparity
+
+    monkeypatch.setattr(depth_mod, "hybrid_disparity", spy)
+    frames = _frames(2, 240, 416)
+    out = est.estimate(frames)
+    # The tiny model's config says 64x64 (the real one 384x384); it runs at 384x256 instead, 384 columns.
+    assert seen == [((2, 3, 256, 384), (2, 256, 384))]
+    assert out.shape == frames.shape
+    assert all(f.min() == 0 and f.max() == 255 for f in out)
+
+
+def test_hybrid_path_is_transformers_own_network_at_the_config_size(estimators):
+    model = estimators["midas"].model
+    pixel_values = torch.from_numpy(np.random.default_rng(4).standard_normal((2, 3, 64, 64), np.float32))
+    with torch.inference_mode():
+        expected = model(pixel_values=pixel_values).predicted_depth
+        ours = depth_mod.hybrid_disparity(model, pixel_values)
+        with pytest.raises(ValueError, match="Input image size"):
+            model(pixel_values=pixel_values[..., :48])  # what transformers alone does off its size
+    torch.testing.assert_close(ours, expected)
+    assert model.dpt.embeddings.image_size == (64, 64)  # restored after each call

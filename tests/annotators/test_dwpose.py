@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import skimage.data
@@ -30,7 +31,7 @@ from preprocessors.annotators.dwpose import (
     to_frame,
     wholebody_to_pose,
 )
-from preprocessors.annotators.pose_render import Pose
+from preprocessors.annotators.pose_render import Pose, vace_canvas_size
 from preprocessors.annotators.tiny_dwpose import build_tiny_dwpose
 
 # --- YOLOX ----------------------------------------------------------------------------------------------
@@ -286,6 +287,23 @@ def test_frames_without_people_are_posed_whole(detector):
     assert all(len(b) == 0 for b in empty.detect_people(np.ascontiguousarray(frames[..., ::-1])))
     poses = empty.detect_video(frames)
     assert [len(p) for p in poses] == [1, 1, 1]
+
+
+def test_detection_runs_on_the_frame_at_a_1024_short_side(detector):
+    # A small frame (as a 240p output would be): VACE enlarges it to a 1024 short side (64-pixel multiples,
+    # Lanczos) before detecting, so the pose network's crops come from that frame.
+    frame = cv2.resize(skimage.data.astronaut()[:, 16:496], (256, 240), interpolation=cv2.INTER_AREA)
+    assert vace_canvas_size(240, 256) == (1024, 1088)
+    enlarged = cv2.resize(frame, (1088, 1024), interpolation=cv2.INTER_LANCZOS4)
+    at_frame_size = DWPoseDetector(detector.detector, detector.pose, detect_short_side=None)
+    poses = detector.detect_video(frame[None])[0]
+    on_enlarged = at_frame_size.detect_video(enlarged[None])[0]
+    on_small = at_frame_size.detect_video(frame[None])[0]
+    assert len(poses) == len(on_enlarged) >= 1
+    for ours, vace in zip(poses, on_enlarged, strict=True):  # fractions of the frame: comparable at any size
+        np.testing.assert_allclose(ours.body, vace.body, atol=1e-6)
+        np.testing.assert_allclose(ours.face, vace.face, atol=1e-6)
+    assert not np.allclose(poses[0].body, on_small[0].body, atol=1e-3)  # detecting at 256x240 differs
 
 
 def test_missing_files(tmp_path, tiny_dwpose):

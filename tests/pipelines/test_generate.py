@@ -161,6 +161,39 @@ def test_reference_image(pipe: WanVACEPipeline) -> None:
     assert not np.array_equal(with_ref, without)
 
 
+def reference_latents(pipe: WanVACEPipeline, references: list[np.ndarray]) -> torch.Tensor:
+    """The leading latent frames of the control input the transformer gets: one per reference image."""
+    seen: list[torch.Tensor] = []
+
+    def spy(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        seen.append(kwargs["control_hidden_states"].clone())
+
+    handle = pipe.transformer.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        generate(pipe, make_request(reference_images=references, num_inference_steps=1, guidance_scale=1.0))
+    finally:
+        handle.remove()
+    # (1, 96 + 64 mask channels, latent frames, h, w): the first 16 channels are the VAE latent ("inactive").
+    return seen[0][0, :16, : len(references)]
+
+
+def test_reference_images_reach_the_model_in_the_users_order(pipe: WanVACEPipeline) -> None:
+    red = np.zeros((30, 40, 3), np.uint8)
+    red[..., 0] = 220
+    blue = np.zeros((40, 30, 3), np.uint8)
+    blue[..., 2] = 220
+    alone_red = reference_latents(pipe, [red])[:, 0]
+    alone_blue = reference_latents(pipe, [blue])[:, 0]
+    assert not torch.allclose(alone_red, alone_blue)
+    both = reference_latents(pipe, [red, blue])
+    # Latent frame 0 is the first reference the user gave, frame 1 the second (diffusers alone reverses them).
+    torch.testing.assert_close(both[:, 0], alone_red)
+    torch.testing.assert_close(both[:, 1], alone_blue)
+    swapped = reference_latents(pipe, [blue, red])
+    torch.testing.assert_close(swapped[:, 0], alone_blue)
+    torch.testing.assert_close(swapped[:, 1], alone_red)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

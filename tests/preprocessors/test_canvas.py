@@ -11,11 +11,14 @@ from preprocessors.canvas import (
     Placement,
     canvas_size,
     expansion,
+    fills_frame,
+    kept_fraction,
     outpaint_placement,
     place,
     reframe_placement,
 )
 from preprocessors.conditioning import GRAY, inpainting_conditioning
+from preprocessors.sizing import target_size
 
 
 def blocks(count: int, width: int, height: int, block: int = 1, seed: int = 0) -> np.ndarray:
@@ -109,6 +112,73 @@ def test_new_area_becomes_exact_mid_gray_with_mask_one() -> None:
     assert (cond.video[:, :, :32] == np.float32(0.5)).all()
     assert (cond.mask[:, :, :32] == 1.0).all() and (cond.mask[:, :, 32:] == 0.0).all()
     np.testing.assert_array_equal(cond.video[:, :, 32:], src.astype(np.float32) / 255)
+
+
+def _generated_sides(mask: np.ndarray) -> set[str]:
+    """Which frame edges are generated (255) along their whole length, i.e. have a generated band."""
+    edges = {"left": mask[:, :, 0], "right": mask[:, :, -1], "top": mask[:, 0, :], "bottom": mask[:, -1, :]}
+    return {side for side, edge in edges.items() if (edge == 255).all()}
+
+
+def test_fal_typical_outpaint_at_480p_auto_generates_only_the_requested_third() -> None:
+    # fal's typical request: a 16:9 source at 480p, left and right, 0.25. The canvas is 1.5x as wide.
+    src_w, src_h = 832, 480
+    exp = expansion(src_w, src_h, left=True, right=True, top=False, bottom=False, ratio=0.25)
+    canvas = canvas_size(src_w, src_h, exp)
+    before = outpaint_placement(src_w, src_h, exp, *target_size("480p", "16:9", *canvas))
+    after_size = target_size("480p", "auto", *canvas)
+    after = outpaint_placement(src_w, src_h, exp, *after_size, follow_canvas=True)
+    assert (before.width, before.height) == (832, 480)
+    assert 1 - kept_fraction(before) == pytest.approx(0.555, abs=1e-3)  # bands above and below too
+    assert after_size == (1024, 384)  # 2.67:1 for the canvas's 2.6:1, within sizing's 3% tolerance
+    assert 1 - kept_fraction(after) == pytest.approx(1 / 3, abs=0.02)
+    assert after.dest.height == 384 and after.dest.y == 0  # the source spans the height
+    frames = blocks(1, src_w, src_h, block=16)
+    _, mask = place(frames, after)
+    assert _generated_sides(mask) == {"left", "right"}
+    right_of_source = after.dest.x + after.dest.width
+    assert (mask[0, :, : after.dest.x] == 255).all() and (mask[0, :, right_of_source:] == 255).all()
+    _, mask_before = place(frames, before)
+    assert _generated_sides(mask_before) == {"left", "right", "top", "bottom"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "sides"),
+    [
+        ({"left": True}, {"left"}),
+        ({"right": True}, {"right"}),
+        ({"top": True}, {"top"}),
+        ({"bottom": True, "right": True}, {"bottom", "right"}),
+        ({"left": True, "right": True, "top": True, "bottom": True}, {"left", "right", "top", "bottom"}),
+    ],
+)
+@pytest.mark.parametrize(("src_w", "src_h"), [(1280, 720), (640, 480), (720, 1280), (500, 500)])
+def test_outpaint_auto_generates_only_requested_sides(flags: dict[str, bool], sides: set[str], src_w: int,
+                                                       src_h: int) -> None:
+    all_flags = {name: flags.get(name, False) for name in ("left", "right", "top", "bottom")}
+    exp = expansion(src_w, src_h, ratio=0.25, **all_flags)
+    width, height = target_size("480p", "auto", *canvas_size(src_w, src_h, exp))
+    placement = outpaint_placement(src_w, src_h, exp, width, height, follow_canvas=True)
+    _, mask = place(blocks(1, src_w, src_h), placement)
+    assert _generated_sides(mask) == sides
+    # The kept source is as large as the canvas allows: its share of the frame is the canvas's.
+    ideal = src_w * src_h / (canvas_size(src_w, src_h, exp)[0] * canvas_size(src_w, src_h, exp)[1])
+    assert kept_fraction(placement) == pytest.approx(ideal, abs=0.03)
+
+
+def test_outpaint_auto_falls_back_to_containing_when_a_strip_rounds_away() -> None:
+    # A 1-pixel strip on a 1280-wide source: the 16-pixel frame grid cannot show it on the requested side.
+    exp = expansion(1280, 720, left=True, right=False, top=False, bottom=False, ratio=0.0005)
+    width, height = target_size("480p", "auto", *canvas_size(1280, 720, exp))
+    placement = outpaint_placement(1280, 720, exp, width, height, follow_canvas=True)
+    assert placement == outpaint_placement(1280, 720, exp, width, height)
+
+
+def test_fills_frame_tolerates_bands_thinner_than_a_latent_patch() -> None:
+    assert fills_frame(reframe_placement(854, 480, 832, 480, 0.0))  # 6-pixel bands: rounding
+    assert not fills_frame(reframe_placement(640, 480, 832, 480, 0.0))  # 4:3 in 16:9: 96-pixel bands
+    assert fills_frame(reframe_placement(640, 480, 832, 480, 0.5))  # zoomed until it fills
+    assert kept_fraction(reframe_placement(640, 480, 832, 480, 0.0)) == pytest.approx(640 / 832, abs=1e-3)
 
 
 # --- reframe ------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocessors.spatial import resize_cover
+from preprocessors.spatial import crop_to_aspect, resize_cover
 
 RED, GREEN = (255, 0, 0), (0, 255, 0)
 
@@ -113,3 +113,14 @@ def test_rejects_bad_input() -> None:
         resize_cover(np.zeros((1, 8, 8, 4), dtype=np.uint8), 16, 16)
     with pytest.raises(ValueError):
         resize_cover(np.zeros((1, 8, 8), dtype=np.uint8), 0, 16)
+
+
+def test_crop_to_aspect_keeps_resize_covers_window_at_full_resolution() -> None:
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (2, 96, 256, 3), dtype=np.uint8)
+    window = crop_to_aspect(frames, 96, 48)  # 2:1 out of 8:3: the middle 192 columns, every row
+    assert window.shape == (2, 96, 192, 3)
+    np.testing.assert_array_equal(window, frames[:, :, 32:224])
+    # Scaling the window gives what resize_cover gives.
+    np.testing.assert_array_equal(resize_cover(window, 96, 48), resize_cover(frames, 96, 48))
+    assert crop_to_aspect(frames, 256, 96).shape == frames.shape  # already that aspect: all of it

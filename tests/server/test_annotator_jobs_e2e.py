@@ -56,7 +56,7 @@ def test_preprocess_job_with_checker_and_prompt_expansion(live_server: LiveServe
         assert f"Expanded prompt: {body['prompt']}" in logs
     else:
         assert body["prompt"] == payload["prompt"]
-    assert_output(body, tmp_path / f"{task}.mp4", frames=FRAMES, fps=FPS, width=416, height=240)
+    assert_output(body, tmp_path / f"{task}.mp4", frames=FRAMES, fps=FPS, width=352, height=272)
 
 
 def test_reframe_with_temporal_downsampling(live_server: LiveServer, short_video: str,

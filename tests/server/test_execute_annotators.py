@@ -32,7 +32,7 @@ from server.files.local import LocalFileStore
 from server.worker.fetch import Fetcher
 from server.worker.runner import Executor, JobHooks
 from server.worker.tasks import PLANS
-from tests.server.test_execute_equivalence import job, shrink, tiny_sizes, uri
+from tests.server.test_execute_equivalence import job, png, shrink, tiny_sizes, uri
 
 SRC_W, SRC_H, FRAMES, FPS = 192, 96, 7, 16
 
@@ -102,9 +102,12 @@ def test_preprocess_runs_the_annotator_on_the_fitted_frames(
     hooks = Hooks()
     out = run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/{task}", request(video, preprocess=True),
               hooks)
-    # The annotator sees the 7 real frames at the target size (96x48); the 4k+1 padding holds the last result.
+    # The annotator sees the 7 real frames at the input's own resolution (192x96 is already the output's
+    # 2:1), and its output is resized to the target size (96x48); the 4k+1 padding holds the last result.
     # (The first and last frames are enough to check.)
-    expected = PLANS[task].load_control(tiny_annotators)(shrink(frames, 96, 48)[[0, -1]])
+    expected = shrink(PLANS[task].load_control(tiny_annotators)(frames[[0, -1]]), 96, 48)
+    at_output_size = PLANS[task].load_control(tiny_annotators)(shrink(frames, 96, 48)[[0, -1]])
+    assert not np.array_equal(expected, at_output_size)  # the comparison tells the two apart
     (req,) = echo
     control = np.rint(req.video * 255).astype(np.uint8)
     assert len(control) == 9
@@ -112,6 +115,22 @@ def test_preprocess_runs_the_annotator_on_the_fitted_frames(
     assert (req.mask == 1).all()
     assert out.frames.shape == (FRAMES, 48, 96, 3) and out.timing.num_frames == FRAMES
     assert f"Annotated {FRAMES} frames ({task})" in " ".join(hooks.logs)
+
+
+def test_a_mask_image_is_tracked_by_the_tiny_sam2(tmp_path: Path, tiny_annotators: Annotators, source,
+                                                    echo) -> None:
+    video, _ = source
+    mask = np.zeros((SRC_H, SRC_W), np.uint8)
+    mask[16:48, 32:96] = 255
+    hooks = Hooks()
+    run(make_executor(tmp_path, tiny_annotators), APP_ID,
+        request(video, task="inpainting", mask_image_url=uri(png(mask), "image/png")), hooks)
+    (req,) = echo
+    assert req.mask.shape == (9, 48, 96) and set(np.unique(req.mask)) <= {0.0, 1.0}
+    assert f"Tracked the mask through {FRAMES} frames" in " ".join(hooks.logs)
+    # Frame 0 is the prompt: the mask image (halved to 96x48) dilated by 2 px.
+    assert (req.mask[0, 8:24, 16:48] == 1).all() and not req.mask[0, 28:, :].any()
+    np.testing.assert_array_equal(req.mask[7], req.mask[6])  # the 4k+1 padding holds the last mask
 
 
 def test_without_preprocess_the_input_is_the_control_video(tmp_path: Path, tiny_annotators, source, echo):
@@ -136,14 +155,14 @@ def test_without_preprocess_the_input_is_the_control_video(tmp_path: Path, tiny_
 def test_reframe_temporal_factors(tmp_path: Path, tiny_annotators, source, echo, down, up, model, generated,
                                   out_frames, out_fps) -> None:
     video, frames = source
-    payload = {"video_url": video, "aspect_ratio": "16:9", "interpolator_model": model,
+    payload = {"video_url": video, "aspect_ratio": "9:16", "interpolator_model": model,
                "num_inference_steps": 2, "temporal_downsample_factor": down,
                "temporal_upsample_factor": up}
     out = run(make_executor(tmp_path, tiny_annotators), f"{APP_ID}/reframe", payload)
     (req,) = echo
-    # The kept frames (2:1 into the 96x48 frame: the whole picture, no band) are what is generated from.
+    # The kept frames (2:1 into the 48x96 frame: 48x24 at rows 36..60) are what is generated from.
     kept = np.rint(req.video[:generated] * 255).astype(np.uint8)
-    np.testing.assert_array_equal(kept, shrink(frames[:: down + 1], 96, 48)[:generated])
+    np.testing.assert_array_equal(kept[:, 36:60], shrink(frames[:: down + 1], 48, 24)[:generated])
     assert len(req.video) == -(-(generated - 1) // 4) * 4 + 1  # 4k+1
     assert (out.timing.num_frames, out.timing.fps) == (out_frames, out_fps)
     assert len(out.frames) == out_frames
@@ -344,7 +363,7 @@ def test_annotators_leave_the_gpu_during_generation_under_an_offloading_plan(
 
     monkeypatch.setattr(execute, "generate", fake_generate)
     hooks = Hooks()
-    payload = {"video_url": video, "aspect_ratio": "16:9", "interpolator_model": "rife",
+    payload = {"video_url": video, "aspect_ratio": "9:16", "interpolator_model": "rife",
                "num_inference_steps": 2, "temporal_upsample_factor": 1, "enable_safety_checker": True}
     out = run(make_executor(tmp_path, registry, pipe), f"{APP_ID}/reframe", payload, hooks)
     assert len(out.frames) == 2 * FRAMES - 1  # interpolated after generation, by a reloaded RIFE

@@ -32,6 +32,7 @@ from diffusers import (
 from PIL import Image
 
 from pipelines.loader import load_pipeline
+from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.video_io import probe_video, read_video, write_mp4
 from server.contract.endpoints import APP_ID, ENDPOINTS, stored_input
 from server.files.local import LocalFileStore
@@ -109,7 +110,10 @@ def pipe(tiny_model_dir: Path) -> WanVACEPipeline:
 def executor(pipe: WanVACEPipeline, tmp_path: Path) -> Executor:
     files = LocalFileStore(tmp_path / "files")
     fetcher = Fetcher(files, tmp_path / "work", max_bytes=50 << 20, timeout_s=10.0)
-    return Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes)
+    # The static mask image (VACE_MASK_TRACKING=static): this test builds the one mask by hand; tracking is
+    # tests/server/test_mask_tracking_plan.py's.
+    annotators = Annotators(AnnotatorConfig(root=None, mask_tracking="static"))
+    return Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes, annotators=annotators)
 
 
 def job(endpoint: str, payload: dict[str, Any], previous_release: bool = False) -> FakeJob:

@@ -68,7 +68,7 @@ def test_queued_job_survives_restart_and_depth_runs(tmp_path: Path, media: Media
             assert result.status_code == 200
             body = result.json()
             assert body["seed"] == 7 and body["prompt"] == "a bar moving over a gradient"
-            assert_output(body, tmp_path / "depth.mp4", frames=81, fps=16.0, width=416, height=240)
+            assert_output(body, tmp_path / "depth.mp4", frames=81, fps=16.0, width=352, height=272)
             cancelled = client.get(second["status_url"]).json()
             assert cancelled["error_type"] == "client_cancelled"
             assert client.get(second["response_url"]).status_code == 499
@@ -114,7 +114,7 @@ def test_inpainting_with_mask_video(live_server: LiveServer, media: Media, media
         assert "error" not in status, status
         result = client.get(submit["response_url"]).json()
     assert result["seed"] == 1234
-    assert_output(result, tmp_path / "inpaint.mp4", frames=81, fps=16.0, width=416, height=240)
+    assert_output(result, tmp_path / "inpaint.mp4", frames=81, fps=16.0, width=352, height=272)
 
 
 def test_cancel_queued_and_running_jobs(live_server: LiveServer, media: Media) -> None:

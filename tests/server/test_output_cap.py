@@ -192,7 +192,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _reframe(video: str) -> dict[str, Any]:
     # match_input_num_frames (reframe's default): 7 input frames, one in-between each -> 13 output frames.
-    return {"video_url": video, "aspect_ratio": "16:9", "num_inference_steps": 2,
+    # 9:16: the landscape clip is letterboxed, so there is something to generate (16:9 would be a 422).
+    return {"video_url": video, "aspect_ratio": "9:16", "num_inference_steps": 2,
             "temporal_upsample_factor": 1}
 
 
@@ -227,7 +228,7 @@ def test_worker_runs_an_output_at_the_cap(tmp_path: Path, annotators, clip, call
 
 def test_worker_names_the_input_when_its_length_is_too_long(tmp_path: Path, annotators, clip, calls):
     video = clip
-    payload = {"video_url": video, "aspect_ratio": "16:9", "num_inference_steps": 2}
+    payload = {"video_url": video, "aspect_ratio": "9:16", "num_inference_steps": 2}
     with pytest.raises(InputError) as caught:
         run(_executor(tmp_path, annotators, max_output_frames=FRAMES - 1), REFRAME, payload)
     assert caught.value.field == "video_url" and calls == []

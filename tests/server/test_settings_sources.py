@@ -11,7 +11,12 @@ import pytest
 from pydantic import ValidationError
 
 from preprocessors.annotators import catalog
-from preprocessors.annotators.registry import DEFAULT_ANNOTATORS_DIR, SAFETY_MISSING_CHOICES, AnnotatorConfig
+from preprocessors.annotators.registry import (
+    DEFAULT_ANNOTATORS_DIR,
+    MASK_TRACKING_CHOICES,
+    SAFETY_MISSING_CHOICES,
+    AnnotatorConfig,
+)
 from server import settings as settings_module
 from server.cli import build_parser
 from server.flags import flagged_fields
@@ -115,17 +120,20 @@ def test_worker_choices_and_defaults_match_the_settings(tmp_path: Path) -> None:
     assert set(get_args(settings_module.DepthModel)) == set(catalog.choices("depth"))
     assert set(get_args(settings_module.PoseModel)) == set(catalog.choices("pose"))
     assert get_args(settings_module.SafetyMissing) == SAFETY_MISSING_CHOICES
+    assert get_args(settings_module.MaskTracking) == MASK_TRACKING_CHOICES
     worker_defaults = AnnotatorConfig(root=None)
+    assert fields["mask_tracking"].default == worker_defaults.mask_tracking
     assert (fields["depth_model"].default, fields["pose_model"].default, fields["safety_missing"].default,
             fields["safety_threshold"].default) == (
         worker_defaults.depth_backend, worker_defaults.pose_backend, worker_defaults.safety_missing,
         worker_defaults.safety_threshold)
     assert settings_module.DEFAULT_ANNOTATORS_DIR == DEFAULT_ANNOTATORS_DIR
     # What the worker builds from the environment the supervisor gives it is what the settings say.
-    settings = Settings(data_dir=tmp_path, model="/m", depth_model="depth-anything-v2", safety_threshold=0.3)
+    settings = Settings(data_dir=tmp_path, model="/m", depth_model="depth-anything-v2", safety_threshold=0.3,
+                        mask_tracking="static")
     config = AnnotatorConfig.for_worker(settings.model, settings.data_dir, None, settings.worker_env)
-    assert (config.root, config.depth_backend, config.pose_backend, config.safety_threshold) == (
-        settings.annotators_dir, "depth-anything-v2", "dwpose", 0.3)
+    assert (config.root, config.depth_backend, config.pose_backend, config.safety_threshold,
+            config.mask_tracking) == (settings.annotators_dir, "depth-anything-v2", "dwpose", 0.3, "static")
 
 
 def test_every_flag_is_in_help_and_in_the_readme_table(capsys: pytest.CaptureFixture[str]) -> None:
