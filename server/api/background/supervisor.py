@@ -11,6 +11,12 @@ its next checkpoint (every denoising step, and before interpolation) without spe
 (a job already encoding its output finishes first);
 one still running after STOP_GRACE_S is killed and its job requeued, again without spending an attempt
 (our own shutdown is no evidence that the job kills workers).
+
+A worker can also hang with its process alive (SIGSTOPped, or stuck in native code holding the GIL): its
+heartbeat thread (server/worker/loop.py, which beats from before the model loads) goes quiet. One silent
+for `worker_stall_timeout_s` is SIGKILLed and handled like a worker that died: its job is requeued with the
+attempt counted, and a new worker started. Before a new worker's first beat (Python starting, torch being
+imported) it gets at least STARTUP_GRACE_S.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ log = logging.getLogger("vace.supervisor")
 WATCH_INTERVAL_S = 0.5
 MAX_BACKOFF_S = 30.0
 STOP_GRACE_S = 30.0
+STARTUP_GRACE_S = 120.0
 
 
 @dataclass
@@ -43,6 +50,7 @@ class WorkerSlot:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = field(default=0.0)
+    started_at: float = 0.0  # wall clock, as the heartbeats in the store
 
 
 class Supervisor:
@@ -102,6 +110,7 @@ class Supervisor:
                "--settings", self.settings.to_json()]
         env = {**os.environ, **self.settings.worker_env, **slot.env}
         slot.process = subprocess.Popen(cmd, env=env)
+        slot.started_at = time.time()
         log.info("started %s (pid %d)", slot.worker_id, slot.process.pid)
 
     def _watch(self) -> None:
@@ -113,14 +122,31 @@ class Supervisor:
             self._stop.wait(WATCH_INTERVAL_S)
 
     def _check_workers(self) -> None:
+        heartbeats = {w["id"]: float(w["heartbeat"]) for w in self.store.workers()} if self.slots else {}
         for slot in self.slots:
             proc = slot.process
             if proc is not None and proc.poll() is None:
-                continue
+                if not self._stalled(slot, heartbeats.get(slot.worker_id)):
+                    continue
+                proc.kill()  # SIGKILL: a stopped process never handles SIGTERM
+                proc.wait()
             if proc is not None:
                 self._on_exit(slot, proc.returncode)
             if time.monotonic() >= slot.next_start and not self._stop.is_set():
                 self._spawn(slot)
+
+    def _stalled(self, slot: WorkerSlot, heartbeat: float | None) -> bool:
+        """True for a live worker process whose heartbeat has been silent for too long."""
+        timeout = self.settings.worker_stall_timeout_s
+        if heartbeat is None or heartbeat < slot.started_at:  # no beat from this process yet
+            heartbeat, timeout = slot.started_at, max(timeout, STARTUP_GRACE_S)
+        silent = time.time() - heartbeat
+        if silent <= timeout:
+            return False
+        assert slot.process is not None
+        log.error("%s (pid %d) has sent no heartbeat for %.0fs although its process lives (stopped or "
+                  "stuck); killing it", slot.worker_id, slot.process.pid, silent)
+        return True
 
     def _on_exit(self, slot: WorkerSlot, code: int) -> None:
         log.error("%s exited with code %s; restarting", slot.worker_id, code)
