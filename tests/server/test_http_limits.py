@@ -25,9 +25,20 @@ CAP = 64 * 1024  # the default --max-header-bytes
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = start_server(tmp_path_factory.mktemp("limits") / "data", workers=0, extra_args=(
-        "--header-timeout", str(HEADER_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S),
-        "--max-connections", str(MAX_CONNECTIONS)))
+    """Short timeouts and a small connection limit, set as VACE_* variables (the flags work as well)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VACE_HEADER_TIMEOUT_S", str(HEADER_TIMEOUT_S))
+        env.setenv("VACE_BODY_TIMEOUT_S", str(BODY_TIMEOUT_S))
+        env.setenv("VACE_MAX_CONNECTIONS", str(MAX_CONNECTIONS))
+        live = start_server(tmp_path_factory.mktemp("limits") / "data", workers=0)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Every limit at its default."""
+    live = start_server(tmp_path_factory.mktemp("defaults") / "data", workers=0)
     yield live
     live.stop()
 
@@ -76,8 +87,8 @@ def healthy(server: LiveServer) -> None:
 # -- item 3: request heads are capped ------------------------------------------------------------------
 
 
-def test_a_huge_header_is_refused_with_431_before_it_is_all_sent(server: LiveServer) -> None:
-    sock = connect(server)
+def test_a_huge_header_is_refused_with_431_before_it_is_all_sent(default_server: LiveServer) -> None:
+    sock = connect(default_server)
     started = time.monotonic()
     # 64 MiB of one header value, never finished: today's parser would read all of it, quadratically.
     send_in_background(sock, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 * 1024**2))
@@ -87,19 +98,19 @@ def test_a_huge_header_is_refused_with_431_before_it_is_all_sent(server: LiveSer
     assert status_of(answer) == 431
     assert b"Request headers larger than 65536 bytes" in answer and b"connection: close" in answer
     assert elapsed < 5.0, elapsed  # refused at the cap, not after 64 MiB
-    healthy(server)
+    healthy(default_server)
 
 
-def test_many_small_headers_over_the_cap_are_refused(server: LiveServer) -> None:
+def test_many_small_headers_over_the_cap_are_refused(default_server: LiveServer) -> None:
     headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 30) for i in range(2000))  # ~80 KB
-    sock = connect(server)
+    sock = connect(default_server)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
     assert status_of(read_answer(sock)) == 431
     sock.close()
 
 
-def test_a_head_under_the_cap_is_served(server: LiveServer) -> None:
-    sock = connect(server)
+def test_a_head_under_the_cap_is_served(default_server: LiveServer) -> None:
+    sock = connect(default_server)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * (CAP - 200)
                  + b"\r\n\r\n")
     assert status_of(read_answer(sock)) in (200, 503)
@@ -176,8 +187,16 @@ def test_idle_connections_at_the_limit_make_room_for_a_real_request(server: Live
 
 
 def test_the_limits_are_flags_with_defaults(tmp_path: Path) -> None:
+    from server.cli import build_parser
+    from server.flags import field_values
     from server.settings import Settings
 
     defaults = Settings(data_dir=tmp_path, model="tiny")
     assert (defaults.max_header_bytes, defaults.header_timeout_s, defaults.body_timeout_s,
             defaults.max_connections) == (CAP, 10.0, 60.0, 1000)
+    args = build_parser().parse_args(["serve", "--max-header-bytes", "1000", "--header-timeout", "2",
+                                      "--body-timeout", "3", "--max-connections", "4"])
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
+    flagged = Settings(data_dir=tmp_path, model="tiny", **field_values(Settings, given))
+    assert (flagged.max_header_bytes, flagged.header_timeout_s, flagged.body_timeout_s,
+            flagged.max_connections) == (1000, 2.0, 3.0, 4)

@@ -70,10 +70,11 @@ def test_the_heartbeat_survives_a_sqlite_error(tmp_path: Path, caplog: pytest.Lo
         worker.stopping.set()
 
 
-def test_a_stopped_worker_is_killed_restarted_and_its_job_requeued(tmp_path: Path) -> None:
+def test_a_stopped_worker_is_killed_restarted_and_its_job_requeued(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     data_dir = tmp_path / "data"
-    server = start_server(data_dir, workers=1, timeout=300,
-                          extra_args=("--worker-stall-timeout", "3", "--max-attempts", "3"))
+    monkeypatch.setenv("VACE_WORKER_STALL_TIMEOUT_S", "3")  # or --worker-stall-timeout 3
+    server = start_server(data_dir, workers=1, timeout=300, extra_args=("--max-attempts", "3"))
     store = open_job_store(data_dir / "jobs.sqlite3")
     stopped_pid = None
     try:
