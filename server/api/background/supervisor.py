@@ -122,11 +122,15 @@ class Supervisor:
             self._stop.wait(WATCH_INTERVAL_S)
 
     def _check_workers(self) -> None:
-        heartbeats = {w["id"]: float(w["heartbeat"]) for w in self.store.workers()} if self.slots else {}
+        heartbeats: dict[str, float] | None = None
+        try:
+            heartbeats = {w["id"]: float(w["heartbeat"]) for w in self.store.workers()} if self.slots else {}
+        except Exception as exc:  # unreadable beats are no evidence of a stall: judge none this time
+            log.warning("could not read the workers' heartbeats: %s", exc)
         for slot in self.slots:
             proc = slot.process
             if proc is not None and proc.poll() is None:
-                if not self._stalled(slot, heartbeats.get(slot.worker_id)):
+                if heartbeats is None or not self._stalled(slot, heartbeats.get(slot.worker_id)):
                     continue
                 proc.kill()  # SIGKILL: a stopped process never handles SIGTERM
                 proc.wait()
