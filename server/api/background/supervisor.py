@@ -15,8 +15,9 @@ one still running after STOP_GRACE_S is killed and its job requeued, again witho
 A worker can also hang with its process alive (SIGSTOPped, or stuck in native code holding the GIL): its
 heartbeat thread (server/worker/loop.py, which beats from before the model loads) goes quiet. One silent
 for `worker_stall_timeout_s` is SIGKILLed and handled like a worker that died: its job is requeued with the
-attempt counted, and a new worker started. Before a new worker's first beat (Python starting, torch being
-imported) it gets at least STARTUP_GRACE_S.
+attempt counted, and a new worker started. A worker is judged only once it has beaten: before that it is
+importing torch, which takes minutes on a loaded machine and must not read as a stall (its first beat
+comes before the model loads).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ log = logging.getLogger("vace.supervisor")
 WATCH_INTERVAL_S = 0.5
 MAX_BACKOFF_S = 30.0
 STOP_GRACE_S = 30.0
-STARTUP_GRACE_S = 120.0
 
 
 @dataclass
@@ -141,11 +141,10 @@ class Supervisor:
 
     def _stalled(self, slot: WorkerSlot, heartbeat: float | None) -> bool:
         """True for a live worker process whose heartbeat has been silent for too long."""
-        timeout = self.settings.worker_stall_timeout_s
-        if heartbeat is None or heartbeat < slot.started_at:  # no beat from this process yet
-            heartbeat, timeout = slot.started_at, max(timeout, STARTUP_GRACE_S)
+        if heartbeat is None or heartbeat < slot.started_at:
+            return False  # no beat from this process yet: still starting (see the module's docstring)
         silent = time.time() - heartbeat
-        if silent <= timeout:
+        if silent <= self.settings.worker_stall_timeout_s:
             return False
         assert slot.process is not None
         log.error("%s (pid %d) has sent no heartbeat for %.0fs although its process lives (stopped or "
