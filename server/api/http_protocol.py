@@ -109,6 +109,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.tracked.waiting[self] = self.loop.time()  # starts now
 
     def on_headers_complete(self) -> None:
+        if self._refused:  # a request pipelined behind a refused one, in the same read
+            return
         self._in_head = False
         self.tracked.waiting.pop(self, None)
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)

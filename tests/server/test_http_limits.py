@@ -109,6 +109,15 @@ def test_many_small_headers_over_the_cap_are_refused(default_server: LiveServer)
     sock.close()
 
 
+def test_nothing_pipelined_behind_a_refused_head_is_served(default_server: LiveServer) -> None:
+    sock = connect(default_server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (CAP + 10) + b"\r\n\r\n"
+                 b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = read_answer(sock)
+    sock.close()
+    assert status_of(answer) == 431 and answer.count(b"HTTP/1.1 ") == 1, answer
+
+
 def test_a_head_under_the_cap_is_served(default_server: LiveServer) -> None:
     sock = connect(default_server)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * (CAP - 200)
