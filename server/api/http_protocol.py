@@ -10,8 +10,9 @@ closes, so no request head costs more than that much parsing.
 uvicorn never times out a connection that has not finished sending its request (its keep-alive timer only
 runs between requests): 20,000 half-sent connections exhausted the file descriptors and every request
 failed. Here one sweep per second per server closes, with a 408:
-- a connection whose request head is not complete `header_timeout_s` after it connected (or after its
-  previous response, for a kept-alive one that began another request);
+- a connection whose request head is not complete `header_timeout_s` after it connected (a kept-alive
+  one: after the first byte of its next request; uvicorn closes it after 5 s idle before that), or that
+  stays idle that long after a response;
 - a request whose body has sent nothing for `body_timeout_s` while the server was reading it (an app that
   stops reading, e.g. to write an upload to disk, pauses the clock).
 And at most `max_connections` are open: a new one beyond that evicts the connection that has waited longest
