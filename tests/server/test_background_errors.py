@@ -56,10 +56,10 @@ def test_webhook_delivery_survives_a_sqlite_error(store: JobStore, db: Path, tmp
     rename(db, "webhook_deliveries", "deliveries_away")
     dispatcher.start()
     try:
-        wait_until(lambda: "webhook delivery pass failed" in caplog.text, 10, "the failed pass logged")
+        wait_until(lambda: "webhook delivery pass failed" in caplog.text, 30, "the failed pass logged")
         job = completed_job(store, f"{receiver.base}/after-the-error")
         rename(db, "deliveries_away", "webhook_deliveries")
-        wait_until(lambda: [p for _, p, _, _ in receiver.requests] == ["/after-the-error"], 10, "delivery")
+        wait_until(lambda: [p for _, p, _, _ in receiver.requests] == ["/after-the-error"], 30, "delivery")
     finally:
         dispatcher.stop()
         receiver.close()
@@ -76,9 +76,9 @@ def test_retention_survives_a_sqlite_error(store: JobStore, db: Path, tmp_path: 
     rename(db, "jobs", "jobs_away")
     sweeper.start()
     try:
-        wait_until(lambda: "retention sweep failed" in caplog.text, 10, "the failed sweep logged")
+        wait_until(lambda: "retention sweep failed" in caplog.text, 30, "the failed sweep logged")
         rename(db, "jobs_away", "jobs")
-        wait_until(lambda: store.get(job.id) is None, 10, "the expired job deleted")
+        wait_until(lambda: store.get(job.id) is None, 30, "the expired job deleted")
     finally:
         sweeper.stop()
     assert "no such table: jobs" in caplog.text

@@ -53,17 +53,17 @@ def test_the_heartbeat_survives_a_sqlite_error(tmp_path: Path, caplog: pytest.Lo
     try:
         first = heartbeat_of(db, "w-beat")
         assert first is not None
-        wait_until(lambda: (heartbeat_of(db, "w-beat") or 0) > first, 5, "a first beat")
+        wait_until(lambda: (heartbeat_of(db, "w-beat") or 0) > first, 30, "a first beat")
         # A real SQLite error on every beat for a while: the table is gone.
         with sqlite3.connect(db) as conn:
             conn.execute("ALTER TABLE workers RENAME TO workers_away")
-        wait_until(lambda: "heartbeat failed" in caplog.text, 5, "the failure logged")
+        wait_until(lambda: "heartbeat failed" in caplog.text, 30, "the failure logged")
         time.sleep(0.3)  # several failed beats
         with sqlite3.connect(db) as conn:
             conn.execute("ALTER TABLE workers_away RENAME TO workers")
         back = heartbeat_of(db, "w-beat")
         assert back is not None
-        wait_until(lambda: (heartbeat_of(db, "w-beat") or 0) > back, 5, "a beat after the error")
+        wait_until(lambda: (heartbeat_of(db, "w-beat") or 0) > back, 30, "a beat after the error")
         assert "heartbeat recovered" in caplog.text
         assert caplog.text.count("heartbeat failed") == 1  # once per episode, not every beat
     finally:
