@@ -40,8 +40,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.api.app import create_app
-    from server.api.server import run_server
+    from server.api.data_dir_lock import DataDirInUse, hold_data_dir
 
     try:
         settings = Settings(**field_values(Settings, _given(args)))
@@ -62,6 +61,19 @@ def _serve(args: argparse.Namespace) -> int:
     if not settings.api_keys and not _is_loopback(settings.host):
         print(f"WARNING: serving on {settings.host} without API keys: anyone who reaches this port can run "
               "jobs and read results (set --api-key or VACE_API_KEYS).", file=sys.stderr, flush=True)
+    try:
+        with hold_data_dir(settings.data_dir):  # released when the server exits, however it exits
+            return _run(settings)
+    except DataDirInUse as exc:
+        print(f"vace serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(settings: Settings) -> int:
+    from server.api.app import create_app
+    from server.api.http_protocol import HttpLimits
+    from server.api.server import run_server
+
     certfile, keyfile = settings.ssl_certfile, settings.ssl_keyfile
     if settings.ssl_self_signed:
         from server.api.tls import ensure_self_signed
@@ -72,8 +84,11 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(certfile) != bool(keyfile):
         print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
-    run_server(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-               access_log=settings.access_log, ssl_certfile=certfile, ssl_keyfile=keyfile)
+    limits = HttpLimits(settings.max_header_bytes, settings.header_timeout_s, settings.body_timeout_s,
+                        settings.max_connections)
+    run_server(create_app(settings), limits=limits, host=settings.host, port=settings.port,
+               log_level=settings.log_level, access_log=settings.access_log, ssl_certfile=certfile,
+               ssl_keyfile=keyfile)
     return 0
 
 

@@ -44,7 +44,7 @@ class Target:
     sni_hostname: str | None  # None for plain http or when the host is an IP literal
     origin: tuple[str, str, int]
 
-    def build_request(self, client: httpx.Client, method: str, headers: dict[str, str],
+    def build_request(self, client: httpx.Client | httpx.AsyncClient, method: str, headers: dict[str, str],
                       content: bytes | None = None) -> httpx.Request:
         """A request to the vetted address that still names the host (Host header, TLS SNI)."""
         extensions = {"sni_hostname": self.sni_hostname} if self.sni_hostname else {}

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     gpus_per_job: Annotated[PositiveInt, Flag("gpus-per-job")] = Field(
         1, description="GPUs per job: each worker is a group of N ranks (torchrun, NCCL; gloo on a CPU) that "
                        "runs every job with context parallelism (Ulysses)")
+    # server/api/background/supervisor.py: a worker process that lives but stopped beating (SIGSTOPped, or
+    # stuck holding the GIL) is killed and restarted, its job requeued. Beats come every 2 s, from a thread
+    # that keeps beating while the model loads and a job runs, so only a stuck process misses this many.
+    worker_stall_timeout_s: Annotated[PositiveFloat, Flag("worker-stall-timeout")] = Field(
+        120.0, description="seconds without a heartbeat after which a live worker process is killed and "
+                           "restarted")
     # A job that kills its worker this many times is failed, not retried forever.
     max_attempts: Annotated[PositiveInt, Flag("max-attempts")] = Field(
         2, description="attempts for a job whose worker dies before it is failed")
@@ -157,6 +163,17 @@ class Settings(BaseSettings):
         60.0, description="seconds an input download may take")
     max_upload_bytes: Annotated[PositiveInt, Flag("max-upload-bytes")] = Field(
         2 * GiB, description="largest file a client may upload to /storage")
+    # HTTP connections (server/api/http_protocol.py). A reverse proxy facing the internet should add its own
+    # per-client limits (README, "Security and limits").
+    max_header_bytes: Annotated[PositiveInt, Flag("max-header-bytes")] = Field(
+        64 * 1024, description="largest request line plus headers, else 431")
+    header_timeout_s: Annotated[PositiveFloat, Flag("header-timeout")] = Field(
+        10.0, description="seconds a connection has to send its request line and headers, else 408")
+    body_timeout_s: Annotated[PositiveFloat, Flag("body-timeout")] = Field(
+        60.0, description="seconds a request body may send nothing while the server reads it, else 408")
+    max_connections: Annotated[PositiveInt, Flag("max-connections")] = Field(
+        1000, description="open HTTP connections; beyond it the longest-idle or half-sent one is closed, "
+                          "or the new one gets a 503 when all are busy")
     log_level: Annotated[str, Flag("log-level")] = Field("info", description="uvicorn's log level")
     # Off by default: fal's clients poll status at 10 Hz per request, which would be most of the log (and
     # a quarter of the API process's CPU at 2000 polls/s, measured with wrk).
@@ -199,7 +216,8 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 10
     webhook_retry_base_s: float = 15.0
     webhook_retry_max_s: float = 1800.0
-    webhook_timeout_s: float = 15.0
+    webhook_timeout_s: float = 15.0  # the deadline of one attempt, DNS to the answer's headers
+    webhook_concurrency: PositiveInt = 32  # deliveries under way at once (at most 4 to one receiver)
 
     @classmethod
     def settings_customise_sources(

@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         store, signing_key,
         max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s,
         retry_max_s=settings.webhook_retry_max_s, timeout_s=settings.webhook_timeout_s,
-        allow_hosts=settings.fetch_allow_hosts,
+        allow_hosts=settings.fetch_allow_hosts, concurrency=settings.webhook_concurrency,
     )
 
     uploads = open_settings_uploads(settings, files)

@@ -45,12 +45,16 @@ class Worker:
         self.store = open_settings_job_store(settings)
         self.stopping = threading.Event()
         self.pid = os.getpid()
+        # Several beats per stall timeout, so one late beat (a busy database) never reads as a stall.
+        self.heartbeat_s = min(HEARTBEAT_S, settings.worker_stall_timeout_s / 4)
+        self._heartbeat_thread: threading.Thread | None = None
 
     def load(self) -> Executor:
         # Imported here so that `--help` and failures to start stay cheap and torch-free.
         from pipelines.loader import load_pipeline, resolve_model
 
         self.store.set_worker_state(self.worker_id, self.pid, "loading", self.settings.model)
+        self.start_heartbeat()  # loading takes minutes: the supervisor must see this process is alive
         annotators = self._annotators()  # a bad VACE_* setting fails the start, before the model loads
         model_dir = resolve_model(self.settings.model, self.settings.data_dir)
         started = time.monotonic()
@@ -75,8 +79,13 @@ class Worker:
                  config.safety_missing, config.safety_threshold)
         return Annotators(config)
 
+    def start_heartbeat(self) -> None:
+        if self._heartbeat_thread is None:
+            self._heartbeat_thread = threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat")
+            self._heartbeat_thread.start()
+
     def serve(self, executor: Executor) -> None:
-        threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
+        self.start_heartbeat()
         while not self.stopping.is_set():
             job = self.store.claim(self.worker_id)
             if job is None:
@@ -119,11 +128,22 @@ class Worker:
             self.stopping.wait(IDLE_POLL_S)
 
     def _heartbeat(self) -> None:
-        while not self.stopping.wait(HEARTBEAT_S):
+        """Beats until the worker stops. A failed beat (a full disk, a locked database) is logged and the
+        next one tried: a heartbeat thread that died would leave a working worker looking dead for good
+        (and, on PostgreSQL, lose its lease)."""
+        failing = False
+        while not self.stopping.wait(self.heartbeat_s):
             try:
                 self.store.heartbeat(self.worker_id)
-            except Exception:  # a database over the network may blip: keep beating, or the lease is lost
-                log.exception("%s: heartbeat failed; retrying", self.worker_id)
+            except Exception:
+                if not failing:
+                    log.exception("%s: heartbeat failed; retrying every %gs", self.worker_id,
+                                  self.heartbeat_s)
+                failing = True
+                continue
+            if failing:
+                log.info("%s: heartbeat recovered", self.worker_id)
+            failing = False
 
 
 def _die_with_parent() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -49,8 +50,8 @@ def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
             return httpx.Response(503)  # the first attempt fails; the retry succeeds
         return httpx.Response(200 if request.url.path == "/ok" else 500)
 
-    client = httpx.Client(transport=httpx.MockTransport(handler))
-    dispatcher(store, key).run_once(client)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    asyncio.run(dispatcher(store, key).run_once(client))
     deliveries = store.webhooks
     first = deliveries.get(ok.id)
     assert first is not None and (first.state, first.attempts, first.last_status) == ("pending", 1, 503)
@@ -58,7 +59,7 @@ def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
 
     time.sleep(0.25)
     restarted = dispatcher(open_job_store(tmp_path / "jobs.sqlite3"), reloaded)  # a fresh process, same file
-    restarted.run_once(client)
+    asyncio.run(restarted.run_once(client))
     assert deliveries.get(ok.id).state == "delivered"  # type: ignore[union-attr]
     ok_posts = [r for r in seen if r.url.path == "/ok"]
     assert len(ok_posts) == 2
@@ -68,7 +69,7 @@ def test_retry_state_survives_a_restart_and_gives_up(tmp_path: Path) -> None:
     assert verify(public_keys(jwks(key.public_key())), ok_posts[-1].headers, ok_posts[-1].content)
 
     time.sleep(0.5)
-    restarted.run_once(client)
+    asyncio.run(restarted.run_once(client))
     failed = deliveries.get(bad.id)
     assert failed is not None and (failed.state, failed.attempts) == ("failed", 3)
     assert json.loads(seen[-1].content)["status"] == "ERROR"

@@ -11,6 +11,13 @@ its next checkpoint (every denoising step, and before interpolation) without spe
 (a job already encoding its output finishes first);
 one still running after STOP_GRACE_S is killed and its job requeued, again without spending an attempt
 (our own shutdown is no evidence that the job kills workers).
+
+A worker can also hang with its process alive (SIGSTOPped, or stuck in native code holding the GIL): its
+heartbeat thread (server/worker/loop.py, which beats from before the model loads) goes quiet. One silent
+for `worker_stall_timeout_s` is SIGKILLed and handled like a worker that died: its job is requeued with the
+attempt counted, and a new worker started. A worker is judged only once it has beaten: before that it is
+importing torch, which takes minutes on a loaded machine and must not read as a stall (its first beat
+comes before the model loads).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class WorkerSlot:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = field(default=0.0)
+    started_at: float = 0.0  # wall clock, as the heartbeats in the store
 
 
 class Supervisor:
@@ -102,6 +110,7 @@ class Supervisor:
                "--settings", self.settings.to_json()]
         env = {**os.environ, **self.settings.worker_env, **slot.env}
         slot.process = subprocess.Popen(cmd, env=env)
+        slot.started_at = time.time()
         log.info("started %s (pid %d)", slot.worker_id, slot.process.pid)
 
     def _watch(self) -> None:
@@ -113,14 +122,34 @@ class Supervisor:
             self._stop.wait(WATCH_INTERVAL_S)
 
     def _check_workers(self) -> None:
+        heartbeats: dict[str, float] | None = None
+        try:
+            heartbeats = {w["id"]: float(w["heartbeat"]) for w in self.store.workers()} if self.slots else {}
+        except Exception as exc:  # unreadable beats are no evidence of a stall: judge none this time
+            log.warning("could not read the workers' heartbeats: %s", exc)
         for slot in self.slots:
             proc = slot.process
             if proc is not None and proc.poll() is None:
-                continue
+                if heartbeats is None or not self._stalled(slot, heartbeats.get(slot.worker_id)):
+                    continue
+                proc.kill()  # SIGKILL: a stopped process never handles SIGTERM
+                proc.wait()
             if proc is not None:
                 self._on_exit(slot, proc.returncode)
             if time.monotonic() >= slot.next_start and not self._stop.is_set():
                 self._spawn(slot)
+
+    def _stalled(self, slot: WorkerSlot, heartbeat: float | None) -> bool:
+        """True for a live worker process whose heartbeat has been silent for too long."""
+        if heartbeat is None or heartbeat < slot.started_at:
+            return False  # no beat from this process yet: still starting (see the module's docstring)
+        silent = time.time() - heartbeat
+        if silent <= self.settings.worker_stall_timeout_s:
+            return False
+        assert slot.process is not None
+        log.error("%s (pid %d) has sent no heartbeat for %.0fs although its process lives (stopped or "
+                  "stuck); killing it", slot.worker_id, slot.process.pid, silent)
+        return True
 
     def _on_exit(self, slot: WorkerSlot, code: int) -> None:
         log.error("%s exited with code %s; restarting", slot.worker_id, code)
