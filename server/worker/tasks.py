@@ -10,6 +10,7 @@ canvas and never crop it (preprocessors/canvas.py).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,7 +30,7 @@ from preprocessors.composite import paste_back
 from preprocessors.conditioning import control_conditioning, inpainting_conditioning
 from preprocessors.interpolation.timeline import Timeline
 from preprocessors.masks import binarize_mask
-from preprocessors.spatial import resize_cover
+from preprocessors.spatial import resize_cover, shrink_to_cover
 from preprocessors.temporal import fit_length
 from server.contract.endpoints import TASK_RULES
 from server.contract.inputs import WanVACEInput
@@ -62,6 +63,12 @@ class TaskPlan:
         return Timeline(timing.fps, timing.num_frames, request.temporal_downsample_factor,
                         request.temporal_upsample_factor)
 
+    def decode_size(self, request: WanVACEInput, src_w: int, src_h: int, sizes: SizeRule) -> tuple[int, int]:
+        """What input frames are shrunk to as they are decoded (server/worker/inputs.py): the size the cover
+        crop below scales them to, so they are resized once, exactly as the full-size frames would be."""
+        width, height = sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+        return shrink_to_cover(src_w, src_h, width, height)
+
     def wants_control(self, request: WanVACEInput) -> bool:
         """Whether the input goes through a control annotator (depth, pose) before conditioning."""
         return False
@@ -87,6 +94,18 @@ def _cover(request: WanVACEInput, frames: np.ndarray, ctx: TaskContext) -> np.nd
     src_h, src_w = frames.shape[1:3]
     width, height = ctx.sizes(request.resolution, request.aspect_ratio, src_w, src_h)
     return resize_cover(frames, width, height)
+
+
+class _PlacedPlan(TaskPlan):
+    """Outpainting and reframe scale the source to fit (and reframe magnifies it by 1 + zoom_factor), then
+    resize it again when placing it: frames are decoded at twice the largest such scale (the output's cover
+    scale, times the zoom), so the second resize is a clean downscale; 1080p or smaller sources stay as they
+    are at 720p."""
+
+    def decode_size(self, request: WanVACEInput, src_w: int, src_h: int, sizes: SizeRule) -> tuple[int, int]:
+        width, height = sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+        magnify = 2 * (1 + request.zoom_factor)
+        return shrink_to_cover(src_w, src_h, math.ceil(width * magnify), math.ceil(height * magnify))
 
 
 def _placed(frames: np.ndarray, placement: Placement) -> Conditioned:
@@ -155,12 +174,13 @@ class InpaintingPlan(TaskPlan):
             # server/contract/endpoints.py refuses this at submit; reaching it is a bug, not a user error.
             raise ValueError("inpainting without a mask reached the worker")
         path, info = reader.video(request.mask_video_url, "mask_video_url")
-        mask_frames = reader.frames(path, "mask_video_url", info.fps, generated)
+        mask_frames = reader.frames(path, "mask_video_url", info, generated, nearest=True,
+                                    size=shrink_to_cover(info.width, info.height, width, height))
         mask_frames = resize_cover(mask_frames, width, height, nearest=True)
         return fit_length(binarize_mask(mask_frames), count)
 
 
-class OutpaintingPlan(TaskPlan):
+class OutpaintingPlan(_PlacedPlan):
     """Each chosen side grows by expand_ratio; the enlarged canvas is fitted inside the output size."""
 
     name = "outpainting"
@@ -176,7 +196,7 @@ class OutpaintingPlan(TaskPlan):
         return _placed(frames, outpaint_placement(src_w, src_h, exp, width, height))
 
 
-class ReframePlan(TaskPlan):
+class ReframePlan(_PlacedPlan):
     """The input fitted inside the output's aspect ratio (zoomed by zoom_factor), the rest generated; the
     temporal factors generate every (d+1)-th frame and interpolate the output back up."""
 
