@@ -70,10 +70,11 @@ class Fetcher:
         own = self.files.name_from_url(urllib.parse.unquote(parsed.path))
         if own is not None:
             return self.files.local_copy(own)
-        return self._download(url, field, dest_dir, watch)
+        return self._download(url, field, dest_dir, watch=watch)
 
-    def _download(self, url: str, field: str, dest_dir: Path, watch: Watch,
-                  headers: dict[str, str] | None = None) -> Path:
+    def _download(self, url: str, field: str, dest_dir: Path, headers: dict[str, str] | None = None,
+                  watch: Watch | None = None) -> Path:
+        watch = watch or Watch(time.monotonic() + self.total_timeout_s)
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{field}-")
         try:
             client = watched_client(watch, self.timeout_s, tls_verify())
