@@ -266,14 +266,20 @@ def read_image(path: PathLike, *, background: tuple[int, int, int] = (255, 255, 
             if max_side is not None:
                 img.draft(None, (max_side, max_side))  # JPEG only: a power-of-two scale, still >= max_side
             img.load()
-            upright = ImageOps.exif_transpose(img)
-            if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
+            upright: Image.Image = img
+            ImageOps.exif_transpose(upright, in_place=True)
+            alpha = upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info
+            if max_side is not None and max(upright.size) > max_side:
+                # Shrink first, so only one full-size copy (the decoded image) is ever held; palette and
+                # other modes are converted first, since Pillow resizes them with nearest-neighbour only.
+                if upright.mode not in ("RGB", "RGBA", "L", "LA"):
+                    upright = upright.convert("RGBA" if alpha else "RGB")
+                upright.thumbnail((max_side, max_side), Image.Resampling.BOX)  # in place, aspect kept
+            if alpha:
                 canvas = Image.new("RGBA", upright.size, (*background, 255))
                 rgb = Image.alpha_composite(canvas, upright.convert("RGBA")).convert("RGB")
             else:
-                rgb = upright.convert("RGB")
-            if max_side is not None and max(rgb.size) > max_side:
-                rgb.thumbnail((max_side, max_side), Image.Resampling.BOX)  # in place, aspect kept
+                rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as exc:
