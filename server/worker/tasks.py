@@ -40,6 +40,10 @@ if TYPE_CHECKING:  # inputs.py imports this module for TaskPlan
     from server.worker.inputs import InputReader
 
 
+# The short side an annotator's input keeps when frames are shrunk as they are decoded (see decode_size).
+ANNOTATE_SHORT_SIDE = 1024
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """What conditioning may use beyond the request and the fitted frames."""
@@ -120,6 +124,19 @@ class _ControlPlan(TaskPlan):
 
     def wants_control(self, request: WanVACEInput) -> bool:
         return request.preprocess
+
+    def decode_size(self, request: WanVACEInput, src_w: int, src_h: int, sizes: SizeRule) -> tuple[int, int]:
+        """With an annotator, frames keep enough resolution for it: the window the output's aspect ratio
+        keeps has a short side of at least ANNOTATE_SHORT_SIDE (DWPose detects at a 1024 short side, the
+        depth models at less), so more pixels would be memory without detail; without one, the cover size."""
+        if not self.wants_control(request):
+            return super().decode_size(request, src_w, src_h, sizes)
+        width, height = sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+        window_short = min(src_w, src_h * width / height, src_h, src_w * height / width)
+        scale = max(width / src_w, height / src_h, ANNOTATE_SHORT_SIDE / window_short)
+        if scale >= 1:
+            return src_w, src_h
+        return max(width, round(src_w * scale)), max(height, round(src_h * scale))
 
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:

@@ -217,3 +217,22 @@ def test_a_stream_that_grows_past_the_cap_mid_way_is_a_422(tmp_path: Path) -> No
     error = refused(lambda: reader.frames(path, "mask_video_url", info, Timing(fps=24.0, num_frames=210)))
     assert (error.field, error.error_type) == ("mask_video_url", "video_too_large")
     assert error.ctx == {"max_pixels": 128 * 128, "width": 256, "height": 256}
+
+
+@pytest.mark.parametrize(("task", "extra", "source", "expected"), [
+    ("depth", {}, (3840, 2160), (1280, 720)),  # covered to the output size exactly: resize_cover only crops
+    ("inpainting", {}, (2160, 3840), (1280, 2276)),  # fixed 16:9 from portrait: covers 1280 wide
+    ("pose", {"preprocess": True}, (3840, 2160), (1820, 1024)),  # the annotator keeps a 1024 short side
+    ("pose", {"preprocess": True}, (1280, 720), (1280, 720)),  # never enlarged
+    ("reframe", {"zoom_factor": 0.5}, (3840, 2160), (3840, 2160)),  # 2 x 1.5 x the cover scale > 1
+    ("outpainting", {}, (7680, 4320), (2560, 1440)),  # twice the cover scale: a clean second resize
+])
+def test_frames_are_decoded_at_the_size_each_task_needs(task: str, extra: dict[str, Any],
+                                                         source: tuple[int, int],
+                                                         expected: tuple[int, int]) -> None:
+    from preprocessors.sizing import target_size
+
+    aspect = {"inpainting": "16:9"}.get(task, "auto")
+    req = WanVACEInput.model_validate({"prompt": "x", "video_url": "https://example.com/v.mp4", "task": task,
+                                       "resolution": "720p", "aspect_ratio": aspect, **extra})
+    assert plan_for(task).decode_size(req, *source, target_size) == expected
