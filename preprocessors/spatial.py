@@ -13,6 +13,26 @@ def _interpolation(scale: float, nearest: bool) -> int:
     return cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
 
 
+def cover_size(src_w: int, src_h: int, width: int, height: int) -> tuple[int, int]:
+    """The size ``resize_cover`` scales a ``src_w x src_h`` frame to before it crops ``width x height``.
+
+    The worker shrinks frames to this size as they are decoded (server/worker/inputs.py), so the later
+    ``resize_cover`` only crops: the same pixels as one resize of the full-size frame, in a fraction of the
+    memory.
+    """
+    scale = max(width / src_w, height / src_h)
+    # max() guards against rounding just below the target on the covering side.
+    return max(width, round(src_w * scale)), max(height, round(src_h * scale))
+
+
+def shrink_to_cover(src_w: int, src_h: int, width: int, height: int) -> tuple[int, int]:
+    """``cover_size`` when that shrinks the frame, else the frame's own size: what a decoder may scale a frame
+    to without losing anything ``resize_cover(..., width, height)`` would keep (it never enlarges)."""
+    if max(width / src_w, height / src_h) >= 1:
+        return src_w, src_h
+    return cover_size(src_w, src_h, width, height)
+
+
 def resize_cover(frames: np.ndarray, width: int, height: int, *, nearest: bool = False) -> np.ndarray:
     """Scale uint8 ``(F, H, W[, 3])`` frames to cover ``width x height`` keeping aspect, then center-crop.
 
@@ -29,8 +49,7 @@ def resize_cover(frames: np.ndarray, width: int, height: int, *, nearest: bool =
         return frames
 
     scale = max(width / src_w, height / src_h)
-    # max() guards against rounding just below the target on the covering side.
-    scaled_w, scaled_h = max(width, round(src_w * scale)), max(height, round(src_h * scale))
+    scaled_w, scaled_h = cover_size(src_w, src_h, width, height)
     left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
     interpolation = _interpolation(scale, nearest)
 

@@ -29,6 +29,23 @@ def resample_fps(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarr
     return frames[np.minimum(indices, len(frames) - 1)]
 
 
+def fitted_indices(src_fps: float, dst_fps: float, count: int) -> np.ndarray:
+    """The source frame each of ``count`` output frames shows: ``fit_length(resample_fps(...), count)`` as
+    indices, computed before anything is decoded.
+
+    Output frame ``i`` is source frame ``floor(i * src_fps / dst_fps)`` (as in ``resample_fps``); an index
+    past the end of the source means "hold the last frame shown", which only decoding can tell (see
+    preprocessors/video_io.py's ``read_frames``). Equal rates give ``0 .. count-1``.
+    """
+    if src_fps <= 0 or dst_fps <= 0:
+        raise ValueError(f"frame rates must be positive, got {src_fps} -> {dst_fps}")
+    if count < 1:
+        raise ValueError(f"length must be at least 1, got {count}")
+    if math.isclose(src_fps, dst_fps, rel_tol=1e-9):
+        return np.arange(count, dtype=np.int64)
+    return np.floor(np.arange(count) * (src_fps / dst_fps) + _EPS).astype(np.int64)
+
+
 def fit_length(frames: np.ndarray, n: int) -> np.ndarray:
     """Trim to ``n`` frames, or extend by holding the last frame.
 

@@ -11,13 +11,14 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from av.video.reformatter import Colorspace
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -109,17 +110,33 @@ def _decoded_frames(
         logger.warning("video decoding stopped early: %s", exc)
 
 
-def probe_video(path: PathLike) -> VideoInfo:
+# Called with a stream's or a frame's (width, height) before its pixels cost memory; raises to refuse it.
+SizeCheck = Callable[[int, int], None]
+
+
+def _header_size(stream: av.VideoStream) -> tuple[int, int]:
+    """The frame size the stream's header declares (0 when unknown), before any frame is decoded."""
+    codec = stream.codec_context
+    return codec.width or 0, codec.height or 0
+
+
+def probe_video(path: PathLike, check_size: SizeCheck | None = None) -> VideoInfo:
     """Read size, fps, frame count and duration from the container, decoding only the first frame.
 
     Decoding one frame (a few milliseconds) proves the stream is really decodable and gives the
-    display rotation, which lives in frame side data.
+    display rotation, which lives in frame side data. ``check_size`` sees the header's size before that
+    frame is decoded (a GIF's logical screen is allocated whole by the decoder: 16000x16000 is 1 GB) and the
+    first frame's size after.
     """
     with _open_video_stream(path) as (container, stream):
         fps = _frame_rate(stream)
+        if check_size is not None:
+            check_size(*_header_size(stream))
         first = next(_decoded_frames(container, stream), None)
         if first is None:
             raise VideoDecodeError("not a decodable video: the video has no frames")
+        if check_size is not None:
+            check_size(first.width, first.height)
 
         duration = 0.0
         if stream.duration is not None and stream.time_base is not None:
@@ -145,7 +162,8 @@ def read_video(path: PathLike, max_frames: int | None = None) -> tuple[np.ndarra
     """Decode up to ``max_frames`` frames as uint8 RGB ``(F, H, W, 3)`` and return them with the average fps.
 
     Frames are rotated upright when the container carries a display rotation. A truncated file returns
-    the frames that could be decoded; ``VideoDecodeError`` is raised only when there are none.
+    the frames that could be decoded; ``VideoDecodeError`` is raised only when there are none. Every frame
+    is held at full size: for user input the worker uses ``read_frames``, which keeps only what it needs.
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
@@ -156,10 +174,7 @@ def read_video(path: PathLike, max_frames: int | None = None) -> tuple[np.ndarra
         for frame in _decoded_frames(container, stream):
             if size is None:
                 size = (frame.width, frame.height)
-            # Forcing the first frame's size keeps the array rectangular if the stream changes size mid-way.
-            rgb = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
-            turns = _quarter_turns(frame)
-            frames.append(np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb)
+            frames.append(_upright_rgb(frame, size))
             if max_frames is not None and len(frames) >= max_frames:
                 break
     if not frames:
@@ -167,21 +182,104 @@ def read_video(path: PathLike, max_frames: int | None = None) -> tuple[np.ndarra
     return np.stack(frames), fps
 
 
-def read_image(path: PathLike, *, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+def _upright_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """One frame as RGB at ``size`` (the stream's first frame's, so a stream that changes size mid-way still
+    gives equal frames), rotated upright."""
+    rgb = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def read_frames(path: PathLike, indices: Sequence[int] | np.ndarray, *, keep: Sequence[int] | None = None,
+                size: tuple[int, int] | None = None, nearest: bool = False,
+                check_size: SizeCheck | None = None) -> np.ndarray:
+    """Decode only the frames an output needs, as uint8 RGB ``(len(keep), H, W, 3)``.
+
+    ``indices`` holds the source frame index of each output frame, non-decreasing (preprocessors/temporal.py's
+    ``fitted_indices``); ``keep`` picks which output frames to return (non-decreasing positions into
+    ``indices``; default all). An index past the end of a truncated or shorter stream holds the last source
+    frame any of ``indices`` reached, as ``fit_length(resample_fps(...))`` would. Frames are decoded in order
+    and converted only when kept; each is scaled to ``size`` (width, height; area averaging, or
+    nearest-neighbour for masks) as it is decoded, so memory holds the result and one full-size frame, never
+    the clip. ``check_size`` sees the header's size before decoding and every decoded frame's size (a stream
+    may change size mid-way) before its pixels are converted.
+    """
+    sources = np.asarray(indices, dtype=np.int64)
+    slots = np.arange(len(sources)) if keep is None else np.asarray(keep, dtype=np.int64)
+    if not len(slots) or sources[0] < 0 or (np.diff(sources) < 0).any() or (np.diff(slots) < 0).any():
+        raise ValueError("indices and keep must be non-empty, non-negative and non-decreasing")
+    kept = sources[slots]
+    reached = set(sources.tolist())
+    last_reached = int(sources[-1])
+    out: np.ndarray | None = None
+    filled = 0  # out[:filled] are set; kept is sorted, so they fill in order
+    latest: av.VideoFrame | None = None  # the last source frame any index reached
+    first_size: tuple[int, int] | None = None
+    with _open_video_stream(path) as (container, stream):
+        if check_size is not None:
+            check_size(*_header_size(stream))
+        for position, frame in enumerate(_decoded_frames(container, stream)):
+            if check_size is not None:
+                check_size(frame.width, frame.height)
+            first_size = first_size or (frame.width, frame.height)
+            if position in reached:
+                latest = frame
+            if filled < len(kept) and kept[filled] == position:
+                rgb = _scaled(_upright_rgb(frame, first_size), size, nearest)
+                if out is None:
+                    out = np.empty((len(kept), *rgb.shape), dtype=np.uint8)
+                while filled < len(kept) and kept[filled] == position:
+                    out[filled] = rgb
+                    filled += 1
+            if position >= last_reached:
+                break
+        if latest is None or first_size is None:
+            raise VideoDecodeError("not a decodable video: the video has no frames")
+        if filled < len(kept):
+            rgb = _scaled(_upright_rgb(latest, first_size), size, nearest)
+            if out is None:
+                out = np.empty((len(kept), *rgb.shape), dtype=np.uint8)
+            out[filled:] = rgb
+    if out is None:  # unreachable: `latest` is set only after a frame was converted or will be
+        raise VideoDecodeError("not a decodable video: the video has no frames")
+    return out
+
+
+def _scaled(rgb: np.ndarray, size: tuple[int, int] | None, nearest: bool) -> np.ndarray:
+    if size is None or (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+    return cv2.resize(rgb, size, interpolation=interpolation)
+
+
+def read_image(path: PathLike, *, background: tuple[int, int, int] = (255, 255, 255),
+               max_side: int | None = None) -> np.ndarray:
     """Decode an image as uint8 RGB ``(H, W, 3)``, upright according to its EXIF orientation.
 
     Transparent pixels are composited over ``background``. White matches the canvas VACE puts reference
-    images on; pass black for masks drawn as white strokes on a transparent layer.
+    images on; pass black for masks drawn as white strokes on a transparent layer. With ``max_side`` a larger
+    image is shrunk (aspect kept, area averaging) to fit a ``max_side`` square as it is decoded: JPEGs are
+    decoded at a reduced scale by libjpeg itself, other formats shrunk right after decoding.
     """
     try:
         with Image.open(os.fspath(path), formats=IMAGE_FORMATS) as img:
+            if max_side is not None:
+                img.draft(None, (max_side, max_side))  # JPEG only: a power-of-two scale, still >= max_side
             img.load()
-            upright = ImageOps.exif_transpose(img)
-            if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
+            upright: Image.Image = img
+            ImageOps.exif_transpose(upright, in_place=True)
+            alpha = upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info
+            if max_side is not None and max(upright.size) > max_side:
+                # Shrink first, so only one full-size copy (the decoded image) is ever held; palette and
+                # other modes are converted first, since Pillow resizes them with nearest-neighbour only.
+                if upright.mode not in ("RGB", "RGBA", "L", "LA"):
+                    upright = upright.convert("RGBA" if alpha else "RGB")
+                upright.thumbnail((max_side, max_side), Image.Resampling.BOX)  # in place, aspect kept
+            if alpha:
                 canvas = Image.new("RGBA", upright.size, (*background, 255))
                 rgb = Image.alpha_composite(canvas, upright.convert("RGBA")).convert("RGB")
             else:
-                rgb = upright.convert("RGB")
+                rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as exc:

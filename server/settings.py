@@ -48,6 +48,18 @@ DEFAULT_ANNOTATORS_DIR = Path("weights") / "annotators"
 MAX_INPUT_PIXELS = 4096 * 4096
 MAX_INPUT_SECONDS = 600.0
 MAX_INPUT_FRAMES = 36_000
+# Frame rates outside this range are broken or hostile headers, not recordings (phones' slow motion is 240).
+MIN_INPUT_FPS = 1.0
+MAX_INPUT_FPS = 240.0
+# Each reference image is one more latent frame in generation; VACE's own examples use one to three.
+MAX_REFERENCE_IMAGES = 8
+# RGB bytes one job's decoded inputs may hold (server/worker/inputs.py). The most a 720p request needs is a
+# 241-frame input at the working size (1280x720: 0.67 GB; reframe with zoom_factor 1 keeps 2x per side:
+# 2.7 GB) plus its mask video or images; 4 GiB admits those and refuses what would take a worker to 72 GB.
+MAX_DECODED_BYTES = 4 * 1024**3
+# Wall-clock seconds a job's input downloads may take together: a source trickling bytes must not hold a GPU
+# worker. 600 s fetches the 2 GiB download cap at 3.6 MB/s.
+DOWNLOAD_DEADLINE_S = 600.0
 # The longest output a valid request can ask for: reframe with num_frames 241 (the schema's maximum, which
 # also caps match_input_num_frames), temporal_downsample_factor 0 and temporal_upsample_factor 5 (both at
 # most 5) is 240 gaps x 6 + 1 frames. Downsampling shortens it: d = u = 5 generates 41 frames and adds 10
@@ -152,6 +164,14 @@ class Settings(BaseSettings):
         MAX_INPUT_FRAMES, description="most frames an input video may have (as the container states it)")
     max_output_frames: Annotated[PositiveInt, Flag("max-output-frames")] = Field(
         LARGEST_VALID_OUTPUT, description="longest output video in frames, after reframe's interpolation")
+    min_input_fps: Annotated[PositiveFloat, Flag("min-input-fps")] = Field(
+        MIN_INPUT_FPS, description="lowest frame rate an input video may have")
+    max_input_fps: Annotated[PositiveFloat, Flag("max-input-fps")] = Field(
+        MAX_INPUT_FPS, description="highest frame rate an input video may have")
+    max_reference_images: Annotated[PositiveInt, Flag("max-reference-images")] = Field(
+        MAX_REFERENCE_IMAGES, description="most ref_image_urls a request may have")
+    max_decoded_bytes: Annotated[PositiveInt, Flag("max-decoded-bytes")] = Field(
+        MAX_DECODED_BYTES, description="RGB bytes one job's decoded inputs may hold (at the working size)")
     # JSON request bodies; uploads (server/api/routes/storage.py) are capped by max_upload_bytes instead.
     max_request_bytes: Annotated[PositiveInt, Flag("max-request-bytes")] = Field(
         64 * 1024**2, description="largest JSON request body, data: URIs included (uploads are not counted)")
@@ -160,7 +180,10 @@ class Settings(BaseSettings):
     max_input_bytes: Annotated[PositiveInt, Flag("max-download-bytes")] = Field(
         2 * GiB, description="largest input a URL or data: URI may deliver")
     download_timeout_s: Annotated[PositiveFloat, Flag("download-timeout")] = Field(
-        60.0, description="seconds an input download may take")
+        60.0, description="seconds an input download may wait for the connection or for more bytes")
+    download_deadline_s: Annotated[PositiveFloat, Flag("download-deadline")] = Field(
+        DOWNLOAD_DEADLINE_S, description="seconds all of a job's input downloads may take together, "
+                                         "wall clock (connect, headers, body, redirects)")
     max_upload_bytes: Annotated[PositiveInt, Flag("max-upload-bytes")] = Field(
         2 * GiB, description="largest file a client may upload to /storage")
     # HTTP connections (server/api/http_protocol.py). A reverse proxy facing the internet should add its own

@@ -20,7 +20,7 @@ from server.contract.inputs import (
     WanVACEReframeRequest,
     task_of,
 )
-from server.contract.limits import OUTPUT_TOO_LONG, InputLimits, output_length_field
+from server.contract.limits import OUTPUT_TOO_LONG, TOO_MANY_REFERENCES, InputLimits, output_length_field
 from server.contract.outputs import (
     WanVACEDepthResponse,
     WanVACEInpaintingResponse,
@@ -191,12 +191,16 @@ def submit_refusal(task: str, payload: BaseModel, limits: InputLimits | None = N
     reason = unsupported_reason(task, payload)
     if reason is not None:
         return Refusal(reason, "feature_not_supported")
+    limits = limits or InputLimits()
+    reason = limits.reference_count_refusal(len(_as_root(task, payload).ref_image_urls or []))
+    if reason is not None:
+        return Refusal(reason, TOO_MANY_REFERENCES, ("body", "ref_image_urls"))
     count = output_frames_at_submit(task, payload)
     if count is None:
         return None
     upsample = _as_root(task, payload).temporal_upsample_factor if TASK_RULES[task].temporal_factors else 0
     field = output_length_field(upsample, follows_input=False)
-    reason = (limits or InputLimits()).output_refusal(count, field)
+    reason = limits.output_refusal(count, field)
     if reason is not None:
         return Refusal(reason, OUTPUT_TOO_LONG, ("body", field))
     return None

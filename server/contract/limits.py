@@ -2,6 +2,10 @@
 
 - `InputLimits`: input videos and images, checked by the worker from the probe (the container's header and
   first frame; an image's header) before the rest is decoded; a refusal is a 422 model error on the field.
+  Pixels are checked on the stream's header before its first frame is decoded and again on every decoded
+  frame (a stream may change size mid-way); the frame rate must be plausible; and what a job decodes (the
+  frames it keeps, at the size it works at, plus its images) must fit `max_decoded_bytes`, checked before
+  each input is decoded (server/worker/inputs.py). The count of reference images is capped at submit.
   It also caps the output's length (`max_output_frames`, which reframe's interpolation can take past the
   schema's 241): refused at submit when the request alone fixes the length (server/contract/endpoints.py),
   else by the worker right after the probe, before anything is generated or interpolated.
@@ -14,13 +18,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from server.contract.errors import InputError
-from server.settings import LARGEST_VALID_OUTPUT, MAX_INPUT_FRAMES, MAX_INPUT_PIXELS, MAX_INPUT_SECONDS
+from server.settings import (
+    LARGEST_VALID_OUTPUT,
+    MAX_DECODED_BYTES,
+    MAX_INPUT_FPS,
+    MAX_INPUT_FRAMES,
+    MAX_INPUT_PIXELS,
+    MAX_INPUT_SECONDS,
+    MAX_REFERENCE_IMAGES,
+    MIN_INPUT_FPS,
+)
 
 if TYPE_CHECKING:
     from server.settings import Settings
 
 # The error type of a too-long output, at submit (server/contract/endpoints.py) and in the worker alike.
 OUTPUT_TOO_LONG = "output_too_long"
+# fal's error type for a list with too many items, used for ref_image_urls at submit and in the worker.
+TOO_MANY_REFERENCES = "sequence_too_long"
 
 
 def output_length_field(upsample_factor: int, follows_input: bool) -> str:
@@ -40,17 +55,34 @@ class InputLimits:
     max_frames: int = MAX_INPUT_FRAMES
     # Frames in the returned video, after reframe's interpolation: what the worker holds and encodes.
     max_output_frames: int = LARGEST_VALID_OUTPUT
+    min_fps: float = MIN_INPUT_FPS
+    max_fps: float = MAX_INPUT_FPS
+    max_reference_images: int = MAX_REFERENCE_IMAGES
+    # RGB bytes one job's decoded inputs may hold: the frames kept, at the size the task works at, and images.
+    max_decoded_bytes: int = MAX_DECODED_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InputLimits:
         return cls(settings.max_input_pixels, settings.max_input_seconds, settings.max_input_frames,
-                   settings.max_output_frames)
+                   settings.max_output_frames, settings.min_input_fps, settings.max_input_fps,
+                   settings.max_reference_images, settings.max_decoded_bytes)
 
-    def check_video(self, field: str, width: int, height: int, num_frames: int, duration: float) -> None:
-        """Raise InputError if a video is too large to decode safely (size first: it is what costs memory)."""
+    def check_frame_size(self, field: str, width: int, height: int) -> None:
+        """Raise InputError if a video's frames (a header's claim, one decoded frame) exceed the pixel cap."""
         if width * height > self.max_pixels:
             raise InputError(field, f"{field}: {width}x{height} frames are larger than this server accepts "
                              f"({self._pixels()} per frame)", "video_too_large", self._size(width, height))
+
+    def check_video(self, field: str, width: int, height: int, num_frames: int, duration: float,
+                    fps: float | None = None) -> None:
+        """Raise InputError if a video is too large to decode safely (size first: it is what costs memory)."""
+        self.check_frame_size(field, width, height)
+        if fps is not None and not self.min_fps <= fps <= self.max_fps:
+            # A rate outside this range is a broken or hostile header (0.02 fps would hold one frame for 50
+            # output frames; 600 fps decodes 120 frames per output frame at 5 fps), not a real recording.
+            raise InputError(field, f"{field}: the video's frame rate is {fps:g} fps; this server accepts "
+                             f"{self.min_fps:g} to {self.max_fps:g} fps", "unsupported_video_format",
+                             {"min_fps": self.min_fps, "max_fps": self.max_fps, "fps": round(fps, 3)})
         if duration > self.max_seconds:
             raise InputError(field, f"{field}: the video lasts {duration:.0f} s; this server accepts at "
                              f"most {self.max_seconds:g} s", "video_duration_too_long",
@@ -83,6 +115,31 @@ class InputLimits:
         if reason is not None:
             raise InputError(field, reason, OUTPUT_TOO_LONG,
                              {"max_output_frames": self.max_output_frames, "output_frames": output_frames})
+
+    def reference_count_refusal(self, count: int) -> str | None:
+        """Why `count` reference images are refused, or None; the submit check and the worker's."""
+        if count <= self.max_reference_images:
+            return None
+        return (f"ref_image_urls has {count} images; this server accepts at most "
+                f"{self.max_reference_images}")
+
+    def check_reference_count(self, count: int) -> None:
+        reason = self.reference_count_refusal(count)
+        if reason is not None:
+            raise InputError("ref_image_urls", reason, TOO_MANY_REFERENCES,
+                             {"max_length": self.max_reference_images, "length": count})
+
+    def check_decoded(self, field: str, total_bytes: int, *, image: bool = False) -> None:
+        """Raise InputError if a job's decoded inputs, `field`'s included, would exceed max_decoded_bytes."""
+        if total_bytes <= self.max_decoded_bytes:
+            return
+        mib = 1024**2
+        raise InputError(field, f"{field}: decoding it would bring this request's decoded inputs to "
+                         f"{total_bytes // mib} MiB; this server decodes at most "
+                         f"{self.max_decoded_bytes // mib} MiB per request (use a shorter, smaller or lower "
+                         "frame rate input, or fewer images)",
+                         "image_too_large" if image else "video_too_large",
+                         {"max_decoded_bytes": self.max_decoded_bytes, "decoded_bytes": total_bytes})
 
     def check_image(self, field: str, width: int, height: int) -> None:
         if width * height > self.max_pixels:

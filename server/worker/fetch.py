@@ -3,7 +3,9 @@
 Every hop passes server/outbound.py's AddressPolicy (SSRF); redirects are followed by hand, at most
 MAX_REDIRECTS, each hop checked again; proxy environment variables are ignored; the size cap is checked
 against Content-Length and again while streaming into a temp file, which is renamed into place only when
-complete.
+complete. One wall-clock deadline covers the whole download (connect, TLS, headers, body, every redirect) and
+the job's cancellation is consulted on every socket wait (server/worker/watched_http.py); `timeout_s` is the
+idle timeout of each of those operations.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,11 +26,14 @@ import httpx
 from server.contract.errors import InputError
 from server.files.store import FileStore
 from server.outbound import NOT_ALLOWED, AddressNotAllowed, AddressPolicy, strip_credentials, tls_verify
+from server.settings import DOWNLOAD_DEADLINE_S
+from server.worker.watched_http import DeadlineExceeded, DownloadCancelled, Watch, watched_client
+
+__all__ = ["MAX_REDIRECTS", "DownloadCancelled", "Fetcher"]
 
 log = logging.getLogger("vace.fetch")
 
 MAX_REDIRECTS = 5
-DEFAULT_TOTAL_TIMEOUT_S = 1800.0  # a slow trickle must not hold a worker forever
 _REDIRECTS = {301, 302, 303, 307, 308}
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
@@ -36,7 +41,7 @@ _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pr
 class Fetcher:
     def __init__(self, files: FileStore, work_dir: Path, max_bytes: int, timeout_s: float,
                  allow_hosts: Sequence[str] | None = None,
-                 total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S) -> None:
+                 total_timeout_s: float = DOWNLOAD_DEADLINE_S) -> None:
         self.files = files
         self.work_dir = work_dir
         self.max_bytes = max_bytes
@@ -46,8 +51,16 @@ class Fetcher:
         if any(os.environ.get(name) for name in _PROXY_VARS):
             log.warning("proxy environment variables are ignored for input downloads")
 
-    def fetch(self, url: str, field: str, dest_dir: Path) -> Path:
-        """Return a local path holding the bytes behind `url`; InputError (422) when that is impossible."""
+    def fetch(self, url: str, field: str, dest_dir: Path, *, should_cancel: Callable[[], bool] | None = None,
+              deadline: float | None = None) -> Path:
+        """Return a local path holding the bytes behind `url`; InputError (422) when that is impossible.
+
+        `deadline` (time.monotonic) defaults to total_timeout_s from now; DownloadCancelled is raised as soon
+        as `should_cancel` says so.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.total_timeout_s
+        watch = Watch(deadline, should_cancel)
         dest_dir.mkdir(parents=True, exist_ok=True)
         if url.startswith("data:"):
             return self._write(dest_dir, field, _decode_data_uri(url, field, self.max_bytes))
@@ -57,19 +70,22 @@ class Fetcher:
         own = self.files.name_from_url(urllib.parse.unquote(parsed.path))
         if own is not None:
             return self.files.local_copy(own)
-        return self._download(url, field, dest_dir)
+        return self._download(url, field, dest_dir, watch=watch)
 
-    def _download(self, url: str, field: str, dest_dir: Path, headers: dict[str, str] | None = None) -> Path:
+    def _download(self, url: str, field: str, dest_dir: Path, headers: dict[str, str] | None = None,
+                  watch: Watch | None = None) -> Path:
+        watch = watch or Watch(time.monotonic() + self.total_timeout_s)
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{field}-")
-        deadline = time.monotonic() + self.total_timeout_s
         try:
-            client = httpx.Client(timeout=self.timeout_s, trust_env=False, verify=tls_verify(),
-                                  follow_redirects=False)
+            client = watched_client(watch, self.timeout_s, tls_verify())
             with os.fdopen(fd, "wb") as out, client:
-                self._stream_into(client, url, field, dict(headers or {}), out, deadline)
+                self._stream_into(client, url, field, dict(headers or {}), out, watch)
             final = dest_dir / field
             os.replace(tmp, final)
             return final
+        except DeadlineExceeded as exc:
+            raise _download_error(field, "it took longer than this server allows for a request's downloads "
+                                  f"({self.total_timeout_s:g} s)") from exc
         except AddressNotAllowed as exc:
             raise _download_error(field, NOT_ALLOWED) from exc
         except LookupError as exc:
@@ -83,12 +99,15 @@ class Fetcher:
                 os.unlink(tmp)
 
     def _stream_into(self, client: httpx.Client, url: str, field: str, headers: dict[str, str],
-                     out: BinaryIO, deadline: float) -> None:
+                     out: BinaryIO, watch: Watch) -> None:
+        watch.check()
         target = self.policy.target(url)
         for _hop in range(MAX_REDIRECTS + 1):
+            watch.check()
             response = client.send(target.build_request(client, "GET", headers), stream=True)
             try:
                 if response.status_code in _REDIRECTS and "location" in response.headers:
+                    watch.check()  # the name lookup below cannot be interrupted: do not start it late
                     next_target = self.policy.target(urllib.parse.urljoin(target.url,
                                                                           response.headers["location"]))
                     if next_target.origin != target.origin:
@@ -97,13 +116,13 @@ class Fetcher:
                     continue
                 if response.status_code != 200:
                     raise _download_error(field, f"could not download {field}: HTTP {response.status_code}")
-                self._copy_capped(response, field, out, deadline)
+                self._copy_capped(response, field, out)
                 return
             finally:
                 response.close()
         raise _download_error(field, f"could not download {field}: more than {MAX_REDIRECTS} redirects")
 
-    def _copy_capped(self, response: httpx.Response, field: str, out: BinaryIO, deadline: float) -> None:
+    def _copy_capped(self, response: httpx.Response, field: str, out: BinaryIO) -> None:
         try:
             declared = int(response.headers.get("content-length") or 0)
         except ValueError:
@@ -111,12 +130,10 @@ class Fetcher:
         if declared > self.max_bytes:
             raise _too_large(field, self.max_bytes)
         size = 0
-        for chunk in response.iter_bytes(1 << 20):
+        for chunk in response.iter_bytes():  # each read waits under the watch (deadline, cancellation)
             size += len(chunk)
             if size > self.max_bytes:
                 raise _too_large(field, self.max_bytes)
-            if time.monotonic() > deadline:
-                raise httpx.ReadTimeout("total download time exceeded")
             out.write(chunk)
 
     def _write(self, dest_dir: Path, field: str, data: bytes) -> Path:

@@ -24,7 +24,7 @@ from server.jobs.model import Job
 from server.jobs.store import WakesWorkers
 from server.settings import Settings
 from server.worker.failures import failure_of, log_line
-from server.worker.fetch import Fetcher
+from server.worker.fetch import DownloadCancelled, Fetcher
 from server.worker.runner import Executor, JobHooks
 
 if TYPE_CHECKING:
@@ -65,7 +65,8 @@ class Worker:
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
         files = open_settings_file_store(self.settings)
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
-                          self.settings.download_timeout_s, allow_hosts=self.settings.fetch_allow_hosts)
+                          self.settings.download_timeout_s, allow_hosts=self.settings.fetch_allow_hosts,
+                          total_timeout_s=self.settings.download_deadline_s)
         return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,
                         limits=InputLimits.from_settings(self.settings))
 
@@ -106,7 +107,7 @@ class Worker:
         try:
             hooks = JobHooks(log=job_log, should_cancel=should_cancel, warn=lambda m: job_log(m, "WARN"))
             output = executor.run(job, hooks)
-        except GenerationCancelled:
+        except (GenerationCancelled, DownloadCancelled):
             if self.store.is_cancel_requested(job.id) or not self.stopping.is_set():
                 self.store.fail(job.id, self.worker_id, cancelled_error())
             else:

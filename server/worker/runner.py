@@ -87,8 +87,8 @@ class Executor:
         # 3. Inputs, fitted to the output fps and length (the size depends on the task); reframe's temporal
         #    downsampling keeps every (d+1)-th frame for generation.
         hooks.log("Fetching inputs")
-        reader = InputReader(self.fetcher, self.limits, scratch)
-        fitted = fit_input(reader, request, plan)
+        reader = InputReader(self.fetcher, self.limits, scratch, should_cancel=hooks.should_cancel)
+        fitted = fit_input(reader, request, plan, self.sizes)
         _check_cancel(hooks)
 
         # 4. The inputs' safety, then the prompt (expanded if asked).

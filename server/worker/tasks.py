@@ -10,6 +10,7 @@ canvas and never crop it (preprocessors/canvas.py).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from preprocessors.conditioning import control_conditioning, inpainting_conditio
 from preprocessors.interpolation.timeline import Timeline
 from preprocessors.masks import binarize_mask
 from preprocessors.sizing import AUTO_ASPECT_RATIO, orientation_aspect_ratio
-from preprocessors.spatial import crop_to_aspect, resize_cover
+from preprocessors.spatial import crop_to_aspect, resize_cover, shrink_to_cover
 from preprocessors.temporal import fit_length
 from server.contract.endpoints import TASK_RULES
 from server.contract.errors import InputError
@@ -47,6 +48,8 @@ if TYPE_CHECKING:  # inputs.py imports this module for TaskPlan
 
 # Frames per annotator call on the input's own resolution (the annotators batch 8 frames themselves).
 ANNOTATE_CHUNK = 8
+# The short side an annotator's input keeps when frames are shrunk as they are decoded (see decode_size).
+ANNOTATE_SHORT_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,12 @@ class TaskPlan:
             return Timeline(timing.fps, timing.num_frames)
         return Timeline(timing.fps, timing.num_frames, request.temporal_downsample_factor,
                         request.temporal_upsample_factor)
+
+    def decode_size(self, request: WanVACEInput, src_w: int, src_h: int, sizes: SizeRule) -> tuple[int, int]:
+        """What input frames are shrunk to as they are decoded (server/worker/inputs.py): the size the cover
+        crop below scales them to, so they are resized once, exactly as the full-size frames would be."""
+        width, height = sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+        return shrink_to_cover(src_w, src_h, width, height)
 
     def wants_control(self, request: WanVACEInput) -> bool:
         """Whether the input goes through a control annotator (depth, pose) before conditioning."""
@@ -104,6 +113,18 @@ def _cover(request: WanVACEInput, frames: np.ndarray, ctx: TaskContext) -> np.nd
     return resize_cover(frames, width, height)
 
 
+class _PlacedPlan(TaskPlan):
+    """Outpainting and reframe scale the source to fit (and reframe magnifies it by 1 + zoom_factor), then
+    resize it again when placing it: frames are decoded at twice the largest such scale (the output's cover
+    scale, times the zoom), so the second resize is a clean downscale; 1080p or smaller sources stay as they
+    are at 720p."""
+
+    def decode_size(self, request: WanVACEInput, src_w: int, src_h: int, sizes: SizeRule) -> tuple[int, int]:
+        width, height = sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+        magnify = 2 * (1 + request.zoom_factor)
+        return shrink_to_cover(src_w, src_h, math.ceil(width * magnify), math.ceil(height * magnify))
+
+
 def _placed(frames: np.ndarray, placement: Placement) -> Conditioned:
     """Outpainting/reframe: the source pasted into the target frame; the rest is generated (and grayed)."""
     source, mask = place(frames, placement)
@@ -116,6 +137,19 @@ class _ControlPlan(TaskPlan):
 
     def wants_control(self, request: WanVACEInput) -> bool:
         return request.preprocess
+
+    def decode_size(self, request: WanVACEInput, src_w: int, src_h: int, sizes: SizeRule) -> tuple[int, int]:
+        """With an annotator, frames keep enough resolution for it: the window the output's aspect ratio
+        keeps has a short side of at least ANNOTATE_SHORT_SIDE (DWPose detects at a 1024 short side, the
+        depth models at less), so more pixels would be memory without detail; without one, the cover size."""
+        if not self.wants_control(request):
+            return super().decode_size(request, src_w, src_h, sizes)
+        width, height = sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+        window_short = min(src_w, src_h * width / height, src_h, src_w * height / width)
+        scale = max(width / src_w, height / src_h, ANNOTATE_SHORT_SIDE / window_short)
+        if scale >= 1:
+            return src_w, src_h
+        return max(width, round(src_w * scale)), max(height, round(src_h * scale))
 
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
@@ -199,12 +233,13 @@ class InpaintingPlan(TaskPlan):
             # server/contract/endpoints.py refuses this at submit; reaching it is a bug, not a user error.
             raise ValueError("inpainting without a mask reached the worker")
         path, info = reader.video(request.mask_video_url, "mask_video_url")
-        mask_frames = reader.frames(path, "mask_video_url", info.fps, generated)
+        mask_frames = reader.frames(path, "mask_video_url", info, generated, nearest=True,
+                                    size=shrink_to_cover(info.width, info.height, width, height))
         mask_frames = resize_cover(mask_frames, width, height, nearest=True)
         return fit_length(binarize_mask(mask_frames), count)
 
 
-class OutpaintingPlan(TaskPlan):
+class OutpaintingPlan(_PlacedPlan):
     """Each chosen side grows by expand_ratio; the enlarged canvas is fitted inside the output size."""
 
     name = "outpainting"
@@ -221,7 +256,7 @@ class OutpaintingPlan(TaskPlan):
         return _placed(frames, outpaint_placement(src_w, src_h, exp, width, height, follow_canvas=follow))
 
 
-class ReframePlan(TaskPlan):
+class ReframePlan(_PlacedPlan):
     """The input fitted inside the output's aspect ratio (zoomed by zoom_factor), the rest generated; the
     temporal factors generate every (d+1)-th frame and interpolate the output back up."""
 

@@ -40,6 +40,15 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return _real_create_connection(address, *args, **kwargs)
 
     monkeypatch.setattr(socket, "create_connection", guarded)
+    # Downloads connect through server/worker/watched_http.py (non-blocking connect_ex): guard that too.
+    real_connect_ex = socket.socket.connect_ex
+
+    def guarded_connect_ex(sock: socket.socket, address: Any) -> int:
+        if not ipaddress.ip_address(address[0]).is_loopback:
+            raise AssertionError(f"test tried to connect to {address[0]}")
+        return real_connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
 
 
 class FakeDns:
