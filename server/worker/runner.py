@@ -122,7 +122,7 @@ class Executor:
             sampler=request.sampler, flow_shift=shift,
             acceleration=request.acceleration,
         )
-        hooks.log(f"Sampler {request.sampler}, flow shift {shift:g}, acceleration {request.acceleration}")
+        hooks.log(f"Sampler {request.sampler}, flow shift {shift:g}")
         models = free_gpu_for_generation(self.pipe, models, self.annotators, hooks)
         started = time.monotonic()
 
