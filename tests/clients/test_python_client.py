@@ -13,7 +13,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.api.background.webhook_signing import public_keys, verify
-from tests.clients.conftest import APP, WebhookReceiver, assert_video, failing_input, real_input
+from tests.clients.conftest import (
+    APP,
+    WebhookReceiver,
+    assert_current_example_output,
+    assert_video,
+    current_full_example,
+    failing_input,
+    real_input,
+)
 from tests.server.conftest import LiveServer, Media
 
 fal_client = pytest.importorskip("fal_client", reason="pip install -e '.[test]' installs fal-client")
@@ -68,6 +76,12 @@ def test_upload_file_then_subscribe_with_logs(fal: ModuleType, client_server: Li
     after = queued["status_after"]
     assert isinstance(after, fal.Completed) and after.error_type == "client_cancelled"
     assert queued["result_error"].status_code == 499
+
+
+def test_fals_current_full_example(fal: ModuleType, media: Media, tmp_path: Path) -> None:
+    """Real generation (17 frames): every field of fal's current example, as published, on the root."""
+    result = fal.subscribe(APP, arguments=current_full_example(fal.upload_file(media.control)))
+    assert_current_example_output(result, tmp_path / "python-example.mp4")
 
 
 def test_submit_status_result_of_a_failing_request(fal: ModuleType, media: Media) -> None:

@@ -212,3 +212,24 @@ def test_root_without_video_is_reference_to_video(tmp_path: Path, annotators: An
         assert Image.open(io.BytesIO(archive.read("frame_00000.png"))).size == (128, 64)
     files = tmp_path / "files"
     assert not files.exists() or not [p for p in files.rglob("*") if p.is_file()]  # sync_mode keeps none
+
+
+# --- acceleration reaches the pipeline from every endpoint -----------------------------------------------
+
+
+@pytest.mark.parametrize(("endpoint", "extra"), [
+    ("depth", {}), ("pose", {}), ("inpainting", {"mask_image_url": "MASK"}),
+    ("outpainting", {"expand_left": True}), ("reframe", {}), ("", {"task": "depth"}),
+])
+def test_acceleration_is_honoured_on_every_endpoint(tmp_path: Path, annotators: Annotators,
+                                                    source: tuple[str, np.ndarray],
+                                                    echo: list[GenerationRequest], endpoint: str,
+                                                    extra: dict[str, Any]) -> None:
+    mask = uri(png(np.full((8, 8, 3), 255, np.uint8)), "image/png")
+    extra = {k: (mask if v == "MASK" else v) for k, v in extra.items()}
+    endpoint_id = f"{APP_ID}/{endpoint}" if endpoint else APP_ID
+    ex = executor(tmp_path, annotators, Sizes())
+    for value in ("none", "low"):
+        frames_of(ex, endpoint_id, base(source[0], num_frames=17, acceleration=value, **extra))
+    frames_of(ex, endpoint_id, base(source[0], num_frames=17, **extra))
+    assert [r.acceleration for r in echo] == ["none", "low", "regular"]  # fal's default: regular
