@@ -24,7 +24,6 @@ VideoWriteMode = Literal["fast", "balanced", "small"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 RESOLUTIONS: tuple[str, ...] = get_args(Resolution)
-AUTO_RESOLUTION = "auto"  # chosen from the input (server/worker/timeline_plan.py)
 ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
 INTERPOLATOR_MODELS: tuple[str, ...] = get_args(InterpolatorModel)
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
