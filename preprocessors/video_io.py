@@ -326,7 +326,7 @@ def _to_video_frame(rgb: np.ndarray) -> av.VideoFrame:
     return frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709)
 
 
-def _encode(frames: np.ndarray, rate: Fraction, path: Path, crf: int) -> None:
+def _encode(frames: np.ndarray, rate: Fraction, path: Path, crf: int, preset: str = "medium") -> None:
     """Encode frames into ``path`` as H.264 MP4 with the moov atom up front (+faststart) for streaming."""
     with av.open(
         str(path), mode="w", format="mp4", container_options={"movflags": "+faststart"}
@@ -334,7 +334,7 @@ def _encode(frames: np.ndarray, rate: Fraction, path: Path, crf: int) -> None:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        stream.options = {"crf": str(crf), "preset": preset}  # libx264's own preset names
         # Tag BT.709 limited range so browsers do not guess the colour matrix.
         codec = stream.codec_context
         codec.colorspace = codec.color_primaries = codec.color_trc = 1  # AVCOL_*_BT709
@@ -361,7 +361,8 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_mp4(frames: np.ndarray, fps: float | Fraction, dest: PathLike, crf: int = 18) -> None:
+def write_mp4(frames: np.ndarray, fps: float | Fraction, dest: PathLike, crf: int = 18,
+              preset: str = "medium") -> None:
     """Write uint8 RGB frames ``(F, H, W, 3)`` to ``dest`` as H.264 yuv420p MP4, atomically.
 
     The video is encoded into a temporary file beside ``dest``, flushed, then renamed over ``dest``:
@@ -381,7 +382,7 @@ def write_mp4(frames: np.ndarray, fps: float | Fraction, dest: PathLike, crf: in
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _encode(_even_sized(frames), rate, tmp, crf)
+        _encode(_even_sized(frames), rate, tmp, crf, preset)
         _fsync_path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the file store may be served by another user
         os.replace(tmp, dest)

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from server.api.background.retention import RetentionSweeper
+from server.api.background.start_timeouts import StartTimeoutSweeper
 from server.api.background.supervisor import Supervisor
 from server.api.background.webhook_signing import jwks, load_or_create_signing_key
 from server.api.background.webhooks import WebhookDispatcher
@@ -21,6 +22,7 @@ from server.api.middleware.auth import ApiKeyMiddleware
 from server.api.middleware.body_limit import RequestSizeMiddleware
 from server.api.middleware.status_fast_path import StatusFastPath
 from server.api.responses import validation_error_response
+from server.api.routes.openapi import openapi_router
 from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
@@ -28,6 +30,7 @@ from server.contract.limits import InputLimits
 from server.files.factory import open_settings_file_store, open_settings_uploads
 from server.jobs.factory import open_settings_job_store
 from server.jobs.store import JobStore
+from server.outbound import AddressPolicy
 from server.settings import Settings
 
 # What the JS client sends from a browser (docs/fal-protocol.md §6.2), plus the other x-fal-* request headers.
@@ -62,15 +65,19 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         uploads=uploads, upload_max_age_s=settings.upload_max_age_s,
     )
 
+    start_timeouts = StartTimeoutSweeper(store)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if supervisor is not None:
             supervisor.start()
         webhooks.start()
         retention.start()
+        start_timeouts.start()
         yield
         # Together: the workers' grace period (30 s) must not wait behind the other threads' joins.
-        stops = [webhooks.stop, retention.stop] + ([supervisor.stop] if supervisor is not None else [])
+        stops = [webhooks.stop, retention.stop, start_timeouts.stop]
+        stops += [supervisor.stop] if supervisor is not None else []
         await asyncio.gather(*(run_in_threadpool(stop) for stop in stops))
 
     app = FastAPI(
@@ -85,7 +92,8 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
     # CORS (outermost) answers preflights and decorates the 401s.
     shutting_down = threading.Event()
-    queue_api = QueueApi(store, settings.public_url, InputLimits.from_settings(settings), shutting_down)
+    queue_api = QueueApi(store, settings.public_url, InputLimits.from_settings(settings), shutting_down,
+                         AddressPolicy.for_operator(settings.fetch_allow_hosts))
     app.add_middleware(StatusFastPath, api=queue_api)  # status polls skip FastAPI's router
     app.add_middleware(RequestSizeMiddleware, max_bytes=settings.max_request_bytes)  # inside auth: 401 first
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
@@ -112,5 +120,6 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
     storage = StorageApi(files, uploads, settings.public_url)
     app.include_router(storage.router)
     presign_s = settings.presigned_url_ttl_s if settings.file_urls == "presigned" else None
+    app.include_router(openapi_router(settings.public_url, bool(settings.api_keys)))
     app.include_router(service_router(store, files, jwks(signing_key.public_key()), presign_s=presign_s))
     return app

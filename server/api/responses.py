@@ -10,7 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from server.contract.errors import JobError
+from server.contract.errors import ERRORS_DOC_URL, JobError
+
+# fal's start-timeout answer carries this header; without it @fal-ai/client retries result() (docs:
+# fal-current-schema.md, "Protocol details found with the real clients").
+START_TIMEOUT_HEADERS = {"X-Fal-Request-Timeout-Type": "user"}
 
 
 def error_response(error: JobError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -18,17 +22,23 @@ def error_response(error: JobError, headers: dict[str, str] | None = None) -> JS
     all_headers = dict(headers or {})
     if error.is_request_error:
         all_headers["X-Fal-Error-Type"] = error.error_type
+    if error.error_type == "request_timeout":
+        all_headers |= START_TIMEOUT_HEADERS
     return JSONResponse(error.body, status_code=error.status_code, headers=all_headers)
 
 
 def validation_error_response(_: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's own 422 body (`detail`: one item per error), with every echoed input made encodable.
+    """FastAPI's own 422 body (`detail`: one item per error, each with fal's `url`), with every echoed input
+    made encodable, and `X-Fal-Retryable: false` like the server's other 422s.
 
     The default handler echoes each bad input; an input of NaN or Infinity (valid to Python's JSON parser,
     not in JSON) or a string with a lone surrogate cannot be written back, and the answer became a 500.
     """
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _encodable(jsonable_encoder(exc.errors()))}, status_code=422)
+    items = _encodable(jsonable_encoder(exc.errors()))
+    for item in items:  # fal's items carry a link to the error type's documentation, as ours elsewhere do
+        item["url"] = ERRORS_DOC_URL + str(item.get("type", ""))
+    return JSONResponse({"detail": items}, status_code=422, headers={"X-Fal-Retryable": "false"})
 
 
 def _encodable(value: Any) -> Any:

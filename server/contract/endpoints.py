@@ -5,7 +5,7 @@ Kept free of heavy imports: the API process imports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from server.contract.inputs import (
     WanVACEOutpaintingRequest,
     WanVACEPoseRequest,
     WanVACEReframeRequest,
+    known_fields,
     task_of,
 )
 from server.contract.limits import OUTPUT_TOO_LONG, TOO_MANY_REFERENCES, InputLimits, output_length_field
@@ -29,7 +30,7 @@ from server.contract.outputs import (
     WanVACEReframeResponse,
     WanVACEResponse,
 )
-from server.contract.timing import output_frames
+from server.contract.timing import downsample_factor, interpolated_frames, interpolation_field, output_frames
 
 APP_ID = "fal-ai/wan-vace-14b"
 
@@ -66,7 +67,7 @@ def stored_input(endpoint: Endpoint, payload: BaseModel, random_seed: int) -> di
     """The input as the API stores it, JSON-ready: validated by the endpoint's model, every field of the root
     model present (defaults filled; the root's for fields this endpoint lacks, which its task ignores), the
     task resolved, and `random_seed` where the request left the seed to the server."""
-    fields = payload.model_dump(mode="json") | {"task": task_of(endpoint.id, payload)}
+    fields = known_fields(payload) | {"task": task_of(endpoint.id, payload)}
     if fields.get("seed") is None:
         fields["seed"] = random_seed
     return WanVACEInput.model_construct(**fields).model_dump(mode="json")
@@ -97,80 +98,19 @@ def parse_app_path(path: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Each task's rules at submit (TASK_RULES, data keyed by task; the API process cannot import the worker's
-# plans). A refusal is a feature requested but not built yet: delete it when the feature ships. Everything
-# else runs: preprocess=true (depth/pose annotators), prompt expansion, the safety checker and reframe's
-# temporal factors. A model the operator has not installed fails the job with a message naming
-# `vace download --annotators` (the API process cannot see the worker's folders).
-# The one refusal that is not a missing feature (outpainting with nothing to expand) says so in its message.
-# After the refusal, `submit_refusal` applies the operator's output-length cap (max_output_frames).
+# What is refused at submit (the API process cannot import the worker's plans). A refusal names the field it
+# is about. `feature_not_supported`: a field asked for something this release does not do (delete the rule
+# when it ships). The others are requests with nothing to work on, which fal's schema cannot express.
+# A model the operator has not installed fails the job with a message naming `vace download --annotators`
+# (the API process cannot see the worker's folders). After these, `submit_refusal` applies the operator's
+# output-length cap (max_output_frames).
 # ------------------------------------------------------------------------------------------------------------
 
-
-def _needs_a_mask(request: WanVACEInput) -> str | None:
-    if request.mask_video_url or request.mask_image_url:
-        return None
-    return ("inpainting without a mask (automatic mask tracking) is not supported yet; "
-            "send mask_video_url or mask_image_url")
-
-
-def _needs_a_side(request: WanVACEInput) -> str | None:
-    # Not a missing feature but a request with nothing to do: fal's schema allows all sides off (the
-    # defaults), and generating with nothing to expand would only re-render the input at full GPU cost.
-    sides = (request.expand_left, request.expand_right, request.expand_top, request.expand_bottom)
-    if any(sides) and request.expand_ratio > 0:
-        return None
-    return ("outpainting with nothing to expand: set at least one of expand_left, expand_right, expand_top, "
-            "expand_bottom to true and expand_ratio > 0")
-
-
-def _runs(request: WanVACEInput) -> str | None:
-    return None
-
-
-@dataclass(frozen=True)
-class TaskRules:
-    """What the API process must know of a task at submit, as data. The worker's plans
-    (server/worker/tasks.py, which the API may not import) read `temporal_factors` from here too."""
-
-    refusal: Callable[[WanVACEInput], str | None] = _runs  # why this release cannot run it, or None
-    # The temporal_* fields apply: every (d+1)-th frame is generated and the output interpolated.
-    temporal_factors: bool = False
-
-
-TASK_RULES: dict[str, TaskRules] = {
-    "depth": TaskRules(),
-    "pose": TaskRules(),
-    "inpainting": TaskRules(refusal=_needs_a_mask),
-    "outpainting": TaskRules(refusal=_needs_a_side),
-    "reframe": TaskRules(temporal_factors=True),
-}
-
-
-def _as_root(task: str, payload: BaseModel) -> WanVACEInput:
-    """A validated payload seen through the root model, which has every field: typed reads, no getattr.
-    Fields the endpoint lacks take the root's defaults, which its task ignores."""
-    return WanVACEInput.model_construct(**(payload.model_dump() | {"task": task}))
-
-
-def output_frames_at_submit(task: str, payload: BaseModel) -> int | None:
-    """The output's frame count when the request alone fixes it, else None (it follows the input video).
-
-    Only tasks with temporal factors interpolate (one more in-between per gap for each downsample step, as
-    fal documents); the others return num_frames frames. fps plays no part in the count.
-    """
-    request = _as_root(task, payload)
-    if request.match_input_num_frames:
-        return None
-    if not TASK_RULES[task].temporal_factors:
-        return request.num_frames
-    return output_frames(request.num_frames, request.temporal_downsample_factor,
-                         request.temporal_upsample_factor)
-
-
-def unsupported_reason(task: str, payload: BaseModel) -> str | None:
-    """Why this release cannot run the request, or None if it can."""
-    return TASK_RULES[task].refusal(_as_root(task, payload))
+NOT_SUPPORTED = "feature_not_supported"
+MISSING_INPUT = "missing_input"
+# Tasks that edit a video and so cannot run without one; depth and pose (the root's default task) become
+# reference-to-video without video_url.
+_NEEDS_VIDEO = ("inpainting", "outpainting", "reframe")
 
 
 @dataclass(frozen=True)
@@ -182,24 +122,89 @@ class Refusal:
     loc: tuple[str, ...] = ("body",)
 
 
+def _as_root(task: str, payload: BaseModel) -> WanVACEInput:
+    """A validated payload seen through the root model, which has every field: typed reads, no getattr.
+    Fields the endpoint lacks take the root's defaults, which its task ignores."""
+    return WanVACEInput.model_construct(**(known_fields(payload) | {"task": task}))
+
+
+def _input_refusal(task: str, request: WanVACEInput) -> Refusal | None:
+    if request.video_url is None:
+        if task in _NEEDS_VIDEO:
+            return Refusal(f"task {task!r} edits a video: send video_url", MISSING_INPUT,
+                           ("body", "video_url"))
+        if not (request.ref_image_urls or request.first_frame_url or request.last_frame_url):
+            return Refusal("send video_url, or ref_image_urls (or first_frame_url / last_frame_url) for "
+                           "reference-to-video; this request has nothing to generate from", MISSING_INPUT,
+                           ("body", "video_url"))
+    if task == "inpainting":
+        if request.preprocess:
+            return Refusal("preprocess=true on inpainting (automatic mask tracking) is not supported yet; "
+                           "send mask_video_url or mask_image_url with preprocess=false", NOT_SUPPORTED,
+                           ("body", "preprocess"))
+        if not (request.mask_video_url or request.mask_image_url):
+            return Refusal("inpainting without a mask (automatic mask tracking) is not supported yet; "
+                           "send mask_video_url or mask_image_url", NOT_SUPPORTED, ("body", "mask_video_url"))
+    if task == "outpainting":
+        # Not a missing feature but a request with nothing to do: fal's schema allows all sides off (the
+        # defaults), and generating with nothing to expand would only re-render the input at full GPU cost.
+        sides = (request.expand_left, request.expand_right, request.expand_top, request.expand_bottom)
+        if not any(sides) or request.expand_ratio <= 0:
+            return Refusal("outpainting with nothing to expand: set at least one of expand_left, "
+                           "expand_right, expand_top, expand_bottom to true and expand_ratio > 0",
+                           NOT_SUPPORTED, ("body", "expand_ratio"))
+    if request.num_interpolated_frames and request.temporal_upsample_factor and (
+            request.num_interpolated_frames != request.temporal_upsample_factor):
+        return Refusal("num_interpolated_frames and its old name temporal_upsample_factor disagree; send "
+                       "only num_interpolated_frames", "value_error", ("body", "temporal_upsample_factor"))
+    return None
+
+
+def output_frames_at_submit(task: str, payload: BaseModel) -> int | None:
+    """The output's frame count when the request alone fixes it, else None (it follows the input video).
+
+    The count is num_frames, lengthened by interpolation (one more in-between per gap for each downsample
+    step, as fal documents, plus num_interpolated_frames). Auto downsampling depends on the output fps,
+    known here unless it follows the input.
+    """
+    request = _as_root(task, payload)
+    if request.video_url is not None and request.match_input_num_frames:
+        return None
+    fps = request.frames_per_second
+    follows_input_fps = request.match_input_frames_per_second or fps is None
+    auto = request.enable_auto_downsample and not request.temporal_downsample_factor
+    if request.video_url is not None and follows_input_fps and auto:
+        return None  # the factor follows the input's fps
+    down = downsample_factor(request, float(fps or 16))
+    return output_frames(request.num_frames, down, interpolated_frames(request))
+
+
+def unsupported_reason(task: str, payload: BaseModel) -> str | None:
+    """Why this release cannot run the request, or None if it can (the message of `submit_refusal`'s
+    refusal before the length cap)."""
+    refusal = _input_refusal(task, _as_root(task, payload))
+    return None if refusal is None else refusal.message
+
+
 def submit_refusal(task: str, payload: BaseModel, limits: InputLimits | None = None) -> Refusal | None:
     """Why the request is refused at submit, or None.
 
     `limits` are the operator's (InputLimits.from_settings); without them the defaults apply, which admit
     every length fal's schema allows. Lengths that depend on the input video are checked by the worker.
     """
-    reason = unsupported_reason(task, payload)
-    if reason is not None:
-        return Refusal(reason, "feature_not_supported")
+    request = _as_root(task, payload)
+    refusal = _input_refusal(task, request)
+    if refusal is not None:
+        return refusal
     limits = limits or InputLimits()
-    reason = limits.reference_count_refusal(len(_as_root(task, payload).ref_image_urls or []))
+    reason = limits.reference_count_refusal(len(request.ref_image_urls or []))
     if reason is not None:
         return Refusal(reason, TOO_MANY_REFERENCES, ("body", "ref_image_urls"))
     count = output_frames_at_submit(task, payload)
     if count is None:
         return None
-    upsample = _as_root(task, payload).temporal_upsample_factor if TASK_RULES[task].temporal_factors else 0
-    field = output_length_field(upsample, follows_input=False)
+    field = output_length_field(interpolated_frames(request), follows_input=False,
+                                interpolation=interpolation_field(request))
     reason = limits.output_refusal(count, field)
     if reason is not None:
         return Refusal(reason, OUTPUT_TOO_LONG, ("body", field))

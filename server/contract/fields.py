@@ -8,16 +8,19 @@ from __future__ import annotations
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, ValidationInfo
+from pydantic import AfterValidator, BeforeValidator, ValidationInfo
 
 # Literal (not Enum) so OpenAPI shows the allowed values inline next to the field, as fal's schema does, and
 # the parsed values are plain strings the worker can compare and log without `.value`.
 Task = Literal["depth", "pose", "inpainting", "outpainting", "reframe"]
-Resolution = Literal["240p", "360p", "480p", "580p", "720p"]
+Resolution = Literal["auto", "240p", "360p", "480p", "580p", "720p"]
 AspectRatio = Literal["auto", "16:9", "9:16", "1:1"]
 InterpolatorModel = Literal["rife", "film"]
 Sampler = Literal["unipc", "dpm++", "euler"]
 Acceleration = Literal["none", "low", "regular"]  # pipelines/step_policy.py's step cache policies
+TransparencyMode = Literal["content_aware", "white", "black"]
+VideoQuality = Literal["low", "medium", "high", "maximum"]
+VideoWriteMode = Literal["fast", "balanced", "small"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 RESOLUTIONS: tuple[str, ...] = get_args(Resolution)
@@ -26,13 +29,16 @@ INTERPOLATOR_MODELS: tuple[str, ...] = get_args(InterpolatorModel)
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 ACCELERATIONS: tuple[str, ...] = get_args(Acceleration)
 
-DEFAULT_NEGATIVE_PROMPT = (
+# fal's current default: the seed page's text with three letterboxing terms in front
+# (docs: fal-current-schema.md). A request can still send the seed's text.
+SEED_NEGATIVE_PROMPT = (
     "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "
     "still, overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, "
     "extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, malformed limbs, "
     "fused fingers, still picture, cluttered background, three legs, many people in the background, "
     "walking backwards"
 )
+DEFAULT_NEGATIVE_PROMPT = "letterboxing, borders, black bars, " + SEED_NEGATIVE_PROMPT
 
 # ------------------------------------------------------------------------------------------------------------
 # URL fields
@@ -70,3 +76,13 @@ def _check_url(value: str, info: ValidationInfo) -> str:
 
 # Surrounding whitespace is stripped; the value stays a plain string (http(s) URL or data: URI).
 InputUrl = Annotated[str, AfterValidator(_check_url)]
+
+
+def _empty_is_absent(value: object) -> object:
+    # fal's own example sends `video_url: ""` on the root, where the field is optional, and form-based
+    # clients send "" for an untouched URL box: in an optional URL field it means "not given".
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# An optional URL field: null or "" is "not given"; anything else is checked as InputUrl.
+OptionalInputUrl = Annotated[InputUrl | None, BeforeValidator(_empty_is_absent)]

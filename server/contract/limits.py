@@ -6,7 +6,7 @@
   frame (a stream may change size mid-way); the frame rate must be plausible; and what a job decodes (the
   frames it keeps, at the size it works at, plus its images) must fit `max_decoded_bytes`, checked before
   each input is decoded (server/worker/inputs.py). The count of reference images is capped at submit.
-  It also caps the output's length (`max_output_frames`, which reframe's interpolation can take past the
+  It also caps the output's length (`max_output_frames`, which interpolation can take past the
   schema's 241): refused at submit when the request alone fixes the length (server/contract/endpoints.py),
   else by the worker right after the probe, before anything is generated or interpolated.
 - JSON request bodies are capped in the API process by server/api/middleware/body_limit.py.
@@ -36,15 +36,18 @@ if TYPE_CHECKING:
 OUTPUT_TOO_LONG = "output_too_long"
 # fal's error type for a list with too many items, used for ref_image_urls at submit and in the worker.
 TOO_MANY_REFERENCES = "sequence_too_long"
+_INTERPOLATION_ADVICE = ("each generated gap gets temporal_downsample_factor + {0} new frames: lower {0} or "
+                         "num_frames")
 
 
-def output_length_field(upsample_factor: int, follows_input: bool) -> str:
+def output_length_field(upsample_factor: int, follows_input: bool,
+                        interpolation: str = "num_interpolated_frames") -> str:
     """The request field a too-long output is blamed on: the upsampling, else what set the length.
 
     (Downsampling alone does not lengthen the output: it interpolates back to about the input's length.)
     """
     if upsample_factor:
-        return "temporal_upsample_factor"
+        return interpolation  # num_interpolated_frames, or its old name when the request used that
     return "video_url" if follows_input else "num_frames"
 
 
@@ -53,7 +56,7 @@ class InputLimits:
     max_pixels: int = MAX_INPUT_PIXELS
     max_seconds: float = MAX_INPUT_SECONDS
     max_frames: int = MAX_INPUT_FRAMES
-    # Frames in the returned video, after reframe's interpolation: what the worker holds and encodes.
+    # Frames in the returned video, after interpolation: what the worker holds and encodes.
     max_output_frames: int = LARGEST_VALID_OUTPUT
     min_fps: float = MIN_INPUT_FPS
     max_fps: float = MAX_INPUT_FPS
@@ -100,9 +103,8 @@ class InputLimits:
         if output_frames <= self.max_output_frames:
             return None
         advice = {
-            "temporal_upsample_factor": "each generated gap gets temporal_downsample_factor + "
-                                        "temporal_upsample_factor new frames: lower temporal_upsample_factor "
-                                        "or num_frames",
+            "num_interpolated_frames": _INTERPOLATION_ADVICE.format("num_interpolated_frames"),
+            "temporal_upsample_factor": _INTERPOLATION_ADVICE.format("temporal_upsample_factor"),
             "video_url": "the length follows the input video: use a shorter video, or set "
                          "match_input_num_frames to false and choose num_frames",
         }.get(field, f"lower {field}")

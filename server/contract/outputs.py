@@ -16,32 +16,57 @@ class File(BaseModel):
     file_data: str | None = Field(default=None, description="File data", exclude_if=lambda v: v is None)
 
 
-_OUTPUT_CONFIG = ConfigDict(json_schema_extra={"x-fal-order-properties": ["video", "prompt", "seed"]})
+def _absent_if_none(value: object) -> bool:
+    return value is None
+
+
+class VideoFile(File):
+    """fal's VideoFile: a File plus what the video is (server/worker/publish.py fills every field)."""
+
+    width: int | None = Field(default=None, description="The width of the video", exclude_if=_absent_if_none)
+    height: int | None = Field(
+        default=None, description="The height of the video", exclude_if=_absent_if_none
+    )
+    fps: float | None = Field(default=None, description="The FPS of the video", exclude_if=_absent_if_none)
+    duration: float | None = Field(
+        default=None, description="The duration of the video", exclude_if=_absent_if_none
+    )
+    num_frames: int | None = Field(
+        default=None, description="The number of frames in the video", exclude_if=_absent_if_none
+    )
+
+
+_OUTPUT_CONFIG = ConfigDict(
+    json_schema_extra={"x-fal-order-properties": ["video", "prompt", "seed", "frames_zip"]}
+)
 
 
 class WanVACEResponse(BaseModel):
     model_config = _OUTPUT_CONFIG
 
-    video: File = Field(description="The generated video file.")
+    video: VideoFile = Field(description="The generated video file.")
     prompt: str = Field(description="The prompt used for generation.")
     seed: int = Field(description="The seed used for generation.")
+    frames_zip: File | None = Field(
+        default=None, description="ZIP archive of all video frames if requested.", exclude_if=_absent_if_none
+    )
 
 
 class WanVACEDepthResponse(WanVACEResponse):
-    video: File = Field(description="The generated depth video file.")
+    video: VideoFile = Field(description="The generated depth video file.")
 
 
 class WanVACEPoseResponse(WanVACEResponse):
-    video: File = Field(description="The generated pose video file.")
+    video: VideoFile = Field(description="The generated pose video file.")
 
 
 class WanVACEInpaintingResponse(WanVACEResponse):
-    video: File = Field(description="The generated inpainting video file.")
+    video: VideoFile = Field(description="The generated inpainting video file.")
 
 
 class WanVACEOutpaintingResponse(WanVACEResponse):
-    video: File = Field(description="The generated outpainting video file.")
+    video: VideoFile = Field(description="The generated outpainting video file.")
 
 
 class WanVACEReframeResponse(WanVACEResponse):
-    video: File = Field(description="The generated reframe video file.")
+    video: VideoFile = Field(description="The generated reframe video file.")

@@ -112,9 +112,7 @@ class MemoryJobStore:
     def claim(self, worker_id: str) -> Job | None:
         now = time.time()
         with self.lock:
-            for job in self._queued():
-                if job.start_deadline is not None and job.start_deadline < now:
-                    self._write_error(job.id, start_timeout_error(), None)
+            self._expire(now)
             queued = self._queued()
             if not queued:
                 return None
@@ -123,6 +121,17 @@ class MemoryJobStore:
                               attempts=job.attempts + 1)
             self.jobs[job.id] = claimed
             return claimed
+
+    def expire_start_deadlines(self, now: float | None = None) -> list[str]:
+        with self.lock:
+            return self._expire(time.time() if now is None else now)
+
+    def _expire(self, now: float) -> list[str]:
+        expired = [job.id for job in self._queued()
+                   if job.start_deadline is not None and job.start_deadline < now]
+        for job_id in expired:
+            self._write_error(job_id, start_timeout_error(), None)
+        return expired
 
     def complete(self, job_id: str, worker_id: str, output: dict[str, Any]) -> bool:
         with self.lock:

@@ -158,11 +158,7 @@ class PostgresJobStore:
         self._recover_expired_leases()
         now = time.time()
         with self.db.transaction() as conn:
-            expired = conn.execute(
-                "SELECT id FROM vace_jobs WHERE status = %s AND start_deadline < %s FOR UPDATE SKIP LOCKED",
-                (Status.IN_QUEUE, now)).fetchall()
-            for late in expired:
-                _write_error(conn, late["id"], start_timeout_error(), None)
+            _expire_start_deadlines(conn, now)
             row = conn.execute(
                 "UPDATE vace_jobs SET status = %s, worker_id = %s, node = %s, started_at = %s,"
                 f" attempts = attempts + 1, lease_until = {DB_NOW} + %s WHERE id = ("
@@ -170,6 +166,12 @@ class PostgresJobStore:
                 "  FOR UPDATE SKIP LOCKED) RETURNING *",
                 (Status.IN_PROGRESS, worker_id, self.node, now, self.lease_s, Status.IN_QUEUE)).fetchone()
         return row_to_job(row) if row else None
+
+    def expire_start_deadlines(self, now: float | None = None) -> list[str]:
+        """Fail the queued jobs past their start deadline (server/api/background/start_timeouts.py); rows
+        another replica or a claim holds are skipped, not waited for: they are being expired or started."""
+        with self.db.transaction() as conn:
+            return _expire_start_deadlines(conn, time.time() if now is None else now)
 
     def wait_for_jobs(self, timeout_s: float) -> None:
         """Block until a job may be waiting (a NOTIFY from submit or a requeue) or `timeout_s` passes."""
@@ -303,3 +305,12 @@ def _write_error(conn: psycopg.Connection[Row], job_id: str, error: JobError, wo
         sql += " AND worker_id = %s"
         params.append(worker_id)
     return conn.execute(sql, params).rowcount == 1
+
+
+def _expire_start_deadlines(conn: psycopg.Connection[Row], now: float) -> list[str]:
+    expired = conn.execute(
+        "SELECT id FROM vace_jobs WHERE status = %s AND start_deadline < %s FOR UPDATE SKIP LOCKED",
+        (Status.IN_QUEUE, now)).fetchall()
+    for late in expired:
+        _write_error(conn, late["id"], start_timeout_error(), None)
+    return [late["id"] for late in expired]

@@ -129,12 +129,7 @@ class SqliteJobStore:
         """Take the next queued job (priority, then arrival order); expire jobs past their start deadline."""
         now = time.time()
         with self.db.transaction() as conn:
-            expired = conn.execute(
-                "SELECT id FROM jobs WHERE status = ? AND start_deadline IS NOT NULL AND start_deadline < ?",
-                (Status.IN_QUEUE, now),
-            ).fetchall()
-            for row in expired:
-                _write_error(conn, row["id"], start_timeout_error(), None)
+            _expire_start_deadlines(conn, now)
             row = conn.execute(
                 "SELECT id FROM jobs WHERE status = ? ORDER BY priority, seq LIMIT 1", (Status.IN_QUEUE,)
             ).fetchone()
@@ -147,6 +142,14 @@ class SqliteJobStore:
             )
             job_id = row["id"]
         return self.get(job_id)
+
+    def expire_start_deadlines(self, now: float | None = None) -> list[str]:
+        """Fail the queued jobs past their start deadline (server/api/background/start_timeouts.py)."""
+        now = time.time() if now is None else now
+        if self.db.conn().execute(_EXPIRED, (Status.IN_QUEUE, now)).fetchone() is None:
+            return []  # the usual answer: one read, no write lock taken
+        with self.db.transaction() as conn:
+            return _expire_start_deadlines(conn, now)
 
     def complete(self, job_id: str, worker_id: str, output: dict[str, Any]) -> bool:
         """Record success; False if this worker no longer owns the job (requeued or failed meanwhile)."""
@@ -234,6 +237,16 @@ class SqliteJobStore:
 
     def remove_worker(self, worker_id: str) -> None:
         self.db.conn().execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+
+_EXPIRED = "SELECT id FROM jobs WHERE status = ? AND start_deadline IS NOT NULL AND start_deadline < ?"
+
+
+def _expire_start_deadlines(conn: sqlite3.Connection, now: float) -> list[str]:
+    expired = [row["id"] for row in conn.execute(_EXPIRED, (Status.IN_QUEUE, now)).fetchall()]
+    for job_id in expired:
+        _write_error(conn, job_id, start_timeout_error(), None)
+    return expired
 
 
 def _write_error(conn: sqlite3.Connection, job_id: str, error: JobError, worker_id: str | None) -> bool:

@@ -23,8 +23,9 @@ Guarantees, stated plainly:
   `client_cancelled` (499) and never started, OK; IN_PROGRESS -> flagged, CANCELLATION_REQUESTED (the
   worker polls `is_cancel_requested` and stops at the next step; if the worker is lost instead, recovery
   ends the job cancelled, never requeued); COMPLETED -> ALREADY_COMPLETED, unchanged.
-- A queued job past its `start_deadline` is never started: it is failed with `request_timeout` (504) when
-  a worker next claims.
+- A queued job past its `start_deadline` is never started: it is failed with `request_timeout` (504) by
+  `expire_start_deadlines` (the API's sweeper calls it every fraction of a second) or by the next `claim`,
+  whichever comes first.
 - Logs of a job are returned in the order they were added; `after_id` returns only newer ones.
 Nothing here knows about HTTP, the model, or a storage engine: payloads are JSON-able dicts, times are
 `time.time()` seconds.
@@ -128,6 +129,11 @@ class JobStore(Protocol):
 
     def claim(self, worker_id: str) -> Job | None:
         """Take the next queued job (after failing those past their start deadline), or None."""
+        ...
+
+    def expire_start_deadlines(self, now: float | None = None) -> list[str]:
+        """Fail every queued job whose start deadline is before `now` (default: the time now) with
+        `request_timeout`; returns their ids."""
         ...
 
     def complete(self, job_id: str, worker_id: str, output: dict[str, Any]) -> bool: ...

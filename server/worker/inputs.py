@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from preprocessors.resolution import resolve_resolution
 from preprocessors.sizing import target_size
 from preprocessors.temporal import fitted_indices
 from preprocessors.video_io import (
@@ -32,6 +33,7 @@ from preprocessors.video_io import (
 from server.contract.errors import InputError
 from server.contract.inputs import WanVACEInput
 from server.contract.limits import InputLimits, output_length_field
+from server.contract.timing import interpolation_field
 from server.worker.fetch import Fetcher
 from server.worker.tasks import TaskPlan
 from server.worker.types import FittedInput, SizeRule, Timing
@@ -127,13 +129,17 @@ def fit_input(reader: InputReader, request: WanVACEInput, plan: TaskPlan,
               sizes: SizeRule = target_size) -> FittedInput:
     """The input video at the output fps and length (the size depends on the task), keyframes only when
     the plan generates fewer frames than it outputs; the output's length is checked against the cap first."""
+    if request.video_url is None:  # server/worker/reference_input.py builds that input instead
+        raise ValueError("fit_input needs a video_url")
     # Cheap refusals first: the count of reference images before any download.
     reader.limits.check_reference_count(len(request.ref_image_urls or []))
     path, info = reader.video(request.video_url, "video_url")
+    request = with_concrete_resolution(request, info)
     timing = output_timing(request, info.fps, info.num_frames)
     timeline = plan.timeline(request, timing)
     # The output's length is known now (it may follow the input): refuse an over-long one before any work.
-    field = output_length_field(timeline.upsample, follows_input=request.match_input_num_frames)
+    field = output_length_field(timeline.upsample, follows_input=request.match_input_num_frames,
+                                interpolation=interpolation_field(request))
     reader.limits.check_output(field, timeline.output_frames)
     frames = reader.frames(path, "video_url", info, timing, keep=timeline.key_indices(),
                            size=plan.decode_size(request, info.width, info.height, sizes))
@@ -144,9 +150,19 @@ def fit_input(reader: InputReader, request: WanVACEInput, plan: TaskPlan,
     return FittedInput(info=info, timing=timing, timeline=timeline, frames=frames, references=references)
 
 
+def with_concrete_resolution(request: WanVACEInput, info: VideoInfo) -> WanVACEInput:
+    """`resolution: "auto"` made a preset once, from the probed input's own size
+    (preprocessors/resolution.py): later steps see frames shrunk as they were decoded, or trimmed of their
+    borders, whose size could pick a smaller preset."""
+    return request.model_copy(update={"resolution": resolve_resolution(request.resolution, info.width,
+                                                                        info.height)})
+
+
 def output_timing(request: WanVACEInput, input_fps: float, input_frames: int) -> Timing:
     """Output fps and length from the request: either the input's or the requested ones."""
-    fps = input_fps if request.match_input_frames_per_second else float(request.frames_per_second)
+    # frames_per_second null follows the input too (this server's reading of fal's nullable field).
+    follow = request.match_input_frames_per_second or request.frames_per_second is None
+    fps = input_fps if follow else float(request.frames_per_second or input_fps)
     if request.match_input_num_frames:
         # The input's duration at the output fps, capped by the schema's maximum length.
         count = max(1, min(MAX_FRAMES, math.floor(input_frames * fps / input_fps)))

@@ -34,7 +34,7 @@ class RequestModels:
     """What one request needs beyond the pipeline; None where it needs nothing."""
 
     control: ControlAnnotator | None = None  # depth/pose with preprocess
-    interpolator: Interpolator | None = None  # reframe with temporal factors
+    interpolator: Interpolator | None = None  # a timeline with temporal factors
     checker: SupportsSafetyCheck | None = None  # enable_safety_checker (None also when missing and allowed)
     expander: SupportsPromptExpansion | None = None  # enable_prompt_expansion
     tracker: MaskTracker | None = None  # inpainting's mask_image_url under VACE_MASK_TRACKING=track
@@ -55,10 +55,8 @@ def load_models(plan: TaskPlan, request: WanVACEInput, annotators: Annotators,
         models.tracker = _require(annotators.tracker, "mask_image_url",
                                   "mask_image_url (tracked through the video; an operator can set "
                                   "VACE_MASK_TRACKING=static to apply it to every frame unchanged)")
-    if plan.timeline(request, Timing(16.0, 1)).factor:
-        name = request.interpolator_model
-        models.interpolator = _require(lambda: annotators.interpolator(name), "interpolator_model",
-                                       f"temporal factors with interpolator_model={name}")
+    if plan.timeline(request, Timing(16.0, 1)).factor:  # explicit factors; auto ones load later
+        models.interpolator = load_interpolator(request, annotators)
     if request.enable_prompt_expansion:
         models.expander = _require(annotators.prompt_expander, "enable_prompt_expansion",
                                    "enable_prompt_expansion=true")
@@ -74,6 +72,12 @@ def load_models(plan: TaskPlan, request: WanVACEInput, annotators: Annotators,
                 ) from exc
             hooks.warning(f"Safety checker not installed, running unchecked ({exc})")
     return models
+
+
+def load_interpolator(request: WanVACEInput, annotators: Annotators) -> Interpolator:
+    name = request.interpolator_model
+    return _require(lambda: annotators.interpolator(name), "interpolator_model",
+                    f"interpolation with interpolator_model={name}")
 
 
 def free_gpu_for_generation(pipe: WanVACEPipeline, models: RequestModels, annotators: Annotators,

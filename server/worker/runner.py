@@ -20,6 +20,7 @@ from pipelines.generate import GenerationCancelled, GenerationRequest, generate
 from pipelines.schedulers import default_flow_shift
 from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.interpolation.timeline import Timeline
+from preprocessors.keyframes import FrameImage, paste_frame_images, place_frame_images
 from preprocessors.sizing import pipeline_num_frames, target_size
 from preprocessors.temporal import fit_length
 from server.contract.endpoints import canonical_input
@@ -28,11 +29,19 @@ from server.contract.limits import InputLimits
 from server.files.store import FileStore
 from server.jobs.model import Job
 from server.worker.fetch import Fetcher
-from server.worker.inputs import InputReader, fit_input
-from server.worker.models import RequestModels, free_gpu_for_generation, load_models, reload_after_generation
+from server.worker.frame_images import read_frame_images
+from server.worker.inputs import InputReader, fit_input, with_concrete_resolution
+from server.worker.models import (
+    RequestModels,
+    free_gpu_for_generation,
+    load_interpolator,
+    load_models,
+    reload_after_generation,
+)
 from server.worker.publish import publish
+from server.worker.reference_input import reference_input
 from server.worker.safety import check_safety
-from server.worker.tasks import TaskContext, TaskPlan, plan_for
+from server.worker.tasks import TaskContext, TaskPlan, plan_for_request
 from server.worker.types import Conditioned, FittedInput, Generated, JobHooks, SizeRule, Timing
 
 if TYPE_CHECKING:
@@ -63,7 +72,9 @@ class Executor:
         """Generate, encode to H.264 and store; returns fal's output dict."""
         scratch = self.work_dir / job.id
         try:
-            return publish(self.files, job.id, self._generate(job, hooks, scratch), hooks)
+            generated = self._generate(job, hooks, scratch)
+            return publish(self.files, job.id, generated, canonical_input(job.endpoint, job.input), scratch,
+                           hooks)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -78,7 +89,7 @@ class Executor:
     def _generate(self, job: Job, hooks: JobHooks, scratch: Path) -> Generated:
         # 1. The request as the API stored it (validated, defaults filled, task resolved); its task's plan.
         request = canonical_input(job.endpoint, job.input)
-        plan = plan_for(request.task)
+        plan = plan_for_request(request)
         seed = _stored_seed(request)
 
         # 2. The models it needs beyond the pipeline; a missing one fails here, before any work.
@@ -88,7 +99,9 @@ class Executor:
         #    downsampling keeps every (d+1)-th frame for generation.
         hooks.log("Fetching inputs")
         reader = InputReader(self.fetcher, self.limits, scratch, should_cancel=hooks.should_cancel)
-        fitted = fit_input(reader, request, plan, self.sizes)
+        fitted = (fit_input(reader, request, plan, self.sizes) if request.video_url is not None
+                  else reference_input(reader, request, plan, hooks))
+        request = with_concrete_resolution(request, fitted.info)
         _check_cancel(hooks)
 
         # 4. The inputs' safety, then the prompt (expanded if asked).
@@ -98,6 +111,7 @@ class Executor:
 
         # 5. The task's conditioning at the generation size and the pipeline's 4k+1 length.
         conditioned = self._condition(plan, request, fitted, reader, models, hooks)
+        frame_images = self._frame_images(request, fitted, conditioned, reader, hooks)
         _check_cancel(hooks)
 
         # 6. Generation, with the GPU memory the annotators hold freed first under offloading plans.
@@ -126,7 +140,8 @@ class Executor:
         # 7. Trim the 4k+1 padding away; the task's post-processing (paste-back) on the generated frames, so
         #    interpolated in-betweens blend pasted pixels; then interpolate (reframe's temporal factors).
         output = plan.post_process(request, output[: fitted.generated.num_frames], conditioned)
-        output = _interpolate(models, fitted.timeline, output, hooks)
+        output = paste_frame_images(output, frame_images)
+        output = _interpolate(models, request, self.annotators, fitted.timeline, output, hooks)
 
         # 8. What leaves the server is checked too.
         if models.checker is not None:
@@ -152,6 +167,19 @@ class Executor:
         return conditioned
 
 
+    @staticmethod
+    def _frame_images(request: WanVACEInput, fitted: FittedInput, conditioned: Conditioned,
+                      reader: InputReader, hooks: JobHooks) -> list[FrameImage]:
+        """first_frame_url / last_frame_url placed as kept frames of the conditioning."""
+        images = read_frame_images(request, reader, fitted.generated.num_frames, conditioned.width,
+                                   conditioned.height)
+        if images:
+            place_frame_images(conditioned.conditioning, conditioned.source, images)
+            hooks.log(f"Kept frame(s) {', '.join(str(i.index) for i in images)} from first/last_frame_url "
+                      f"(transparency_mode {request.transparency_mode})")
+        return images
+
+
 def _check_inputs_safety(models: RequestModels, fitted: FittedInput, hooks: JobHooks) -> None:
     if models.checker is None:
         return
@@ -168,13 +196,13 @@ def _prompt(models: RequestModels, request: WanVACEInput, plan: TaskPlan, hooks:
     return prompt
 
 
-def _interpolate(models: RequestModels, timeline: Timeline, output: np.ndarray,
-                 hooks: JobHooks) -> np.ndarray:
+def _interpolate(models: RequestModels, request: WanVACEInput, annotators: Annotators, timeline: Timeline,
+                 output: np.ndarray, hooks: JobHooks) -> np.ndarray:
     """The in-betweens of a timeline with temporal factors; other timelines' frames are the output."""
     if not timeline.factor:
         return output
-    if models.interpolator is None:  # load_models loads it whenever the timeline has a factor
-        raise RuntimeError("the timeline has temporal factors but no interpolator was loaded")
+    if models.interpolator is None:  # auto downsampling chose a factor only once the input's fps was known
+        models.interpolator = load_interpolator(request, annotators)
     _check_cancel(hooks)
     started = time.monotonic()
     output = models.interpolator.interpolate(output, timeline.factor)[: timeline.output_frames]

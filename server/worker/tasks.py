@@ -2,7 +2,8 @@
 
 The one module that branches on tasks: PLANS maps each task to its plan and every step of the runner asks
 the plan. What the API must know at submit (refusals, which task interpolates) is data in
-server/contract/endpoints.py's TASK_RULES, which the API process can import and this module reads.
+server/contract/endpoints.py, which the API process can import. Without an input video the request is
+reference-to-video (`ReferencePlan`, chosen by `plan_for_request`), whatever its task.
 Conditioning follows VACE's convention (preprocessors/conditioning.py): white = generate, black = keep.
 Depth, pose and inpainting cover-crop the input to the output size; outpainting and reframe place it on a
 canvas and never crop it (preprocessors/canvas.py).
@@ -21,6 +22,7 @@ import numpy as np
 from preprocessors.annotators.mask_tracking import track_mask
 from preprocessors.annotators.protocols import MaskTracker
 from preprocessors.annotators.registry import Annotators, ControlAnnotator
+from preprocessors.borders import detect_borders, trim
 from preprocessors.canvas import (
     Placement,
     canvas_size,
@@ -31,15 +33,15 @@ from preprocessors.canvas import (
     reframe_placement,
 )
 from preprocessors.composite import paste_back
-from preprocessors.conditioning import control_conditioning, inpainting_conditioning
+from preprocessors.conditioning import GRAY, control_conditioning, inpainting_conditioning
 from preprocessors.interpolation.timeline import Timeline
 from preprocessors.masks import binarize_mask
 from preprocessors.sizing import AUTO_ASPECT_RATIO, orientation_aspect_ratio
 from preprocessors.spatial import crop_to_aspect, resize_cover, shrink_to_cover
 from preprocessors.temporal import fit_length
-from server.contract.endpoints import TASK_RULES
 from server.contract.errors import InputError
 from server.contract.inputs import WanVACEInput
+from server.contract.timing import downsample_factor, interpolated_frames
 from server.worker.types import Conditioned, JobHooks, SizeRule, Timing
 
 if TYPE_CHECKING:  # inputs.py imports this module for TaskPlan
@@ -69,12 +71,11 @@ class TaskPlan:
     name: str = ""
 
     def timeline(self, request: WanVACEInput, timing: Timing) -> Timeline:
-        """Which frames are generated and how many the output has. Only a task whose contract has temporal
-        factors (reframe) generates every (d+1)-th frame and interpolates; the others ignore the fields."""
-        if not TASK_RULES[self.name].temporal_factors:
-            return Timeline(timing.fps, timing.num_frames)
-        return Timeline(timing.fps, timing.num_frames, request.temporal_downsample_factor,
-                        request.temporal_upsample_factor)
+        """Which frames are generated and how many the output has, the same for every task: every (d+1)-th
+        frame is generated (d explicit, or chosen by enable_auto_downsample from the output fps) and the
+        output interpolated with d + num_interpolated_frames in-betweens per gap."""
+        return Timeline(timing.fps, timing.num_frames, downsample_factor(request, timing.fps),
+                        interpolated_frames(request))
 
     def decode_size(self, request: WanVACEInput, src_w: int, src_h: int, sizes: SizeRule) -> tuple[int, int]:
         """What input frames are shrunk to as they are decoded (server/worker/inputs.py): the size the cover
@@ -106,10 +107,19 @@ class TaskPlan:
         return paste_back(output, conditioned.source[:count], conditioned.conditioning.mask[:count])
 
 
+def output_size(request: WanVACEInput, ctx: TaskContext, src_w: int, src_h: int,
+                canvas: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The generation size: `resolution` (a preset: "auto" was resolved from the probed input by
+    server/worker/inputs.py's `with_concrete_resolution`, as frames may be shrunk as they are decoded) at
+    `aspect_ratio` ("auto" follows `canvas`, by default the input)."""
+    width, height = canvas or (src_w, src_h)
+    return ctx.sizes(request.resolution, request.aspect_ratio, width, height)
+
+
 def _cover(request: WanVACEInput, frames: np.ndarray, ctx: TaskContext) -> np.ndarray:
     """Scaled to cover the output size and centre-cropped."""
     src_h, src_w = frames.shape[1:3]
-    width, height = ctx.sizes(request.resolution, request.aspect_ratio, src_w, src_h)
+    width, height = output_size(request, ctx, src_w, src_h)
     return resize_cover(frames, width, height)
 
 
@@ -250,20 +260,25 @@ class OutpaintingPlan(_PlacedPlan):
         exp = expansion(src_w, src_h, left=request.expand_left, right=request.expand_right,
                         top=request.expand_top, bottom=request.expand_bottom, ratio=request.expand_ratio)
         # aspect_ratio=auto follows the enlarged canvas, not the source, and generates only its new sides.
-        canvas_w, canvas_h = canvas_size(src_w, src_h, exp)
-        width, height = ctx.sizes(request.resolution, request.aspect_ratio, canvas_w, canvas_h)
+        width, height = output_size(request, ctx, src_w, src_h, canvas_size(src_w, src_h, exp))
         follow = request.aspect_ratio == AUTO_ASPECT_RATIO
         return _placed(frames, outpaint_placement(src_w, src_h, exp, width, height, follow_canvas=follow))
 
 
 class ReframePlan(_PlacedPlan):
-    """The input fitted inside the output's aspect ratio (zoomed by zoom_factor), the rest generated; the
-    temporal factors generate every (d+1)-th frame and interpolate the output back up."""
+    """The input (its letterbox/pillarbox bars trimmed when trim_borders) fitted inside the output's aspect
+    ratio (zoomed by zoom_factor), the rest generated."""
 
-    name = "reframe"  # its temporal factors: TASK_RULES in server/contract/endpoints.py
+    name = "reframe"
 
     def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
                   ctx: TaskContext) -> Conditioned:
+        if request.trim_borders:
+            borders = detect_borders(frames[: generated.num_frames])
+            if borders.any:
+                ctx.hooks.log(f"trim_borders: trimmed {borders.top} top, {borders.bottom} bottom, "
+                              f"{borders.left} left, {borders.right} right pixel(s) of bars")
+                frames = trim(frames, borders)
         src_h, src_w = frames.shape[1:3]
         aspect: str = request.aspect_ratio
         if aspect == AUTO_ASPECT_RATIO:
@@ -287,9 +302,33 @@ def _nothing_to_reframe(request: WanVACEInput, aspect: str, src_w: int, src_h: i
             f"set aspect_ratio to another one ({others}){zoom}")
 
 
+class ReferencePlan(TaskPlan):
+    """No input video (the root endpoint without video_url): VACE's reference-to-video. The "input" is a
+    blank gray video (server/worker/reference_input.py) generated everywhere, guided by the prompt, the
+    reference images and any first/last frame."""
+
+    name = "reference"
+
+    def condition(self, request: WanVACEInput, frames: np.ndarray, generated: Timing,
+                  ctx: TaskContext) -> Conditioned:
+        frames = _cover(request, frames, ctx)
+        height, width = frames.shape[1:3]
+        conditioning = control_conditioning(frames)
+        conditioning.video[:] = GRAY  # exactly VACE's "nothing here", which uint8 cannot hold
+        return Conditioned(conditioning, frames, width, height)
+
+
 PLANS: dict[str, TaskPlan] = {plan.name: plan for plan in (
     DepthPlan(), PosePlan(), InpaintingPlan(), OutpaintingPlan(), ReframePlan(),
 )}
+REFERENCE_PLAN = ReferencePlan()
+
+
+def plan_for_request(request: WanVACEInput) -> TaskPlan:
+    """The plan a request runs: reference-to-video without a video, else its task's."""
+    if request.video_url is None:
+        return REFERENCE_PLAN
+    return plan_for(request.task)
 
 
 def plan_for(task: str) -> TaskPlan:

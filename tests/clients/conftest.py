@@ -1,16 +1,19 @@
 """The real fal clients against a live server: shared server, media, webhook receiver and helpers.
 
-Real generations cost ~30 s each on CPU, so the suite runs only three (Python subscribe, JS subscribe,
-the webhook OK payload); every other call uses requests that fail fast in the worker or are cancelled
+Real generations cost ~30 s each on CPU, so the suite runs only three at fal's default length (Python
+subscribe, JS subscribe, the webhook OK payload) and two of 17 frames (fal's current full example through
+each client); every other call uses requests that fail fast in the worker or are cancelled
 while queued behind one of those three.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +28,7 @@ from tests.server.conftest import LiveServer, Media, data_uri, media, start_serv
 
 APP = "fal-ai/wan-vace-14b"
 GENERATION_FRAMES = 81  # 240p depth from a 48-frame control video: fal's default num_frames
+CURRENT_EXAMPLE_FRAMES = 17  # fal's smallest num_frames: the full-example jobs stay cheap
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +56,38 @@ def failing_input(files: Media) -> dict[str, Any]:
 def real_input(video_url: str) -> dict[str, Any]:
     return {"prompt": "a bar moving over a gradient", "video_url": video_url, "resolution": "240p",
             "num_inference_steps": 2}
+
+
+def current_full_example(video_url: str) -> dict[str, Any]:
+    """fal's current full example (docs: fal-current-schema.md), every field as published, made tiny where
+    it costs time (17 frames, 2 steps) and asking for the frames ZIP; video_url is a real small video."""
+    return {
+        "prompt": "a bar moving over a gradient",
+        "negative_prompt": "letterboxing, borders, black bars, bright colors, overexposed, static",
+        "match_input_num_frames": False, "num_frames": CURRENT_EXAMPLE_FRAMES,
+        "match_input_frames_per_second": False, "frames_per_second": 16, "resolution": "auto",
+        "aspect_ratio": "auto", "num_inference_steps": 2, "guidance_scale": 5, "video_url": video_url,
+        "enable_safety_checker": True, "enable_prompt_expansion": False, "preprocess": False,
+        "sampler": "unipc", "shift": 5, "ref_image_urls": [], "acceleration": "regular",
+        "video_quality": "high", "video_write_mode": "balanced", "num_interpolated_frames": 0,
+        "temporal_downsample_factor": 0, "enable_auto_downsample": False, "auto_downsample_min_fps": 15,
+        "interpolator_model": "film", "sync_mode": False, "transparency_mode": "content_aware",
+        "return_frames_zip": True, "task": "depth",
+    }
+
+
+def assert_current_example_output(data: dict[str, Any], dest: Path) -> None:
+    """The full example's answer: a 240p video (auto from the 320x240 input) with its metadata, and a ZIP
+    of its frames as PNG, both downloadable."""
+    video = data["video"]
+    assert (video["width"], video["height"], video["num_frames"], video["fps"]) == (
+        416, 240, CURRENT_EXAMPLE_FRAMES, 16)
+    assert video["duration"] == pytest.approx(CURRENT_EXAMPLE_FRAMES / 16)
+    assert_video(video["url"], dest, frames=CURRENT_EXAMPLE_FRAMES)
+    archive = httpx.get(data["frames_zip"]["url"], timeout=60.0)
+    assert archive.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as frames:
+        assert len([n for n in frames.namelist() if n.endswith(".png")]) == CURRENT_EXAMPLE_FRAMES
 
 
 def assert_video(url: str, dest: Path, frames: int = GENERATION_FRAMES) -> None:

@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.clients.conftest import APP, assert_video, failing_input
+from tests.clients.conftest import (
+    APP,
+    assert_current_example_output,
+    assert_video,
+    current_full_example,
+    failing_input,
+)
 from tests.server.conftest import LiveServer, Media
 
 JS_DIR = Path(__file__).parent / "js"
@@ -61,6 +67,14 @@ def test_js_subscribe_with_blob_upload_logs_and_cancel(node_modules: Path, clien
     assert queued["status"]["error_type"] == "client_cancelled"
     assert queued["result"]["error"]["status"] == 499
     assert queued["result"]["error"]["requestId"] == queued["request_id"]
+
+
+def test_js_fals_current_full_example(node_modules: Path, client_server: LiveServer, media: Media,
+                                     tmp_path: Path) -> None:
+    """Real generation (17 frames): fal's current example, every field, the video as a Blob (auto-upload)."""
+    out = run_scenario("example", base=client_server.base, video_path=str(media.control),
+                       input=current_full_example("replaced by the Blob"))
+    assert_current_example_output(out["data"], tmp_path / "js-example.mp4")
 
 
 def test_js_queue_calls_streaming_status_and_run(node_modules: Path, client_server: LiveServer,

@@ -13,8 +13,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.api.background.webhook_signing import public_keys, verify
-from tests.clients.conftest import APP, WebhookReceiver, assert_video, failing_input, real_input
-from tests.server.conftest import LiveServer, Media
+from tests.clients.conftest import (
+    APP,
+    WebhookReceiver,
+    assert_current_example_output,
+    assert_video,
+    current_full_example,
+    failing_input,
+    real_input,
+)
+from tests.server.conftest import LiveServer, Media, data_uri
 
 fal_client = pytest.importorskip("fal_client", reason="pip install -e '.[test]' installs fal-client")
 
@@ -68,6 +76,32 @@ def test_upload_file_then_subscribe_with_logs(fal: ModuleType, client_server: Li
     after = queued["status_after"]
     assert isinstance(after, fal.Completed) and after.error_type == "client_cancelled"
     assert queued["result_error"].status_code == 499
+
+
+def test_fals_current_full_example(fal: ModuleType, media: Media, tmp_path: Path) -> None:
+    """Real generation (17 frames): every field of fal's current example, as published, on the root."""
+    result = fal.subscribe(APP, arguments=current_full_example(fal.upload_file(media.control)))
+    assert_current_example_output(result, tmp_path / "python-example.mp4")
+
+
+@pytest.mark.parametrize("task", ["depth", "pose", "inpainting", "outpainting", "reframe"])
+def test_fals_current_full_example_is_accepted_on_every_sub_path(fal: ModuleType, media: Media,
+                                                                 task: str) -> None:
+    """Every field of the example through the client to each sub-path: accepted at submit (none refused,
+    none unknown), then failing fast in the worker on a file that is not a video (no generation)."""
+    example = current_full_example(data_uri(media.not_a_video))
+    del example["task"]  # root only
+    if task in ("depth", "pose", "inpainting"):
+        example["preprocess"] = False
+    else:
+        del example["preprocess"]
+    if task == "reframe":
+        del example["ref_image_urls"]
+    extra = {"inpainting": {"mask_video_url": data_uri(media.mask)}, "outpainting": {"expand_left": True}}
+    handle = fal.submit(f"{APP}/{task}", arguments=example | extra.get(task, {}))
+    events = list(handle.iter_events(with_logs=True, interval=0.1))
+    assert isinstance(events[-1], fal.Completed) and events[-1].error_type == "unsupported_video_format"
+    assert not any("Ignored field" in entry["message"] for entry in events[-1].logs or [])
 
 
 def test_submit_status_result_of_a_failing_request(fal: ModuleType, media: Media) -> None:

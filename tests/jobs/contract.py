@@ -228,6 +228,18 @@ class JobStoreContract:
         assert expired.status is Status.COMPLETED and expired.error is not None
         assert expired.error.error_type == "request_timeout" and expired.error.status_code == 504
 
+    def test_expire_start_deadlines_fails_only_late_queued_jobs(self, store: JobStore) -> None:
+        running = submit(store, start_deadline=time.time() + 0.5)
+        assert claimed(store, "w").id == running.id
+        late = submit(store, start_deadline=time.time() - 1)
+        later = submit(store, start_deadline=time.time() + 60)
+        assert store.expire_start_deadlines() == [late.id]
+        assert store.expire_start_deadlines() == []  # once
+        assert store.expire_start_deadlines(now=time.time() + 120) == [later.id]  # a running job never
+        assert got(store, running.id).status is Status.IN_PROGRESS
+        error = got(store, late.id).error
+        assert error is not None and (error.error_type, error.status_code) == ("request_timeout", 504)
+
     # -- logs ------------------------------------------------------------------------------------------
 
     def test_logs_are_ordered_and_incremental(self, store: JobStore) -> None:

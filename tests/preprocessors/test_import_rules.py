@@ -8,7 +8,8 @@ import preprocessors
 from tests.imports import forbidden_imports, loaded_after_importing
 
 # Media code without models (preprocessors/__init__.py); annotators/ and interpolation/ hold the models.
-MEDIA_MODULES = ("canvas", "composite", "conditioning", "masks", "sizing", "spatial", "temporal", "video_io")
+MEDIA_MODULES = ("borders", "canvas", "composite", "conditioning", "keyframes", "masks", "resolution",
+                 "sizing", "spatial", "temporal", "video_io")
 
 
 def test_every_media_module_is_listed() -> None:

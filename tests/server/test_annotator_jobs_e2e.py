@@ -65,7 +65,8 @@ def test_reframe_with_temporal_downsampling(live_server: LiveServer, short_video
                "num_inference_steps": 2, "temporal_downsample_factor": 1}
     status, logs, result = run_job(live_server, "reframe", payload)
     assert "error" not in status, status
-    # Frames 0, 2, 4, 6, 8 are generated and RIFE fills one frame into each gap: 9 frames at 16 fps again.
+    # Frames 0, 2, 4, 6, 8 are generated and FILM (fal's default) fills one frame into each gap: 9 frames at
+    # 16 fps again.
     assert any(m.startswith("Generating every 2 frame(s): 5 frames at 8 fps") for m in logs)
     assert_output(result.json(), tmp_path / "reframe.mp4", frames=FRAMES, fps=FPS, width=240, height=416)
 
@@ -76,8 +77,8 @@ def test_flagged_request_completes_with_a_content_policy_error(tmp_path: Path, s
     monkeypatch.setenv("VACE_SAFETY_THRESHOLD", "0")
     server = start_server(tmp_path / "data")
     try:
-        status, logs, result = run_job(server, "depth", cheap(short_video))
-        unchecked, _, allowed = run_job(server, "depth", cheap(short_video, enable_safety_checker=False))
+        status, logs, result = run_job(server, "depth", cheap(short_video, enable_safety_checker=True))
+        unchecked, _, allowed = run_job(server, "depth", cheap(short_video))  # fal's default now: off
     finally:
         server.stop()
     assert status["status"] == "COMPLETED" and status["error_type"] == "content_policy_violation"

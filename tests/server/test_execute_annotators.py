@@ -170,12 +170,13 @@ def test_reframe_temporal_factors(tmp_path: Path, tiny_annotators, source, echo,
     np.testing.assert_array_equal(out.frames[:: down + up + 1], kept[: len(out.frames[:: down + up + 1])])
 
 
-def test_temporal_factors_on_the_root_endpoint_apply_to_reframe_only(tmp_path: Path, tiny_annotators, source,
-                                                                      echo) -> None:
+def test_temporal_factors_apply_to_every_task(tmp_path: Path, tiny_annotators, source, echo) -> None:
+    # fal's current schema has the timeline fields on every endpoint: depth generates every 3rd frame (3
+    # frames, padded to 5) and interpolates back to the 7 requested.
     video, _ = source
     out = run(make_executor(tmp_path, tiny_annotators), APP_ID,
               request(video, task="depth", temporal_downsample_factor=2))
-    assert len(echo[0].video) == 9 and out.timing.num_frames == FRAMES
+    assert len(echo[0].video) == 5 and out.timing.num_frames == len(out.frames) == FRAMES
 
 
 def test_reframe_downsampled_job_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_annotators, source):
@@ -199,7 +200,7 @@ def test_flagged_input_ends_before_generation(tmp_path: Path, source, echo) -> N
     strict = Annotators(AnnotatorConfig(root=tmp_path / "annotators", device="cpu", tiny=True,
                                         safety_threshold=0.0))  # every probability is >= 0: all flagged
     with pytest.raises(InputError) as caught:
-        run(make_executor(tmp_path, strict), f"{APP_ID}/depth", request(video))
+        run(make_executor(tmp_path, strict), f"{APP_ID}/depth", request(video, enable_safety_checker=True))
     error = caught.value.to_job_error()
     assert (error.status_code, error.error_type) == (422, "content_policy_violation")
     detail = error.body["detail"][0]
@@ -226,7 +227,7 @@ def test_flagged_output_is_not_returned(tmp_path: Path, tiny_annotators, source,
     registry = Annotators(tiny_annotators.config)
     registry._loaded[catalog.NSFW.folder] = OutputFlagger()
     with pytest.raises(InputError) as caught:
-        run(make_executor(tmp_path, registry), f"{APP_ID}/depth", request(video))
+        run(make_executor(tmp_path, registry), f"{APP_ID}/depth", request(video, enable_safety_checker=True))
     detail = caught.value.to_job_error().body["detail"][0]
     assert detail["loc"] == ["body"] and detail["ctx"]["stage"] == "output"
     assert len(echo) == 1  # it was generated, then withheld
@@ -236,8 +237,8 @@ def test_checker_passes_and_can_be_disabled(tmp_path: Path, tiny_annotators, sou
     video, _ = source
     executor = make_executor(tmp_path, tiny_annotators)
     on, off = Hooks(), Hooks()
-    run(executor, f"{APP_ID}/depth", request(video), on)
-    run(executor, f"{APP_ID}/depth", request(video, enable_safety_checker=False), off)
+    run(executor, f"{APP_ID}/depth", request(video, enable_safety_checker=True), on)
+    run(executor, f"{APP_ID}/depth", request(video), off)  # fal's default: off
     checks = [m for m in on.logs if m.startswith("Safety check")]
     assert len(checks) == 2 and "input video" in checks[0] and "generated video" in checks[1]
     assert not any(m.startswith("Safety check") for m in off.logs)
@@ -247,7 +248,8 @@ def test_missing_checker_warns_by_default(tmp_path: Path, source, echo) -> None:
     video, _ = source
     hooks = Hooks()
     registry = Annotators(AnnotatorConfig(root=tmp_path / "empty"))
-    out = run(make_executor(tmp_path, registry), f"{APP_ID}/depth", request(video), hooks)
+    out = run(make_executor(tmp_path, registry), f"{APP_ID}/depth",
+              request(video, enable_safety_checker=True), hooks)
     assert len(out.frames) == FRAMES
     (warning,) = hooks.warnings
     assert "running unchecked" in warning and "vace download --annotators" in warning
@@ -257,7 +259,8 @@ def test_missing_checker_refused_when_the_operator_says_so(tmp_path: Path, echo)
     registry = Annotators(AnnotatorConfig(root=tmp_path / "empty", safety_missing="refuse"))
     # An unreachable URL: the refusal comes first, before any download.
     with pytest.raises(InputError) as caught:
-        run(make_executor(tmp_path, registry), f"{APP_ID}/depth", request("http://127.0.0.1:9/x.mp4"))
+        run(make_executor(tmp_path, registry), f"{APP_ID}/depth",
+            request("http://127.0.0.1:9/x.mp4", enable_safety_checker=True))
     detail = caught.value.to_job_error().body["detail"][0]
     assert detail["type"] == "feature_not_supported" and detail["loc"] == ["body", "enable_safety_checker"]
     assert "vace download --annotators" in detail["msg"]

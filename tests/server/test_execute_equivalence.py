@@ -7,7 +7,7 @@ hand rather than calling the server's helpers. Then it compares the Executor's f
 direct call's, bit for bit.
 
 Sizes are tiny through the Executor's `sizes` rule (16:9 -> 96x48, 9:16 -> 48x96), which leaves the resolution
-name, and so the default flow shift, untouched. The input has 7 frames and the requests match the input's
+name untouched. The input has 7 frames and the requests match the input's
 length, so every run also exercises the 4k+1 padding (9 frames) and the trim back to 7.
 """
 
@@ -188,13 +188,19 @@ def unipc(shift: float) -> UniPCMultistepScheduler:
 
 def test_depth_with_reference_image(executor: Executor, pipe: WanVACEPipeline, inputs: Inputs) -> None:
     frames, logs = run_frames(executor, f"{APP_ID}/depth",
-                              common(inputs, guidance_scale=5.0, resolution="240p"))
-    # Control video used as is (cover-scaled 192x96 -> 96x48), generated everywhere. 240p: shift 3.
+                              common(inputs, guidance_scale=5.0, resolution="240p",
+                                     ref_image_urls=[inputs.ref_uri]))
+    # Control video used as is (cover-scaled 192x96 -> 96x48), generated everywhere; fal's default shift 5.
+    # /depth takes ref_image_urls in fal's current schema: they reach the pipeline.
     video = unit(shrink(padded(inputs.frames), 96, 48))
-    expected = direct(pipe, video, np.ones((MODEL_FRAMES, 48, 96), np.float32), unipc(3.0),
-                      prompt="a square sliding over a gradient", guidance=5.0)
+    expected = direct(pipe, video, np.ones((MODEL_FRAMES, 48, 96), np.float32), unipc(5.0),
+                      prompt="a square sliding over a gradient", refs=[inputs.ref], guidance=5.0)
     assert frames.shape == (SRC_FRAMES, 48, 96, 3)
     np.testing.assert_array_equal(frames, expected[:SRC_FRAMES])
+    assert "Sampler unipc, flow shift 5" in logs
+    # shift null keeps the previous release's rule: 3 at 240p.
+    frames, logs = run_frames(executor, f"{APP_ID}/depth",
+                              common(inputs, resolution="240p", shift=None))
     assert "Sampler unipc, flow shift 3" in logs
 
 
@@ -221,7 +227,7 @@ def test_inpainting_on_root_with_mask_image_and_paste_back(
     mask[:, 16:32, 32:64] = 1.0
     video = unit(source)
     video[:, 16:32, 32:64] = 0.5  # the hole is mid-gray, not the original pixels
-    expected = direct(pipe, video, mask, unipc(3.0), prompt="a square sliding over a gradient",
+    expected = direct(pipe, video, mask, unipc(5.0), prompt="a square sliding over a gradient",
                       refs=[inputs.ref])[:SRC_FRAMES]
     # Paste-back: the original (resized) pixels outside the hole, the generated ones inside.
     expected[:, :16] = source[:SRC_FRAMES, :16]

@@ -20,7 +20,14 @@ from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.interpolation.timeline import Timeline
 from preprocessors.video_io import write_mp4
 from server.api.routes.queue import refusal_response
-from server.contract.endpoints import APP_ID, ENDPOINTS, Refusal, output_frames_at_submit, submit_refusal
+from server.contract.endpoints import (
+    APP_ID,
+    ENDPOINTS,
+    Refusal,
+    _as_root,
+    output_frames_at_submit,
+    submit_refusal,
+)
 from server.contract.errors import InputError
 from server.contract.inputs import WanVACEReframeRequest, task_of
 from server.contract.limits import LARGEST_VALID_OUTPUT, InputLimits
@@ -30,6 +37,8 @@ from server.settings import Settings
 from server.worker.fetch import Fetcher
 from server.worker.inputs import MAX_FRAMES
 from server.worker.runner import Executor
+from server.worker.tasks import PLANS
+from server.worker.types import Timing
 from tests.server.test_execute_annotators import run
 from tests.server.test_execute_equivalence import tiny_sizes, uri
 
@@ -112,7 +121,11 @@ def test_from_settings_carries_the_cap(tmp_path: Path):
         (REFRAME, {"match_input_num_frames": False, "num_frames": 81}, 81),
         (REFRAME, {"temporal_upsample_factor": 5}, None),  # reframe follows the input's length by default
         (APP_ID, {"task": "reframe", "prompt": "x", "num_frames": 121, "temporal_upsample_factor": 1}, 241),
-        (APP_ID, {"task": "depth", "prompt": "x", "num_frames": 121, "temporal_upsample_factor": 5}, 121),
+        # Interpolation applies on every task now (fal's current schema has it on every endpoint).
+        (APP_ID, {"task": "depth", "prompt": "x", "num_frames": 121, "temporal_upsample_factor": 5}, 721),
+        (f"{APP_ID}/depth", {"prompt": "x", "num_frames": 17, "num_interpolated_frames": 2}, 49),
+        (f"{APP_ID}/pose", {"prompt": "x", "num_frames": 81, "enable_auto_downsample": True,
+                            "frames_per_second": 30, "num_interpolated_frames": 1}, 121),  # auto: d = 1
         (f"{APP_ID}/depth", {"prompt": "x", "num_frames": 97}, 97),
         (f"{APP_ID}/pose", {"prompt": "x", "match_input_num_frames": True}, None),
     ],
@@ -120,9 +133,10 @@ def test_from_settings_carries_the_cap(tmp_path: Path):
 def test_output_length_known_at_submit(endpoint: str, payload: dict[str, Any], expected: int | None):
     model = ENDPOINTS[endpoint].input_model.model_validate({"video_url": VIDEO, **payload})
     assert output_frames_at_submit(task_of(endpoint, model), model) == expected
-    if expected is not None and task_of(endpoint, model) == "reframe":
-        timeline = Timeline(16.0, model.num_frames, model.temporal_downsample_factor,
-                            model.temporal_upsample_factor)
+    if expected is not None:
+        request = _as_root(task_of(endpoint, model), model)
+        timeline = PLANS[task_of(endpoint, model)].timeline(request, Timing(float(request.frames_per_second
+                                                                                   or 16), model.num_frames))
         assert timeline.output_frames == expected  # the worker's bookkeeping agrees
 
 
@@ -194,7 +208,7 @@ def _reframe(video: str) -> dict[str, Any]:
     # match_input_num_frames (reframe's default): 7 input frames, one in-between each -> 13 output frames.
     # 9:16: the landscape clip is letterboxed, so there is something to generate (16:9 would be a 422).
     return {"video_url": video, "aspect_ratio": "9:16", "num_inference_steps": 2,
-            "temporal_upsample_factor": 1}
+            "temporal_upsample_factor": 1, "interpolator_model": "rife"}
 
 
 def test_worker_refuses_an_over_long_output_before_generating(tmp_path: Path, annotators, clip, calls):

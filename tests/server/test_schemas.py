@@ -18,7 +18,9 @@ from server.contract.inputs import (
     WanVACEOutpaintingRequest,
     WanVACEPoseRequest,
     WanVACEReframeRequest,
+    known_fields,
     task_of,
+    unknown_fields,
 )
 from server.contract.outputs import (
     File,
@@ -30,14 +32,16 @@ from server.contract.outputs import (
     WanVACEResponse,
 )
 
-# Copied from fal's page on purpose (not imported), so a typo in the module cannot hide here.
-FAL_NEGATIVE_PROMPT = (
+# Copied from fal's pages on purpose (not imported), so a typo in the module cannot hide here: the seed
+# page's default, and fal's current one (the same with three letterboxing terms in front).
+SEED_NEGATIVE_PROMPT = (
     "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "
     "still, overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, "
     "extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, malformed limbs, "
     "fused fingers, still picture, cluttered background, three legs, many people in the background, "
     "walking backwards"
 )
+FAL_NEGATIVE_PROMPT = "letterboxing, borders, black bars, " + SEED_NEGATIVE_PROMPT
 
 VIDEO = "https://example.com/in.mp4"
 MASK = "https://example.com/mask.mp4"
@@ -82,17 +86,24 @@ def test_shared_defaults_match_fal(model: type[BaseModel]) -> None:
     assert m.match_input_frames_per_second is is_reframe
     assert m.frames_per_second == 16
     assert m.seed is None
-    assert m.resolution == "720p"
+    assert m.resolution == "auto"
     assert m.aspect_ratio == "auto"
     assert m.num_inference_steps == 30
     assert m.guidance_scale == 5.0
-    assert m.enable_safety_checker is True
+    assert m.enable_safety_checker is False
     assert m.enable_prompt_expansion is False
     assert m.sampler == "unipc"
-    assert m.shift is None
+    assert m.shift == 5.0
+    assert m.acceleration == "regular"
+    assert (m.first_frame_url, m.last_frame_url, m.transparency_mode) == (None, None, "content_aware")
+    assert (m.num_interpolated_frames, m.temporal_downsample_factor, m.interpolator_model) == (0, 0, "film")
+    assert (m.enable_auto_downsample, m.auto_downsample_min_fps) == (False, 15.0)
+    assert (m.video_quality, m.video_write_mode, m.sync_mode, m.return_frames_zip) == (
+        "high", "balanced", False, False)
 
 
-@pytest.mark.parametrize("model", [WanVACEInput, WanVACEDepthRequest, WanVACEPoseRequest])
+@pytest.mark.parametrize("model", [WanVACEInput, WanVACEDepthRequest, WanVACEPoseRequest,
+                                   WanVACEInpaintingRequest])
 def test_preprocess_defaults_to_false(model: type[BaseModel]) -> None:
     assert make(model).preprocess is False
 
@@ -104,7 +115,7 @@ def test_root_defaults() -> None:
     assert (m.expand_left, m.expand_right, m.expand_top, m.expand_bottom) == (False,) * 4
     assert m.expand_ratio == 0.25
     assert (m.zoom_factor, m.temporal_downsample_factor, m.temporal_upsample_factor) == (0.0, 0, 0)
-    assert m.interpolator_model == "rife"
+    assert m.trim_borders is True
 
 
 def test_inpainting_defaults() -> None:
@@ -125,29 +136,41 @@ def test_reframe_defaults_differ_from_other_tasks() -> None:
     assert m.match_input_num_frames is True
     assert m.match_input_frames_per_second is True
     assert (m.zoom_factor, m.temporal_downsample_factor, m.temporal_upsample_factor) == (0.0, 0, 0)
-    assert m.interpolator_model == "rife"
+    assert m.trim_borders is True
 
 
 # Which task-specific fields each model has; the shared ones are checked by the defaults test.
 TASK_FIELDS = {
     WanVACEInput: {
         "task", "mask_video_url", "mask_image_url", "ref_image_urls", "preprocess", "expand_left",
-        "expand_right", "expand_top", "expand_bottom", "expand_ratio", "zoom_factor",
-        "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model", "paste_back",
+        "expand_right", "expand_top", "expand_bottom", "expand_ratio", "zoom_factor", "trim_borders",
+        "temporal_upsample_factor", "paste_back",
     },
-    WanVACEDepthRequest: {"preprocess"},
-    WanVACEPoseRequest: {"preprocess"},
-    WanVACEInpaintingRequest: {"mask_video_url", "mask_image_url", "ref_image_urls", "paste_back"},
+    WanVACEDepthRequest: {"preprocess", "ref_image_urls"},
+    WanVACEPoseRequest: {"preprocess", "ref_image_urls"},
+    WanVACEInpaintingRequest: {
+        "mask_video_url", "mask_image_url", "ref_image_urls", "preprocess", "paste_back",
+    },
     WanVACEOutpaintingRequest: {
         "ref_image_urls", "expand_left", "expand_right", "expand_top", "expand_bottom", "expand_ratio",
         "paste_back",
     },
-    WanVACEReframeRequest: {
-        "zoom_factor", "temporal_downsample_factor", "temporal_upsample_factor", "interpolator_model",
-        "paste_back",
-    },
+    WanVACEReframeRequest: {"zoom_factor", "trim_borders", "temporal_upsample_factor", "paste_back"},
 }  # fmt: skip
-SHARED_FIELDS = set(WanVACEDepthRequest.model_fields) - {"preprocess"}
+SHARED_FIELDS = set(WanVACEDepthRequest.model_fields) - {"preprocess", "ref_image_urls"}
+
+
+def test_shared_fields_are_fals_current_ones() -> None:
+    # docs/fal-current-schema.md: every field whose E column says "all".
+    assert {
+        "prompt", "negative_prompt", "num_frames", "frames_per_second", "match_input_num_frames",
+        "match_input_frames_per_second", "resolution", "aspect_ratio", "num_inference_steps",
+        "guidance_scale", "sampler", "shift", "seed", "video_url", "first_frame_url", "last_frame_url",
+        "transparency_mode", "enable_safety_checker", "enable_prompt_expansion", "acceleration",
+        "num_interpolated_frames", "temporal_downsample_factor", "enable_auto_downsample",
+        "auto_downsample_min_fps", "interpolator_model", "video_quality", "video_write_mode", "sync_mode",
+        "return_frames_zip",
+    } == SHARED_FIELDS  # fmt: skip
 
 
 @pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
@@ -159,14 +182,16 @@ def test_each_model_has_exactly_its_fields(model: type[BaseModel]) -> None:
 
 RANGES = [
     # (model, field, rejected below, lowest, highest, rejected above)
-    (WanVACEInput, "num_frames", 80, 81, 241, 242),
+    (WanVACEInput, "num_frames", 16, 17, 241, 242),
     (WanVACEInput, "frames_per_second", 4, 5, 30, 31),
     (WanVACEInput, "num_inference_steps", 1, 2, 50, 51),
     (WanVACEInput, "guidance_scale", 0.99, 1.0, 10.0, 10.01),
     (WanVACEInput, "shift", 0.99, 1.0, 15.0, 15.01),
     (WanVACEOutpaintingRequest, "expand_ratio", -0.01, 0.0, 1.0, 1.01),
     (WanVACEReframeRequest, "zoom_factor", -0.01, 0.0, 1.0, 1.01),
-    (WanVACEReframeRequest, "temporal_downsample_factor", -1, 0, 5, 6),
+    (WanVACEDepthRequest, "temporal_downsample_factor", -1, 0, 5, 6),
+    (WanVACEDepthRequest, "num_interpolated_frames", -1, 0, 5, 6),
+    (WanVACEPoseRequest, "auto_downsample_min_fps", 0.99, 1.0, 60.0, 60.01),
     (WanVACEReframeRequest, "temporal_upsample_factor", -1, 0, 5, 6),
 ]
 
@@ -199,7 +224,7 @@ def test_seed_accepts_an_integer_and_null() -> None:
 # --- enums -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["240p", "360p", "480p", "580p", "720p"])
+@pytest.mark.parametrize("value", ["auto", "240p", "360p", "480p", "580p", "720p"])
 def test_resolution_accepts_fal_values_and_later_additions(value: str) -> None:
     assert make(WanVACEDepthRequest, resolution=value).resolution == value
 
@@ -212,6 +237,10 @@ def test_resolution_accepts_fal_values_and_later_additions(value: str) -> None:
         ("task", "segment"),
         ("interpolator_model", "linear"),
         ("sampler", "ddim"),
+        ("acceleration", "warp-speed"),
+        ("video_quality", "ultra"),
+        ("video_write_mode", "slow"),
+        ("transparency_mode", "gray"),
     ],
 )
 def test_enum_rejects_unknown_values(field: str, bad: str) -> None:
@@ -250,7 +279,7 @@ def test_prompt_is_required(model: type[BaseModel]) -> None:
     assert error_locs(exc) == [("prompt",)]
 
 
-@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("model", ALL_INPUTS[1:], ids=lambda m: m.__name__)
 def test_video_url_is_required(model: type[BaseModel]) -> None:
     body = minimal(model)
     del body["video_url"]
@@ -259,18 +288,23 @@ def test_video_url_is_required(model: type[BaseModel]) -> None:
     assert error_locs(exc) == [("video_url",)]
 
 
-@pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("model", ALL_INPUTS[1:], ids=lambda m: m.__name__)
 def test_null_video_url_is_rejected(model: type[BaseModel]) -> None:
     with pytest.raises(ValidationError):
         make(model, video_url=None)
 
 
-def test_mask_video_url_is_required_on_inpainting_only() -> None:
+@pytest.mark.parametrize("absent", [None, "", "  "])
+def test_video_url_is_optional_on_the_root_only(absent: str | None) -> None:
+    # fal's own example sends video_url "" on the root: reference-to-video there.
+    assert make(WanVACEInput, video_url=absent).video_url is None
+    assert WanVACEInput.model_validate({"prompt": "p"}).video_url is None
+
+
+def test_inpainting_takes_either_mask_field() -> None:
     body = minimal(WanVACEInpaintingRequest)
     del body["mask_video_url"]
-    with pytest.raises(ValidationError) as exc:
-        WanVACEInpaintingRequest.model_validate(body | {"mask_image_url": MASK})
-    assert error_locs(exc) == [("mask_video_url",)]
+    assert WanVACEInpaintingRequest.model_validate(body | {"mask_image_url": MASK}).mask_video_url is None
     assert make(WanVACEInput, task="inpainting").mask_video_url is None
 
 
@@ -303,8 +337,9 @@ def test_surrounding_whitespace_is_stripped() -> None:
     assert make(WanVACEDepthRequest, video_url=f"  {VIDEO}\n").video_url == VIDEO
 
 
-@pytest.mark.parametrize("url", BAD_URLS)
-@pytest.mark.parametrize("field", ["video_url", "mask_video_url", "mask_image_url"])
+@pytest.mark.parametrize("url", [u for u in BAD_URLS if u.strip()])  # "" in an optional field: not given
+@pytest.mark.parametrize("field", ["video_url", "mask_video_url", "mask_image_url", "first_frame_url",
+                                   "last_frame_url"])
 def test_bad_urls_are_rejected_with_the_field_named(field: str, url: str) -> None:
     with pytest.raises(ValidationError) as exc:
         make(WanVACEInput, **{field: url})
@@ -314,9 +349,9 @@ def test_bad_urls_are_rejected_with_the_field_named(field: str, url: str) -> Non
 
 
 def test_empty_video_url_message_is_clear() -> None:
-    # fal's own example sends video_url: "", so this is the error many first requests will hit.
+    # Where video_url is required, "" is refused with a message that says so.
     with pytest.raises(ValidationError) as exc:
-        make(WanVACEInput, video_url="")
+        make(WanVACEDepthRequest, video_url="")
     assert "video_url is empty" in exc.value.errors()[0]["msg"]
 
 
@@ -343,25 +378,38 @@ def test_long_bad_url_is_not_echoed_whole_in_the_message() -> None:
 
 
 @pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
-def test_unknown_fields_are_ignored(model: type[BaseModel]) -> None:
-    m = make(model, first_frame_url=VIDEO, video_quality="high", not_a_field=1)
-    dumped = m.model_dump()
-    assert "first_frame_url" not in dumped and "video_quality" not in dumped and "not_a_field" not in dumped
+def test_unknown_fields_are_accepted_named_and_never_stored(model: type[BaseModel]) -> None:
+    m = make(model, not_a_field=1, another={"x": 1})
+    assert unknown_fields(m) == ["another", "not_a_field"]
+    assert "not_a_field" not in known_fields(m) and "another" not in known_fields(m)
+    assert "additionalProperties" not in model.model_json_schema()
 
 
-def test_fields_of_other_tasks_are_ignored_on_a_task_endpoint() -> None:
+def test_fields_of_other_tasks_are_unknown_on_a_task_endpoint() -> None:
     m = make(WanVACEDepthRequest, task="reframe", zoom_factor=0.5, mask_video_url=MASK)
-    assert not hasattr(m, "task") and not hasattr(m, "zoom_factor") and not hasattr(m, "mask_video_url")
+    assert unknown_fields(m) == ["mask_video_url", "task", "zoom_factor"]
+    assert set(known_fields(m)) == set(WanVACEDepthRequest.model_fields)
 
 
 # --- JSON schema -------------------------------------------------------------------------------------------
 
-ROOT_ORDER_FROM_FAL = [
-    "prompt", "negative_prompt", "match_input_num_frames", "num_frames", "match_input_frames_per_second",
-    "frames_per_second", "task", "seed", "resolution", "aspect_ratio", "num_inference_steps",
-    "guidance_scale", "video_url", "mask_video_url", "mask_image_url", "ref_image_urls",
-    "enable_safety_checker", "enable_prompt_expansion", "preprocess",
-]  # fmt: skip
+# fal's current full example, in its order (docs/fal-current-schema.md).
+FAL_EXAMPLE = {
+    "prompt": "...", "negative_prompt": FAL_NEGATIVE_PROMPT, "match_input_num_frames": False,
+    "num_frames": 81,
+    "match_input_frames_per_second": False, "frames_per_second": 16, "resolution": "auto",
+    "aspect_ratio": "auto", "num_inference_steps": 30, "guidance_scale": 5, "video_url": "",
+    "enable_safety_checker": True, "enable_prompt_expansion": False, "preprocess": False, "sampler": "unipc",
+    "shift": 5, "ref_image_urls": [], "acceleration": "regular", "video_quality": "high",
+    "video_write_mode": "balanced", "num_interpolated_frames": 0, "temporal_downsample_factor": 0,
+    "enable_auto_downsample": False, "auto_downsample_min_fps": 15, "interpolator_model": "film",
+    "sync_mode": False, "transparency_mode": "content_aware", "return_frames_zip": False, "task": "depth",
+}  # fmt: skip
+
+
+def test_fals_full_example_validates_on_the_root_with_every_field_known() -> None:
+    m = WanVACEInput.model_validate(FAL_EXAMPLE)
+    assert unknown_fields(m) == [] and m.video_url is None and m.resolution == "auto"
 
 
 @pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
@@ -373,25 +421,18 @@ def test_schema_has_fal_order_matching_properties(model: type[BaseModel]) -> Non
     assert order[:2] == ["prompt", "negative_prompt"]
 
 
-def test_root_order_follows_fal_then_additions() -> None:
+def test_root_order_follows_fals_example_then_additions() -> None:
     order = WanVACEInput.model_json_schema()["x-fal-order-properties"]
-    assert order[: len(ROOT_ORDER_FROM_FAL)] == ROOT_ORDER_FROM_FAL
-    assert order[-4:] == ["sampler", "shift", "acceleration", "paste_back"]
+    in_example = [name for name in order if name in FAL_EXAMPLE]
+    assert in_example == [name for name in FAL_EXAMPLE if name != "task"][:6] + ["task"] + [
+        name for name in FAL_EXAMPLE if name != "task"][6:]
+    assert order[-1] == "paste_back"  # this server's extension, after all of fal's fields
 
 
 def test_outpainting_order_ends_with_expand_fields_before_additions() -> None:
     order = WanVACEOutpaintingRequest.model_json_schema()["x-fal-order-properties"]
-    assert order[-9:] == [
-        "expand_left",
-        "expand_right",
-        "expand_top",
-        "expand_bottom",
-        "expand_ratio",
-        "sampler",
-        "shift",
-        "acceleration",
-        "paste_back",  # this server's extension, after all of fal's fields
-    ]
+    assert order[-6:] == ["expand_left", "expand_right", "expand_top", "expand_bottom", "expand_ratio",
+                          "paste_back"]
 
 
 @pytest.mark.parametrize("model", ALL_INPUTS, ids=lambda m: m.__name__)
@@ -406,15 +447,13 @@ def test_root_example_is_fals_example() -> None:
     assert example["prompt"].startswith("The video shows a man riding a horse on a vast grassland.")
     assert example["task"] == "depth" and example["guidance_scale"] == 5 and example["preprocess"] is False
     assert example["negative_prompt"] == FAL_NEGATIVE_PROMPT
+    assert {k: v for k, v in example.items() if k not in ("prompt", "video_url")} == {
+        k: v for k, v in FAL_EXAMPLE.items() if k not in ("prompt", "video_url")}
 
 
 def test_schema_required_fields() -> None:
-    assert sorted(WanVACEInput.model_json_schema()["required"]) == ["prompt", "video_url"]
-    assert sorted(WanVACEInpaintingRequest.model_json_schema()["required"]) == [
-        "mask_video_url",
-        "prompt",
-        "video_url",
-    ]
+    assert sorted(WanVACEInput.model_json_schema()["required"]) == ["prompt"]
+    assert sorted(WanVACEInpaintingRequest.model_json_schema()["required"]) == ["prompt", "video_url"]
     assert WanVACEReframeRequest.model_json_schema()["required"] == ["video_url"]
 
 
@@ -422,8 +461,8 @@ def test_schema_shows_enums_and_bounds_inline() -> None:
     props = WanVACEInput.model_json_schema()["properties"]
     assert props["task"]["enum"] == ["depth", "pose", "inpainting", "outpainting", "reframe"]
     assert props["task"]["default"] == "depth"
-    assert props["resolution"]["enum"] == ["240p", "360p", "480p", "580p", "720p"]
-    assert (props["num_frames"]["minimum"], props["num_frames"]["maximum"]) == (81, 241)
+    assert props["resolution"]["enum"] == ["auto", "240p", "360p", "480p", "580p", "720p"]
+    assert (props["num_frames"]["minimum"], props["num_frames"]["maximum"]) == (17, 241)
     assert props["negative_prompt"]["default"] == FAL_NEGATIVE_PROMPT
     assert props["prompt"]["description"] == "The text prompt to guide video generation."
 
@@ -437,7 +476,8 @@ def test_fastapi_openapi_keeps_fal_extensions() -> None:
 
     schemas = app.openapi()["components"]["schemas"]
     assert schemas["WanVACEDepthRequest"]["x-fal-order-properties"][0] == "prompt"
-    assert schemas["WanVACEDepthResponse"]["x-fal-order-properties"] == ["video", "prompt", "seed"]
+    order = schemas["WanVACEDepthResponse"]["x-fal-order-properties"]
+    assert order == ["video", "prompt", "seed", "frames_zip"]
 
 
 # --- output models -----------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def test_redirects_are_not_followed(store: JobStore, receiver: Receiver, tmp_pat
     assert row.last_error == "HTTP 302 (redirects are not followed for webhooks)"
 
 
-def test_live_server_refuses_a_loopback_webhook_and_delivers_an_allowlisted_one(
+def test_live_server_refuses_a_loopback_webhook_at_submit_and_delivers_an_allowlisted_one(
         tmp_path: Path, receiver: Receiver, receiver6: Receiver) -> None:
     """Through the server: start_server allowlists 127.0.0.1 (for its media server), not ::1."""
     data_dir = tmp_path / "data"
@@ -193,27 +193,26 @@ def test_live_server_refuses_a_loopback_webhook_and_delivers_an_allowlisted_one(
                                   json=body)
             allowed = client.post(f"/queue/{APP}/depth", params={"fal_webhook": f"{receiver.base}/hook"},
                                   json=body)
-            assert refused.status_code == 200 and allowed.status_code == 200  # submit accepts any URL
-            # Stand in for a worker on the same database: finish both jobs.
+            # The submit checks the webhook with the deliveries' own policy: the refused one never queues.
+            assert refused.status_code == 422 and allowed.status_code == 200
+            (item,) = refused.json()["detail"]
+            assert item["loc"] == ["query", "fal_webhook"] and "::1" in item["msg"]
+            # Stand in for a worker on the same database: finish the queued job.
             store = open_job_store(data_dir / "jobs.sqlite3")
-            for _ in range(2):
-                job = store.claim("test-worker")
-                assert job is not None
-                store.complete(job.id, "test-worker", {"seed": 1})
+            job = store.claim("test-worker")
+            assert job is not None and store.claim("test-worker") is None
+            store.complete(job.id, "test-worker", {"seed": 1})
             deliveries = store.webhooks
-            ids = (refused.json()["request_id"], allowed.json()["request_id"])
             deadline = time.monotonic() + 30
+            row = None
             while time.monotonic() < deadline:
-                rows = [deliveries.get(i) for i in ids]
-                if all(r is not None and r.state != "pending" for r in rows):
+                row = deliveries.get(allowed.json()["request_id"])
+                if row is not None and row.state != "pending":
                     break
                 time.sleep(0.1)
-            assert [r.state if r else None for r in rows] == ["failed", "delivered"]
+            assert row is not None and row.state == "delivered"
             assert receiver6.requests == []
             assert [path for _, path, _, _ in receiver.requests] == ["/hook"]
-            assert rows[0] is not None and "::1" in (rows[0].last_error or "")
-            result = client.get(refused.json()["response_url"])
-            assert result.status_code == 200 and result.json() == {"seed": 1}
     finally:
         server.stop()
 

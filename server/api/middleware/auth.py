@@ -2,7 +2,8 @@
 or `Authorization: Bearer <key>`.
 
 Left open on purpose:
-- /health, /docs, /redoc, /openapi.json: probes and documentation hold nothing private;
+- /health, /docs, /redoc, /openapi.json and /api/openapi/queue/openapi.json (per endpoint): probes and
+  documentation hold nothing private;
 - /.well-known/jwks.json: the public key webhook receivers verify signatures with;
 - GET/HEAD /files/{token}/{name}: result links are unguessable capabilities that fal's clients and
   browsers fetch without credentials, like fal's CDN URLs;
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server.api.middleware.addressing import REQUEST_ID_HEADER
 
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                        "/.well-known/jwks.json"})
+                        "/.well-known/jwks.json", "/api/openapi/queue/openapi.json"})
 _FILE = re.compile(r"/files/[^/]+/[^/]+")
 _UPLOAD_SLOT = re.compile(r"/storage/upload/(?!initiate(?:-multipart)?(?:/|$))[^/]+(?:/[^/]+)?")
 _SCHEMES = ("key", "bearer")

@@ -32,10 +32,11 @@ from server.contract.endpoints import (
     submit_refusal,
 )
 from server.contract.errors import ERRORS_DOC_URL, request_error
-from server.contract.inputs import task_of
+from server.contract.inputs import task_of, unknown_fields
 from server.contract.limits import InputLimits
 from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status
 from server.jobs.store import JobStore
+from server.outbound import AddressNotAllowed, AddressPolicy
 
 STREAM_POLL_S = 0.25
 STREAM_KEEPALIVE_S = 15.0
@@ -114,8 +115,11 @@ class QueueApi:
     """Owns the routes; holds the store and settings the handlers need."""
 
     def __init__(self, store: JobStore, public_url: str | None, limits: InputLimits,
-                 shutting_down: threading.Event | None = None) -> None:
+                 shutting_down: threading.Event | None = None,
+                 webhook_policy: AddressPolicy | None = None) -> None:
         self.store = store
+        # The SSRF policy deliveries use (server/api/background/webhooks.py), applied at submit too.
+        self.webhook_policy = webhook_policy or AddressPolicy.for_operator(None)
         self.public_url = public_url
         self.limits = limits
         # Set on SIGTERM: requests that wait on a job (sync run, status streams) end instead of holding
@@ -148,6 +152,8 @@ class QueueApi:
     def _enqueue(self, request: Request, endpoint: Endpoint, payload: BaseModel, webhook: str | None,
                  priority: str | None, start_timeout: str | None) -> Job | JSONResponse:
         refusal = submit_refusal(task_of(endpoint.id, payload), payload, self.limits)
+        if refusal is None and webhook is not None:
+            refusal = self._webhook_refusal(webhook)
         if refusal is not None:
             return refusal_response(refusal)
         try:
@@ -166,7 +172,24 @@ class QueueApi:
             webhook_url=webhook, start_deadline=deadline,
         )
         request.state.fal_request_id = job.id
+        ignored = unknown_fields(payload)
+        if ignored:
+            # fal accepts fields its schema lacks; this server does too, and says which it ignored.
+            self.store.add_log(job.id, f"Ignored field(s) not in {endpoint.id}'s schema: "
+                               f"{', '.join(ignored)}", "WARN")
         return job
+
+    def _webhook_refusal(self, url: str) -> Refusal | None:
+        """A webhook URL the deliveries would refuse (malformed, or an address the SSRF policy refuses),
+        refused at submit. A host that does not resolve now is accepted: delivery retries it later."""
+        try:
+            self.webhook_policy.target(url)
+        except AddressNotAllowed as exc:
+            return Refusal(f"fal_webhook is not a URL this server may deliver to: {exc}",
+                           "invalid_webhook_url", ("query", "fal_webhook"))
+        except LookupError:
+            return None
+        return None
 
     def _queue_full(self, request: Request) -> JSONResponse | None:
         """A soft cap (concurrent submits may pass it together): a full queue is answered, not grown.

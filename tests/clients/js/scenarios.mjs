@@ -75,6 +75,13 @@ const scenarios = {
     return { requestId: result.requestId, data: result.data, updates: summariseUpdates(updates), queued };
   },
 
+  // fal's current full example on the root endpoint, with the video as a Blob the client uploads.
+  async example(a) {
+    const input = { ...a.input, video_url: new Blob([readFileSync(a.video_path)], { type: "video/mp4" }) };
+    const result = await fal.subscribe(APP, { input });
+    return { requestId: result.requestId, data: result.data };
+  },
+
   // Fast-failing requests through every queue call, polling and SSE status, and the sync run route.
   async queue(a) {
     const submitted = await fal.queue.submit(`${APP}/depth`, { input: a.failing_input, priority: "low" });
