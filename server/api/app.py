@@ -62,7 +62,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
 
     free_space = FreeSpace(settings.data_dir, settings.min_free_disk_bytes)
     uploads = Uploads(files, settings.uploads_dir, settings.max_upload_bytes, free_space)
-    inputs = DataUriFiles(files, settings.data_dir / "inputs", free_space)
+    inputs = DataUriFiles(files, settings.data_dir / "inputs", settings.max_input_bytes, free_space)
     input_reaper = InputReaper(store, inputs)
     retention = RetentionSweeper(
         store, files, settings.work_dir, settings.retention_s,

@@ -33,12 +33,14 @@ PENDING_MAX_AGE_S = 600.0  # a marker without a job after this long is a submit 
 
 
 class BadDataUri(ValueError):
-    """A data: URI that cannot be decoded; `loc` is its place in the request body."""
+    """A data: URI that cannot be decoded, or decodes to more than the input cap; `loc` is its place in the
+    request body, `error_type` fal's (the worker's, server/worker/fetch.py, for the same input)."""
 
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+    def __init__(self, loc: tuple[str | int, ...], message: str, error_type: str) -> None:
         super().__init__(message)
         self.loc = loc
         self.message = message
+        self.error_type = error_type
 
 
 def _is_url_field(name: str) -> bool:
@@ -64,9 +66,10 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
 
 
 class DataUriFiles:
-    def __init__(self, files: FileStore, root: Path, space: FreeSpace | None = None) -> None:
+    def __init__(self, files: FileStore, root: Path, max_bytes: int, space: FreeSpace | None = None) -> None:
         self.files = files
         self.root = root
+        self.max_bytes = max_bytes  # Settings.max_input_bytes: what a data: URI may deliver
         self.space = space or FreeSpace(root, 0)
         root.mkdir(parents=True, exist_ok=True)
 
@@ -87,7 +90,10 @@ class DataUriFiles:
                 try:
                     media_type, data = decode_data_uri(uri)
                 except ValueError as exc:
-                    raise BadDataUri(loc, f"{name} {exc}") from exc
+                    raise BadDataUri(loc, f"{name} {exc}", "file_download_error") from exc
+                if len(data) > self.max_bytes:
+                    raise BadDataUri(loc, f"{name} is larger than the {self.max_bytes} byte limit",
+                                     "file_too_large")
                 self.space.check(len(data))
                 ext = mimetypes.guess_extension(media_type) or ".bin"
                 file_name = f"{name}{ext}" if index is None else f"{name}-{index}{ext}"

@@ -77,7 +77,7 @@ def test_input_files_of_jobs_that_end_in_a_worker_are_reaped(protocol_app: Proto
     store: JobStore = protocol_app.store
     running = store.claim("w1")
     assert running is not None and running.id == ids[0]
-    inputs = DataUriFiles(LocalFileStore(data_dir / "files"), data_dir / "inputs")  # as server/api/app.py
+    inputs = DataUriFiles(LocalFileStore(data_dir / "files"), data_dir / "inputs", 2**31)  # as app.py does
     assert inputs.reap(store.retention.is_active) == 0, "queued and running jobs keep their files"
     assert len(stored_files(data_dir)) == 2
     assert store.complete(running.id, "w1", {"seed": 1})
@@ -106,6 +106,17 @@ def test_an_undecodable_large_data_uri_is_a_422_naming_it(
     assert response.json()["detail"][0]["type"] == "file_download_error"
     assert protocol_app.store.count_queued() == 0
     assert stored_files(tmp_path / "data") == [] and markers(tmp_path / "data") == []
+
+
+def test_a_data_uri_over_the_input_cap_is_a_422_at_submit(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", model="tiny", num_workers=0, max_input_bytes=100_000)
+    store = open_job_store(MEMORY)
+    with TestClient(create_app(settings, run_workers=False, store=store)) as client:
+        response = client.post(DEPTH, json={"prompt": "p", "video_url": data_uri(VIDEO)})
+    assert response.status_code == 422, response.text
+    [item] = response.json()["detail"]
+    assert item["loc"] == ["body", "video_url"] and item["type"] == "file_too_large"
+    assert store.count_queued() == 0 and stored_files(tmp_path / "data") == []
 
 
 # -- the free-space minimum -----------------------------------------------------------------------------

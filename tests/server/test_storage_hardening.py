@@ -79,7 +79,8 @@ def test_a_complete_body_of_the_wrong_shape_is_a_422_naming_the_field(protocol_a
     assert response.json()["detail"][0]["loc"] == loc
 
 
-@pytest.mark.parametrize("body", ["[" * 100_000 + "]" * 100_000, "{not json", '{"parts": [1,]}'])
+@pytest.mark.parametrize("body", ["[" * 100_000 + "]" * 100_000, "{not json", '{"parts": [1,]}'],
+                         ids=["nested-100000-deep", "not-json", "trailing-comma"])
 @pytest.mark.parametrize("route", ["complete", "initiate", "cdn-complete"])
 def test_malformed_or_deeply_nested_json_is_a_400_in_fals_form(protocol_app: ProtocolApp, body: str,
                                                                route: str) -> None:

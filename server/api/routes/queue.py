@@ -191,7 +191,7 @@ class QueueApi:
         try:
             data, token = self.inputs.inputs.spill(data, base)
         except BadDataUri as exc:
-            return unprocessable(exc.loc, exc.message, "file_download_error")
+            return unprocessable(exc.loc, exc.message, exc.error_type)
         try:
             job = self.store.submit(
                 endpoint.id, data, public_base=base,
