@@ -7,6 +7,11 @@ full), submits one job whose `video_url` is a data: URI of `--body-mib` MiB and 
 process's peak memory.
 
     python -m benchmarks.result_poll_latency [--pollers 40] [--others 4] [--body-mib 60] [--duration 20]
+                                             [--inline]
+
+`--inline` sends the input as many data: URIs of under 4 KiB each in `ref_image_urls` (inpainting), which
+stay in the job's row (server/files/data_uris.py moves only larger ones to files): it measures the polls'
+narrow reads alone, with a row as large as before.
 
 Runs against whatever checkout it is started from, so the same command measures before and after. The
 load generator shares the machine with the server: figures are pessimistic.
@@ -65,9 +70,20 @@ def peak_rss_mib(pid: int) -> float:
 
 async def run(base: str, pid: int | None, args: argparse.Namespace) -> None:
     raw = os.urandom(int(args.body_mib * MiB * 3 / 4))
-    big = {"prompt": "p", "video_url": "data:video/mp4;base64," + base64.b64encode(raw).decode()}
+    if args.inline:
+        piece = 2800  # bytes: a 3.7 KiB data: URI each
+        refs = ["data:image/png;base64," + base64.b64encode(raw[i:i + piece]).decode()
+                for i in range(0, len(raw), piece)]
+        big = {"prompt": "p", "video_url": "https://example.com/v.mp4", "mask_video_url":
+               "https://example.com/m.mp4", "ref_image_urls": refs}
+        endpoint = f"/queue/{APP}/inpainting"
+    else:
+        big = {"prompt": "p", "video_url": "data:video/mp4;base64," + base64.b64encode(raw).decode()}
+        endpoint = f"/queue/{APP}/depth"
     async with httpx.AsyncClient(base_url=base, timeout=120.0) as client:
-        large = (await client.post(f"/queue/{APP}/depth", json=big)).json()
+        submitted = await client.post(endpoint, json=big)
+        assert submitted.status_code == 200, submitted.text[:300]
+        large = submitted.json()
         small = (await client.post(f"/queue/{APP}/depth", json={
             "prompt": "p", "video_url": "https://example.com/v.mp4"})).json()
     if pid is not None:
@@ -93,6 +109,7 @@ def main() -> None:
     parser.add_argument("--others", type=int, default=4)
     parser.add_argument("--body-mib", type=float, default=60.0)
     parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--inline", action="store_true", help="many small data: URIs that stay in the row")
     args = parser.parse_args()
 
     from tests.server.conftest import start_server

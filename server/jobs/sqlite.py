@@ -20,6 +20,7 @@ from server.jobs.sqlite_db import (
     DROPPED_INPUT,
     RESULT_COLUMNS,
     SCHEMA,
+    SELECT_JOBS,
     STATUS_COLUMNS,
     SqliteDatabase,
     row_to_job,
@@ -69,15 +70,17 @@ class SqliteJobStore:
             conn.execute(
                 "INSERT INTO jobs (id, seq, endpoint, input, status, priority, public_base, webhook_url,"
                 " start_deadline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, seq, endpoint, json.dumps(payload), Status.IN_QUEUE, priority, public_base,
+                (job_id, seq, endpoint, DROPPED_INPUT, Status.IN_QUEUE, priority, public_base,
                  webhook_url, start_deadline, now),
             )
+            conn.execute("INSERT INTO job_inputs (job_id, input) VALUES (?, ?)",
+                         (job_id, json.dumps(payload)))
         job = self.get(job_id)
         assert job is not None
         return job
 
     def get(self, job_id: str) -> Job | None:
-        row = self.db.conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.conn().execute(f"{SELECT_JOBS} WHERE jobs.id = ?", (job_id,)).fetchone()
         return row_to_job(row) if row else None
 
     def get_status(self, job_id: str) -> JobStatus | None:
@@ -170,7 +173,10 @@ class SqliteJobStore:
                 (Status.COMPLETED, json.dumps(output), time.time(), DROPPED_INPUT, job_id, Status.IN_PROGRESS,
                  worker_id),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
+            return True
 
     def fail(self, job_id: str, worker_id: str | None, error: JobError) -> bool:
         with self.db.transaction() as conn:
@@ -261,4 +267,7 @@ def _write_error(conn: sqlite3.Connection, job_id: str, error: JobError, worker_
     if worker_id is not None:
         sql += " AND worker_id = ?"
         params.append(worker_id)
-    return conn.execute(sql, params).rowcount == 1
+    if conn.execute(sql, params).rowcount != 1:
+        return False
+    conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
+    return True

@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS logs (
     message  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_job ON logs (job_id, id);
+-- A job's input, apart from its row: SQLite walks a large value's overflow pages to reach the columns stored
+-- after it, so an input kept in `jobs` (where rows written before this table still hold theirs) makes every
+-- status and result poll of that job read all of it. Deleted when the job completes.
+CREATE TABLE IF NOT EXISTS job_inputs (
+    job_id  TEXT PRIMARY KEY,
+    input   TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workers (
     id         TEXT PRIMARY KEY,
     pid        INTEGER NOT NULL,
@@ -68,7 +75,10 @@ def row_to_status(row: sqlite3.Row) -> JobStatus:
 
 
 RESULT_COLUMNS = "id, status, output, error, error_type, error_status, error_body"
-DROPPED_INPUT = "{}"  # what a COMPLETED job's input becomes (server/jobs/store.py)
+DROPPED_INPUT = "{}"  # jobs.input of new rows, and of every COMPLETED job (server/jobs/store.py)
+# The whole job: its row and its input, wherever the input is kept.
+SELECT_JOBS = ("SELECT jobs.*, job_inputs.input AS held_input FROM jobs"
+               " LEFT JOIN job_inputs ON job_inputs.job_id = jobs.id")
 
 
 def _row_error(row: sqlite3.Row) -> JobError | None:
@@ -91,7 +101,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         id=row["id"],
         seq=row["seq"],
         endpoint=row["endpoint"],
-        input=json.loads(row["input"]),
+        input=json.loads(row["held_input"] if row["held_input"] is not None else row["input"]),
         status=Status(row["status"]),
         priority=row["priority"],
         public_base=row["public_base"],
