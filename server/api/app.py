@@ -96,7 +96,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
     # CORS (outermost) answers preflights and decorates the 401s.
     shutting_down = threading.Event()
     queue_api = QueueApi(store, settings.public_url, InputLimits.from_settings(settings), shutting_down,
-                         inputs=input_reaper, free_space=free_space)
+                         reaper=input_reaper, free_space=free_space)
     app.add_middleware(StatusFastPath, api=queue_api)  # status polls skip FastAPI's router
     app.add_middleware(RequestSizeMiddleware, max_bytes=settings.max_request_bytes)  # inside auth: 401 first
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)

@@ -133,12 +133,13 @@ class QueueApi:
     """Owns the routes; holds the store and settings the handlers need."""
 
     def __init__(self, store: JobStore, public_url: str | None, limits: InputLimits,
-                 shutting_down: threading.Event | None = None, *, inputs: InputReaper,
+                 shutting_down: threading.Event | None = None, *, reaper: InputReaper,
                  free_space: FreeSpace) -> None:
         self.store = store
         self.public_url = public_url
         self.limits = limits
-        self.inputs = inputs  # large data: URIs as files, removed once their job ends
+        self.input_files = reaper.inputs  # large data: URIs as files, while their job is queued or running
+        self.reaper = reaper
         self.free_space = free_space
         # Set on SIGTERM: requests that wait on a job (sync run, status streams) end instead of holding
         # the shutdown open while the workers requeue their jobs.
@@ -189,7 +190,7 @@ class QueueApi:
         self.free_space.check()  # an OSError (ENOSPC), answered as a 507 by server/api/responses.py
         base = public_base(request, self.public_url)
         try:
-            data, token = self.inputs.inputs.spill(data, base)
+            data, token = self.input_files.spill(data, base)
         except BadDataUri as exc:
             return unprocessable(exc.loc, exc.message, exc.error_type)
         try:
@@ -200,10 +201,10 @@ class QueueApi:
             )
         except BaseException:
             if token is not None:
-                self.inputs.inputs.discard(token)
+                self.input_files.discard(token)
             raise
         if token is not None:
-            self.inputs.inputs.bind(token, job.id)
+            self.input_files.bind(token, job.id)
         request.state.fal_request_id = job.id
         return job
 
@@ -370,7 +371,7 @@ class QueueApi:
             return JSONResponse({"status": CancelOutcome.NOT_FOUND.value, **NOT_FOUND}, status_code=404)
         outcome = self.store.request_cancel(request_id)
         if outcome is CancelOutcome.OK:
-            self.inputs.reap()  # a queued job's input files are not needed any more
+            self.reaper.reap()  # a queued job's input files are not needed any more
         code = 400 if outcome is CancelOutcome.ALREADY_COMPLETED else 202
         return JSONResponse({"status": outcome.value}, status_code=code)
 
