@@ -76,6 +76,7 @@ DEFAULT_UPLOAD_MAX_AGE_S = 24 * HOUR
 # Positive limits: 0 or less would refuse everything (or keep nothing); infinity is no limit to check.
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 # A comma-separated environment variable, a list in a config file, or a repeated flag.
 NameList = Annotated[tuple[str, ...], NoDecode]
 # Fields the worker reads from its environment (preprocessors/annotators/registry.py), not from Settings.
@@ -197,6 +198,10 @@ class Settings(BaseSettings):
     max_connections: Annotated[PositiveInt, Flag("max-connections")] = Field(
         1000, description="open HTTP connections; beyond it the longest-idle or half-sent one is closed, "
                           "or the new one gets a 503 when all are busy")
+    # server/files/free_space.py: uploads, data: URIs and submits are answered 507 rather than fill the disk.
+    min_free_disk_bytes: Annotated[NonNegativeInt, Flag("min-free-disk-bytes")] = Field(
+        GiB, description="free space under --data-dir below which uploads and submits are refused (507); "
+                         "0 turns the check off")
     log_level: Annotated[str, Flag("log-level")] = Field("info", description="uvicorn's log level")
     # Off by default: fal's clients poll status at 10 Hz per request, which would be most of the log (and
     # a quarter of the API process's CPU at 2000 polls/s, measured with wrk).

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
+from server.api.background.input_reaper import InputReaper
 from server.api.background.retention import RetentionSweeper
 from server.api.background.start_timeouts import StartTimeoutSweeper
 from server.api.background.supervisor import Supervisor
@@ -21,13 +22,15 @@ from server.api.middleware.addressing import REQUEST_ID_HEADER, FalAddressingMid
 from server.api.middleware.auth import ApiKeyMiddleware
 from server.api.middleware.body_limit import RequestSizeMiddleware
 from server.api.middleware.status_fast_path import StatusFastPath
-from server.api.responses import validation_error_response
+from server.api.responses import os_error_response, validation_error_response
 from server.api.routes.openapi import openapi_router
 from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
 from server.contract.limits import InputLimits
+from server.files.data_uris import DataUriFiles
 from server.files.factory import open_settings_file_store, open_settings_uploads
+from server.files.free_space import FreeSpace
 from server.jobs.factory import open_settings_job_store
 from server.jobs.store import JobStore
 from server.outbound import AddressPolicy
@@ -59,7 +62,10 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         allow_hosts=settings.fetch_allow_hosts, concurrency=settings.webhook_concurrency,
     )
 
-    uploads = open_settings_uploads(settings, files)
+    free_space = FreeSpace(settings.data_dir, settings.min_free_disk_bytes)
+    uploads = open_settings_uploads(settings, files, free_space)
+    inputs = DataUriFiles(files, settings.data_dir / "inputs", settings.max_input_bytes, free_space)
+    input_reaper = InputReaper(store, inputs)
     retention = RetentionSweeper(
         store, files, settings.work_dir, settings.retention_s,
         uploads=uploads, upload_max_age_s=settings.upload_max_age_s,
@@ -74,9 +80,10 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         webhooks.start()
         retention.start()
         start_timeouts.start()
+        input_reaper.start()
         yield
         # Together: the workers' grace period (30 s) must not wait behind the other threads' joins.
-        stops = [webhooks.stop, retention.stop, start_timeouts.stop]
+        stops = [webhooks.stop, retention.stop, start_timeouts.stop, input_reaper.stop]
         stops += [supervisor.stop] if supervisor is not None else []
         await asyncio.gather(*(run_in_threadpool(stop) for stop in stops))
 
@@ -89,11 +96,13 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         redirect_slashes=False,  # fal's SDKs follow no redirects; trailing slashes are stripped instead
     )
     app.add_exception_handler(RequestValidationError, validation_error_response)
+    app.add_exception_handler(OSError, os_error_response)  # a full disk is a 507, never a plain-text 500
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
     # CORS (outermost) answers preflights and decorates the 401s.
     shutting_down = threading.Event()
     queue_api = QueueApi(store, settings.public_url, InputLimits.from_settings(settings), shutting_down,
-                         AddressPolicy.for_operator(settings.fetch_allow_hosts))
+                         AddressPolicy.for_operator(settings.fetch_allow_hosts), reaper=input_reaper,
+                         free_space=free_space)
     app.add_middleware(StatusFastPath, api=queue_api)  # status polls skip FastAPI's router
     app.add_middleware(RequestSizeMiddleware, max_bytes=settings.max_request_bytes)  # inside auth: 401 first
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)

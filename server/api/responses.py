@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -10,11 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from server.contract.errors import ERRORS_DOC_URL, JobError
+from server.contract.errors import ERRORS_DOC_URL, JobError, internal_error, request_error
+from server.files.free_space import is_disk_full
 
 # fal's start-timeout answer carries this header; without it @fal-ai/client retries result() (docs:
 # fal-current-schema.md, "Protocol details found with the real clients").
 START_TIMEOUT_HEADERS = {"X-Fal-Request-Timeout-Type": "user"}
+INSUFFICIENT_STORAGE = "insufficient_storage"
+DISK_FULL_RETRY_AFTER_S = 60
 
 
 def error_response(error: JobError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -25,6 +29,36 @@ def error_response(error: JobError, headers: dict[str, str] | None = None) -> JS
     if error.error_type == "request_timeout":
         all_headers |= START_TIMEOUT_HEADERS
     return JSONResponse(error.body, status_code=error.status_code, headers=all_headers)
+
+
+def unprocessable(loc: tuple[str | int, ...], message: str, error_type: str) -> JSONResponse:
+    """One field refused, in the form of FastAPI's (and fal's) 422 validation errors."""
+    item = {"loc": list(loc), "msg": message, "type": error_type, "url": ERRORS_DOC_URL + error_type}
+    return JSONResponse({"detail": [item]}, status_code=422, headers={"X-Fal-Retryable": "false"})
+
+
+class EncodableJSONResponse(JSONResponse):
+    """JSON that is always written: a string that is no UTF-8 (a lone surrogate) is sent \\u-escaped."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def os_error_response(_: Request, exc: Exception) -> JSONResponse:
+    """An OSError out of a route, in fal's error form instead of Starlette's plain-text 500.
+
+    A full disk or quota (the free-space check of server/files/free_space.py, a write that ran out of space,
+    the job database that could not grow) is a 507 the client may retry later: nothing was stored, the
+    writers being atomic. Anything else is a 500 in fal's form.
+    """
+    if is_disk_full(exc):
+        detail = "The server is out of disk space; nothing was stored. Retry later."
+        return error_response(request_error(detail, INSUFFICIENT_STORAGE, 507),
+                              {"Retry-After": str(DISK_FULL_RETRY_AFTER_S)})
+    return error_response(internal_error("Internal server error"))
 
 
 def validation_error_response(_: Request, exc: Exception) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.files.free_space import FreeSpace
 from server.files.store import FileStore
 from server.files.uploads import Uploads
 
@@ -19,16 +20,17 @@ def open_file_store(root: Path) -> FileStore:
     return LocalFileStore(root)
 
 
-def open_settings_uploads(settings: Settings, files: FileStore) -> Uploads:
+def open_settings_uploads(settings: Settings, files: FileStore, space: FreeSpace | None = None) -> Uploads:
     """Upload slots: in the bucket with --storage (any replica may take any call of an upload), else
-    under <data-dir>/uploads."""
+    under <data-dir>/uploads. `space` is checked before writes reach the local disk (the slots, or the
+    scratch files parts pass through on their way to the bucket)."""
     from server.files.s3 import S3FileStore
 
     if isinstance(files, S3FileStore):
         from server.files.s3_uploads import S3Uploads
 
-        return S3Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
-    return Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
+        return S3Uploads(files, settings.uploads_dir, settings.max_upload_bytes, space)
+    return Uploads(files, settings.uploads_dir, settings.max_upload_bytes, space)
 
 
 def open_settings_file_store(settings: Settings) -> FileStore:

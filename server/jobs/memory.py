@@ -14,7 +14,16 @@ from dataclasses import replace
 from typing import Any
 
 from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
-from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status, WebhookDelivery
+from server.jobs.model import (
+    PRIORITIES,
+    CancelOutcome,
+    Job,
+    JobResult,
+    JobStatus,
+    LogEntry,
+    Status,
+    WebhookDelivery,
+)
 
 
 class MemoryJobStore:
@@ -64,6 +73,10 @@ class MemoryJobStore:
     def get_status(self, job_id: str) -> JobStatus | None:
         job = self.get(job_id)
         return job.summary if job else None
+
+    def get_result(self, job_id: str) -> JobResult | None:
+        job = self.get(job_id)
+        return job.result if job else None
 
     def queue_position(self, job: Job | JobStatus) -> int:
         with self.lock:
@@ -139,7 +152,7 @@ class MemoryJobStore:
             if job is None or job.status is not Status.IN_PROGRESS or job.worker_id != worker_id:
                 return False
             self.jobs[job_id] = replace(job, status=Status.COMPLETED, output=json.loads(json.dumps(output)),
-                                        completed_at=time.time())
+                                        completed_at=time.time(), input={})
             return True
 
     def fail(self, job_id: str, worker_id: str | None, error: JobError) -> bool:
@@ -187,7 +200,8 @@ class MemoryJobStore:
             return False
         if worker_id is not None and job.worker_id != worker_id:
             return False
-        self.jobs[job_id] = replace(job, status=Status.COMPLETED, error=error, completed_at=time.time())
+        self.jobs[job_id] = replace(job, status=Status.COMPLETED, error=error, completed_at=time.time(),
+                                    input={})
         return True
 
     # -- worker registry -------------------------------------------------------------------------------

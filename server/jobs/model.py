@@ -50,6 +50,16 @@ class JobStatus:
 
 
 @dataclass(frozen=True)
+class JobResult:
+    """What result polls answer with: the status, the output and the error, read without the input."""
+
+    id: str
+    status: Status
+    output: dict[str, Any] | None
+    error: JobError | None
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     seq: int
@@ -78,6 +88,10 @@ class Job:
     @property
     def inference_time(self) -> float | None:
         return self.summary.inference_time
+
+    @property
+    def result(self) -> JobResult:
+        return JobResult(self.id, self.status, self.output, self.error)
 
 
 @dataclass(frozen=True)

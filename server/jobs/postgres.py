@@ -32,14 +32,16 @@ from typing import Any
 import psycopg
 
 from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
-from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status
+from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobResult, JobStatus, LogEntry, Status
 from server.jobs.postgres_db import (
     DB_NOW,
     JOBS_CHANNEL,
+    RESULT_COLUMNS,
     STATUS_COLUMNS,
     PostgresDatabase,
     Row,
     row_to_job,
+    row_to_result,
     row_to_status,
 )
 from server.jobs.postgres_retention import PostgresRetentionQueries
@@ -106,6 +108,10 @@ class PostgresJobStore:
     def get_status(self, job_id: str) -> JobStatus | None:
         row = self.db.fetchone(f"SELECT {STATUS_COLUMNS} FROM vace_jobs WHERE id = %s", (job_id,))
         return row_to_status(row) if row else None
+
+    def get_result(self, job_id: str) -> JobResult | None:
+        row = self.db.fetchone(f"SELECT {RESULT_COLUMNS} FROM vace_jobs WHERE id = %s", (job_id,))
+        return row_to_result(row) if row else None
 
     def queue_position(self, job: Job | JobStatus) -> int:
         row = self.db.fetchone(
@@ -191,8 +197,8 @@ class PostgresJobStore:
     def complete(self, job_id: str, worker_id: str, output: dict[str, Any]) -> bool:
         """Record success; False if this worker no longer holds the job (requeued or failed meanwhile)."""
         return self.db.execute(
-            "UPDATE vace_jobs SET status = %s, output = %s, completed_at = %s, lease_until = NULL"
-            " WHERE id = %s AND status = %s AND worker_id = %s",
+            "UPDATE vace_jobs SET status = %s, output = %s, completed_at = %s, lease_until = NULL,"
+            " input = '{}' WHERE id = %s AND status = %s AND worker_id = %s",
             (Status.COMPLETED, json.dumps(output), time.time(), job_id, Status.IN_PROGRESS, worker_id)) == 1
 
     def fail(self, job_id: str, worker_id: str | None, error: JobError) -> bool:
@@ -298,7 +304,8 @@ def _requeue(conn: psycopg.Connection[Row], job_id: str, worker_id: str, count_a
 def _write_error(conn: psycopg.Connection[Row], job_id: str, error: JobError, worker_id: str | None) -> bool:
     """Terminal failure; only from a non-terminal state, and only by the owning worker if one is named."""
     sql = ("UPDATE vace_jobs SET status = %s, error = %s, error_type = %s, error_status = %s,"
-           " error_body = %s, completed_at = %s, lease_until = NULL WHERE id = %s AND status <> %s")
+           " error_body = %s, completed_at = %s, lease_until = NULL, input = '{}'"
+           " WHERE id = %s AND status <> %s")
     params: list[Any] = [Status.COMPLETED, error.message, error.error_type, error.status_code,
                          json.dumps(error.body), time.time(), job_id, Status.COMPLETED]
     if worker_id is not None:

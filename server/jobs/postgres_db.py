@@ -8,6 +8,7 @@ boxes whose clocks disagree still agree on when a lease ran out.
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from server.contract.errors import JobError
-from server.jobs.model import Job, JobStatus, Status
+from server.jobs.model import Job, JobResult, JobStatus, Status
 
 # The database's clock, in time.time() seconds.
 DB_NOW = "extract(epoch from clock_timestamp())::double precision"
@@ -86,7 +87,20 @@ CREATE INDEX IF NOT EXISTS vace_webhook_due ON vace_webhook_deliveries (next_at)
 """
 
 STATUS_COLUMNS = "id, seq, status, priority, started_at, completed_at, error, error_type"
+RESULT_COLUMNS = "id, status, output, error, error_type, error_status, error_body"
 Row = dict[str, Any]
+
+
+def _error(row: Row) -> JobError | None:
+    if row["error"] is None:
+        return None
+    return JobError(message=row["error"], error_type=row["error_type"], status_code=row["error_status"],
+                    body=json.loads(row["error_body"]))
+
+
+def row_to_result(row: Row) -> JobResult:
+    output = json.loads(row["output"]) if row["output"] is not None else None
+    return JobResult(row["id"], Status(row["status"]), output, _error(row))
 
 
 def row_to_status(row: Row) -> JobStatus:
@@ -95,10 +109,7 @@ def row_to_status(row: Row) -> JobStatus:
 
 
 def row_to_job(row: Row) -> Job:
-    error = None
-    if row["error"] is not None:
-        error = JobError(message=row["error"], error_type=row["error_type"], status_code=row["error_status"],
-                         body=json.loads(row["error_body"]))
+    error = _error(row)
     return Job(
         id=row["id"], seq=row["seq"], endpoint=row["endpoint"], input=json.loads(row["input"]),
         status=Status(row["status"]), priority=row["priority"], public_base=row["public_base"],
@@ -107,6 +118,16 @@ def row_to_job(row: Row) -> Job:
         worker_id=row["worker_id"], cancel_requested=row["cancel_requested"],
         output=json.loads(row["output"]) if row["output"] is not None else None, error=error,
     )
+
+
+@contextmanager
+def _disk_full_as_oserror() -> Iterator[None]:
+    """PostgreSQL's disk_full (SQLSTATE 53100) as OSError(ENOSPC), as server/jobs/store.py promises (the API
+    answers it 507); the statement or transaction was rolled back, so nothing changed."""
+    try:
+        yield
+    except psycopg.errors.DiskFull as exc:
+        raise OSError(errno.ENOSPC, f"the job database is out of disk space: {exc}") from exc
 
 
 class PostgresDatabase:
@@ -129,13 +150,13 @@ class PostgresDatabase:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Row]]:
-        with self.pool.connection() as conn:
+        with _disk_full_as_oserror(), self.pool.connection() as conn:
             yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Row]]:
         """One transaction (READ COMMITTED); rows are locked with FOR UPDATE where read-then-write races."""
-        with self.pool.connection() as conn, conn.transaction():
+        with _disk_full_as_oserror(), self.pool.connection() as conn, conn.transaction():
             yield conn
 
     def fetchone(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Row | None:

@@ -15,8 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
-from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status
-from server.jobs.sqlite_db import SCHEMA, STATUS_COLUMNS, SqliteDatabase, row_to_job, row_to_status
+from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobResult, JobStatus, LogEntry, Status
+from server.jobs.sqlite_db import (
+    DROPPED_INPUT,
+    RESULT_COLUMNS,
+    SCHEMA,
+    SELECT_JOBS,
+    STATUS_COLUMNS,
+    SqliteDatabase,
+    row_to_job,
+    row_to_result,
+    row_to_status,
+)
 from server.jobs.sqlite_retention import SqliteRetentionQueries
 from server.jobs.sqlite_webhooks import WEBHOOK_SCHEMA, SqliteWebhookOutbox
 
@@ -60,20 +70,26 @@ class SqliteJobStore:
             conn.execute(
                 "INSERT INTO jobs (id, seq, endpoint, input, status, priority, public_base, webhook_url,"
                 " start_deadline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, seq, endpoint, json.dumps(payload), Status.IN_QUEUE, priority, public_base,
+                (job_id, seq, endpoint, DROPPED_INPUT, Status.IN_QUEUE, priority, public_base,
                  webhook_url, start_deadline, now),
             )
+            conn.execute("INSERT INTO job_inputs (job_id, input) VALUES (?, ?)",
+                         (job_id, json.dumps(payload)))
         job = self.get(job_id)
         assert job is not None
         return job
 
     def get(self, job_id: str) -> Job | None:
-        row = self.db.conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.conn().execute(f"{SELECT_JOBS} WHERE jobs.id = ?", (job_id,)).fetchone()
         return row_to_job(row) if row else None
 
     def get_status(self, job_id: str) -> JobStatus | None:
         row = self.db.conn().execute(f"SELECT {STATUS_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row_to_status(row) if row else None
+
+    def get_result(self, job_id: str) -> JobResult | None:
+        row = self.db.conn().execute(f"SELECT {RESULT_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row_to_result(row) if row else None
 
     def queue_position(self, job: Job | JobStatus) -> int:
         """How many queued jobs will be started before this one (0 = next)."""
@@ -155,11 +171,15 @@ class SqliteJobStore:
         """Record success; False if this worker no longer owns the job (requeued or failed meanwhile)."""
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE jobs SET status = ?, output = ?, completed_at = ? WHERE id = ? AND status = ?"
-                " AND worker_id = ?",
-                (Status.COMPLETED, json.dumps(output), time.time(), job_id, Status.IN_PROGRESS, worker_id),
+                "UPDATE jobs SET status = ?, output = ?, completed_at = ?, input = ? WHERE id = ?"
+                " AND status = ? AND worker_id = ?",
+                (Status.COMPLETED, json.dumps(output), time.time(), DROPPED_INPUT, job_id, Status.IN_PROGRESS,
+                 worker_id),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
+            return True
 
     def fail(self, job_id: str, worker_id: str | None, error: JobError) -> bool:
         with self.db.transaction() as conn:
@@ -253,11 +273,14 @@ def _write_error(conn: sqlite3.Connection, job_id: str, error: JobError, worker_
     """Terminal failure; only from a non-terminal state, and only by the owning worker if one is named."""
     sql = (
         "UPDATE jobs SET status = ?, error = ?, error_type = ?, error_status = ?, error_body = ?,"
-        " completed_at = ? WHERE id = ? AND status != ?"
+        " completed_at = ?, input = ? WHERE id = ? AND status != ?"
     )
     params: list[Any] = [Status.COMPLETED, error.message, error.error_type, error.status_code,
-                         json.dumps(error.body), time.time(), job_id, Status.COMPLETED]
+                         json.dumps(error.body), time.time(), DROPPED_INPUT, job_id, Status.COMPLETED]
     if worker_id is not None:
         sql += " AND worker_id = ?"
         params.append(worker_id)
-    return conn.execute(sql, params).rowcount == 1
+    if conn.execute(sql, params).rowcount != 1:
+        return False
+    conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
+    return True

@@ -4,15 +4,17 @@ sqlite_retention.py), so none of them reaches into another's privates."""
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from server.contract.errors import JobError
-from server.jobs.model import Job, JobStatus, Status
+from server.jobs.model import Job, JobResult, JobStatus, Status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,6 +48,13 @@ CREATE TABLE IF NOT EXISTS logs (
     message  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_job ON logs (job_id, id);
+-- A job's input, apart from its row: SQLite walks a large value's overflow pages to reach the columns stored
+-- after it, so an input kept in `jobs` (where rows written before this table still hold theirs) makes every
+-- status and result poll of that job read all of it. Deleted when the job completes.
+CREATE TABLE IF NOT EXISTS job_inputs (
+    job_id  TEXT PRIMARY KEY,
+    input   TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workers (
     id         TEXT PRIMARY KEY,
     pid        INTEGER NOT NULL,
@@ -65,20 +74,34 @@ def row_to_status(row: sqlite3.Row) -> JobStatus:
                      row["completed_at"], row["error"], row["error_type"])
 
 
+RESULT_COLUMNS = "id, status, output, error, error_type, error_status, error_body"
+DROPPED_INPUT = "{}"  # jobs.input of new rows, and of every COMPLETED job (server/jobs/store.py)
+# The whole job: its row and its input, wherever the input is kept.
+SELECT_JOBS = ("SELECT jobs.*, job_inputs.input AS held_input FROM jobs"
+               " LEFT JOIN job_inputs ON job_inputs.job_id = jobs.id")
+
+
+def _row_error(row: sqlite3.Row) -> JobError | None:
+    if row["error"] is None:
+        return None
+    return JobError(message=row["error"], error_type=row["error_type"], status_code=row["error_status"],
+                    body=json.loads(row["error_body"]))
+
+
+def _row_output(row: sqlite3.Row) -> dict[str, Any] | None:
+    return json.loads(row["output"]) if row["output"] is not None else None
+
+
+def row_to_result(row: sqlite3.Row) -> JobResult:
+    return JobResult(row["id"], Status(row["status"]), _row_output(row), _row_error(row))
+
+
 def row_to_job(row: sqlite3.Row) -> Job:
-    error = None
-    if row["error"] is not None:
-        error = JobError(
-            message=row["error"],
-            error_type=row["error_type"],
-            status_code=row["error_status"],
-            body=json.loads(row["error_body"]),
-        )
     return Job(
         id=row["id"],
         seq=row["seq"],
         endpoint=row["endpoint"],
-        input=json.loads(row["input"]),
+        input=json.loads(row["held_input"] if row["held_input"] is not None else row["input"]),
         status=Status(row["status"]),
         priority=row["priority"],
         public_base=row["public_base"],
@@ -90,10 +113,19 @@ def row_to_job(row: sqlite3.Row) -> Job:
         attempts=row["attempts"],
         worker_id=row["worker_id"],
         cancel_requested=bool(row["cancel_requested"]),
-        output=json.loads(row["output"]) if row["output"] is not None else None,
-        error=error,
+        output=_row_output(row),
+        error=_row_error(row),
     )
 
+
+@contextmanager
+def _full_disk_as_os_error() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise OSError(errno.ENOSPC, f"the job database's disk is full ({exc})") from exc
+        raise
 
 
 class SqliteDatabase:
@@ -121,15 +153,19 @@ class SqliteDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE transaction: takes the write lock up front so read-then-write cannot race."""
+        """An IMMEDIATE transaction: takes the write lock up front so read-then-write cannot race.
+
+        A full disk is OSError(ENOSPC), as server/jobs/store.py promises, with nothing written."""
         conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with _full_disk_as_os_error():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

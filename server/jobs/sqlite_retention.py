@@ -4,7 +4,7 @@ server/api/background/retention.py."""
 from __future__ import annotations
 
 from server.jobs.model import Job, Status
-from server.jobs.sqlite_db import SqliteDatabase, row_to_job
+from server.jobs.sqlite_db import SELECT_JOBS, SqliteDatabase, row_to_job
 
 # ------------------------------------------------------------------------------------------------------------
 # Retention (server/api/background/retention.py). Finds and deletes finished jobs past their TTL: the job
@@ -21,7 +21,8 @@ class SqliteRetentionQueries:
 
     def expired(self, completed_before: float, limit: int = 500) -> list[Job]:
         rows = self.db.conn().execute(
-            "SELECT * FROM jobs WHERE status = ? AND completed_at < ? ORDER BY completed_at LIMIT ?",
+            f"{SELECT_JOBS} WHERE jobs.status = ? AND jobs.completed_at < ?"
+            " ORDER BY jobs.completed_at LIMIT ?",
             (Status.COMPLETED, completed_before, limit),
         ).fetchall()
         return [row_to_job(r) for r in rows]
@@ -36,13 +37,16 @@ class SqliteRetentionQueries:
                     continue
                 deleted += 1
                 conn.execute("DELETE FROM logs WHERE job_id = ?", (job_id,))
+                conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
                 conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
         return deleted
 
     def references(self, text: str) -> bool:
         """Whether any remaining job mentions `text` in its input or output (e.g. a file token)."""
         row = self.db.conn().execute(
-            "SELECT 1 FROM jobs WHERE instr(input, ?) > 0 OR instr(output, ?) > 0 LIMIT 1", (text, text),
+            "SELECT 1 FROM job_inputs WHERE instr(input, ?) > 0 UNION ALL"
+            " SELECT 1 FROM jobs WHERE instr(input, ?) > 0 OR instr(output, ?) > 0 LIMIT 1",
+            (text, text, text),
         ).fetchone()
         return row is not None
 

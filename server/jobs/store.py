@@ -27,6 +27,14 @@ Guarantees, stated plainly:
   `expire_start_deadlines` (the API's sweeper calls it every fraction of a second) or by the next `claim`,
   whichever comes first.
 - Logs of a job are returned in the order they were added; `after_id` returns only newer ones.
+- A job's input is dropped when it completes (success, failure, cancel, expiry: every move to COMPLETED):
+  `get` returns it as `{}` from then on. Nothing reads a finished job's input (result, status and webhooks
+  answer from the output and error), and a client that submits and cancels large inputs must not grow the
+  store with them.
+- A write that fails because the disk (or quota) is full raises OSError with errno ENOSPC and changes nothing;
+  the API answers it as a 507 (server/api/responses.py).
+- Result, status and cancel polls never read the input: `get_result` and `get_status` read only the
+  columns they answer with (docs/fal-protocol.md §2's polls run at up to 10 Hz per client).
 Nothing here knows about HTTP, the model, or a storage engine: payloads are JSON-able dicts, times are
 `time.time()` seconds.
 """
@@ -36,7 +44,15 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from server.contract.errors import JobError
-from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, WebhookDelivery
+from server.jobs.model import (
+    PRIORITIES,
+    CancelOutcome,
+    Job,
+    JobResult,
+    JobStatus,
+    LogEntry,
+    WebhookDelivery,
+)
 
 
 class WebhookOutbox(Protocol):
@@ -107,6 +123,10 @@ class JobStore(Protocol):
 
     def get_status(self, job_id: str) -> JobStatus | None:
         """The job without its input and output (status polls)."""
+        ...
+
+    def get_result(self, job_id: str) -> JobResult | None:
+        """The job's status, output and error, without its input (result polls)."""
         ...
 
     def queue_position(self, job: Job | JobStatus) -> int:

@@ -143,6 +143,64 @@ class JobStoreContract:
 
     # -- cancel ----------------------------------------------------------------------------------------
 
+    # -- what a finished job keeps; what polls read --------------------------------------------------
+
+    def test_every_way_of_completing_drops_the_input(self, store: JobStore) -> None:
+        """Completed, failed by its worker or the server, cancelled queued or running, expired unstarted,
+        failed out of attempts: no finished job keeps its input (a client that submits and cancels large
+        inputs must not grow the store)."""
+        big = {"prompt": "p", "video_url": "data:video/mp4;base64," + "A" * 4096}
+
+        def queued() -> Job:
+            return store.submit(ENDPOINT, big, public_base="http://h")
+
+        def running(worker: str) -> Job:
+            job = queued()
+            assert claimed(store, worker).id == job.id
+            return job
+
+        done = running("w1")
+        assert got(store, done.id).input == big, "a running job keeps its input"
+        assert store.complete(done.id, "w1", {"seed": 3})
+        failed = running("w2")
+        assert store.fail(failed.id, "w2", internal_error("boom"))
+        server_failed = queued()
+        assert store.fail(server_failed.id, None, internal_error("stop"))
+        cancelled_queued = queued()
+        assert store.request_cancel(cancelled_queued.id) is CancelOutcome.OK
+        cancelled_running = running("w3")
+        assert store.request_cancel(cancelled_running.id) is CancelOutcome.CANCELLATION_REQUESTED
+        assert got(store, cancelled_running.id).input == big
+        lost = running("w4")
+        assert sorted(store.recover_orphans(set(), max_attempts=1)) == sorted([cancelled_running.id, lost.id])
+        expired = store.submit(ENDPOINT, big, public_base="http://h", start_deadline=time.time() - 1)
+        assert store.claim("w5") is None
+        for job in (done, failed, server_failed, cancelled_queued, cancelled_running, lost, expired):
+            after = got(store, job.id)
+            assert after.status is Status.COMPLETED and after.input == {}, job.id
+        assert got(store, done.id).output == {"seed": 3}, "the output is kept"
+        assert got(store, expired.id).error is not None
+
+    def test_get_result_answers_without_the_input(self, store: JobStore) -> None:
+        done = finished(store, {"video": {"url": "/files/t/v.mp4"}, "seed": 5})
+        queued = submit(store)
+        waiting = store.get_result(queued.id)
+        assert waiting is not None and waiting.status is Status.IN_QUEUE
+        assert waiting.output is None and waiting.error is None and waiting.id == queued.id
+        assert not hasattr(waiting, "input")
+        assert claimed(store, "w8").id == queued.id
+        result = store.get_result(done.id)
+        assert result is not None and result == got(store, done.id).result
+        assert result.status is Status.COMPLETED and result.output == {"video": {"url": "/files/t/v.mp4"},
+                                                                       "seed": 5}
+        failed = submit(store)
+        claimed(store, "w9")
+        assert store.fail(failed.id, "w9", internal_error("boom"))
+        failed_result = store.get_result(failed.id)
+        assert failed_result is not None and failed_result.error == got(store, failed.id).error
+        assert failed_result.output is None
+        assert store.get_result("nope") is None
+
     def test_cancel_outcomes(self, store: JobStore) -> None:
         done = finished(store)
         running = submit(store)

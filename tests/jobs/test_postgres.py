@@ -162,3 +162,53 @@ def test_jobs_outlive_the_connection(db_url: str) -> None:
     store.close()
     again = open_store(db_url, "b").get(job.id)
     assert again is not None and again.status is Status.IN_QUEUE and again.input == {"prompt": "p"}
+
+
+def test_a_full_disk_is_enospc_and_changes_nothing(db_url: str) -> None:
+    """PostgreSQL reports a full disk as SQLSTATE 53100 (disk_full); the store raises it as OSError(ENOSPC),
+    which the API answers 507. Filling the server's disk for real would need a file system of its own: a
+    trigger raises the same SQLSTATE from inside the INSERT instead."""
+    import errno
+
+    store = open_store(db_url, "box-a")
+    kept = submit(store)
+    store.db.execute("CREATE FUNCTION vace_test_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                     " RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$")
+    store.db.execute("CREATE TRIGGER vace_test_full BEFORE INSERT OR UPDATE ON vace_jobs"
+                     " FOR EACH ROW EXECUTE FUNCTION vace_test_full()")
+    with pytest.raises(OSError) as raised:
+        submit(store)
+    assert raised.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as raised:
+        store.request_cancel(kept.id)  # inside a transaction
+    assert raised.value.errno == errno.ENOSPC
+    assert store.count_queued() == 1 and got(store, kept.id).status is Status.IN_QUEUE
+
+
+def test_the_input_reaper_keeps_files_of_active_jobs_only(db_url: str, tmp_path: Path) -> None:
+    """server/api/background/input_reaper.py over this store: large data: URIs of queued and running jobs
+    stay, a finished job's go; the finished job's input is gone from its row too."""
+    import base64
+
+    from server.api.background.input_reaper import InputReaper
+    from server.files.data_uris import DataUriFiles
+    from server.files.local import LocalFileStore
+
+    store = open_store(db_url, "box-a")
+    inputs = DataUriFiles(LocalFileStore(tmp_path / "files"), tmp_path / "inputs", 2**20)
+    uri = "data:video/mp4;base64," + base64.b64encode(b"v" * 8000).decode()
+    jobs = []
+    for _ in range(2):
+        payload, token = inputs.spill({"prompt": "p", "video_url": uri}, "http://api")
+        assert token is not None and payload["video_url"].startswith("http://api/files/")
+        job = store.submit("depth", payload, public_base="http://api")
+        inputs.bind(token, job.id)
+        jobs.append((job, token))
+    reaper = InputReaper(store, inputs)
+    running = store.claim("w1")
+    assert running is not None and running.id == jobs[0][0].id
+    assert reaper.reap() == 0
+    assert store.complete(running.id, "w1", {"seed": 1})
+    assert got(store, running.id).input == {}
+    assert reaper.reap() == 1
+    assert not (tmp_path / "files" / jobs[0][1]).exists() and (tmp_path / "files" / jobs[1][1]).is_dir()

@@ -58,3 +58,36 @@ def test_webhook_deliveries_survive_reopening(tmp_path: Path) -> None:
     store.close()
     delivery = open_job_store(tmp_path / "jobs.sqlite3").webhooks.get(job.id)
     assert delivery is not None and delivery.state == "pending"
+
+
+def test_a_large_input_is_kept_out_of_the_row_that_polls_read(tmp_path: Path) -> None:
+    """SQLite walks a large value's overflow pages to reach the columns after it: an input kept in `jobs`
+    made every status and result poll of its job read all of it."""
+    store = open_job_store(tmp_path / "jobs.sqlite3")
+    assert isinstance(store, SqliteJobStore)
+    big = {"prompt": "p" * 2_000_000}
+    job = store.submit("fal-ai/wan-vace-14b/depth", big, public_base="http://h")
+    conn = store.db.conn()
+    assert conn.execute("SELECT length(input) FROM jobs WHERE id = ?", (job.id,)).fetchone()[0] < 10
+    assert store.get(job.id).input == big  # type: ignore[union-attr]
+    claimed = store.claim("w1")
+    assert claimed is not None and claimed.input == big
+    assert store.complete(job.id, "w1", {"seed": 1})
+    assert conn.execute("SELECT COUNT(*) FROM job_inputs").fetchone()[0] == 0
+
+
+def test_rows_written_before_inputs_had_their_own_table_still_run(tmp_path: Path) -> None:
+    """An upgraded data dir: a queued job whose input is still in its `jobs` row."""
+    store = open_job_store(tmp_path / "jobs.sqlite3")
+    assert isinstance(store, SqliteJobStore)
+    job = submit(store)
+    conn = store.db.conn()
+    conn.execute("DELETE FROM job_inputs")
+    conn.execute("UPDATE jobs SET input = ? WHERE id = ?", ('{"prompt": "old"}', job.id))
+    assert store.get(job.id).input == {"prompt": "old"}  # type: ignore[union-attr]
+    assert store.retention.references('"old"')
+    claimed = store.claim("w1")
+    assert claimed is not None and claimed.input == {"prompt": "old"}
+    assert store.complete(job.id, "w1", {})
+    assert store.get(job.id).input == {}  # type: ignore[union-attr]
+    assert not store.retention.references('"old"')

@@ -57,15 +57,17 @@ class LiveServer:
 
 
 def start_server(data_dir: Path, *, port: int | None = None, workers: int = 1,
-                 timeout: float = 120.0, extra_args: tuple[str, ...] = ()) -> LiveServer:
+                 timeout: float = 120.0, extra_args: tuple[str, ...] = (),
+                 wrap: tuple[str, ...] = ()) -> LiveServer:
     """Start the server as a user would and wait until it answers (and, with workers, is healthy).
 
-    `extra_args` are more `vace serve` flags, e.g. ("--max-queue-length", "2").
+    `extra_args` are more `vace serve` flags, e.g. ("--max-queue-length", "2"); `wrap` is a command the
+    server is started under (it must exec it), e.g. one that mounts a small file system first.
     """
     port = port or free_port()
     log_path = data_dir.parent / f"{data_dir.name}-server-{port}-{time.time_ns()}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--model", "tiny", "--data-dir", str(data_dir),
+    cmd = [*wrap, sys.executable, "-m", "server.cli", "serve", "--model", "tiny", "--data-dir", str(data_dir),
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
            *extra_args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VACE_FETCH_ALLOW_HOSTS": "127.0.0.1"}  # media_server

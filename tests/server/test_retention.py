@@ -210,8 +210,9 @@ def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path)
             abandoned = initiate("initiate-multipart")  # one part, never completed
             assert client.put(abandoned["upload_url"] + "/1", content=b"a" * 1000).status_code == 200
             never_put = initiate("initiate")  # an upload URL nobody used
-            done = initiate("initiate")  # completed with a single PUT (its slot stays until it expires)
+            done = initiate("initiate")  # completed with a single PUT: its slot goes at once (single use)
             assert client.put(done["upload_url"], content=b"finished bytes").status_code == 200
+            assert not slot_of(done["upload_url"]).exists()
             cdn = client.post("/files/upload/multipart", headers={"X-Fal-File-Name": "py.mp4"}).json()
             cdn_part = f"{cdn['access_url']}/multipart/{cdn['uploadId']}/1"
             assert client.put(cdn_part, content=b"c" * 10).status_code == 200
@@ -219,9 +220,10 @@ def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path)
             fresh_put = client.put(fresh["upload_url"] + "/1", content=b"f" * 10)
             streaming = initiate("initiate")  # old slot, but a PUT is streaming into its file's folder now
 
-            for upload in (abandoned, never_put, done, streaming):
+            for upload in (abandoned, never_put, streaming):
                 age(slot_of(upload["upload_url"]), DAY + 60)
                 age(token_folder(upload["file_url"]), DAY + 60)
+            age(token_folder(done["file_url"]), DAY + 60)
             age(uploads / cdn["uploadId"], DAY + 60)
             age(token_folder(cdn["access_url"]), DAY + 60)
             (token_folder(streaming["file_url"]) / ".upload-inflight").write_bytes(b"half")
@@ -232,7 +234,7 @@ def test_unfinished_upload_slots_are_swept_through_a_live_server(tmp_path: Path)
                                        retention_s=TTL, uploads=Uploads(files, uploads, max_bytes=1))
             report = sweeper.run_once()
 
-            assert report.upload_slots_deleted == 4 and report.files_deleted == 0 and not report.errors
+            assert report.upload_slots_deleted == 3 and report.files_deleted == 0 and not report.errors
             for gone in (abandoned, never_put, done):
                 assert not slot_of(gone["upload_url"]).exists()
             assert not (uploads / cdn["uploadId"]).exists()

@@ -20,7 +20,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from server.api.responses import error_response
+from server.api.background.input_reaper import InputReaper
+from server.api.responses import EncodableJSONResponse, error_response, unprocessable
 from server.api.urls import absolute_urls, public_base, scope_base
 from server.contract.endpoints import (
     APP_ID,
@@ -31,10 +32,12 @@ from server.contract.endpoints import (
     stored_input,
     submit_refusal,
 )
-from server.contract.errors import ERRORS_DOC_URL, request_error
+from server.contract.errors import request_error
 from server.contract.inputs import task_of, unknown_fields
 from server.contract.limits import InputLimits
-from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobStatus, LogEntry, Status
+from server.files.data_uris import BadDataUri
+from server.files.free_space import FreeSpace
+from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobResult, JobStatus, LogEntry, Status
 from server.jobs.store import JobStore
 from server.outbound import AddressNotAllowed, AddressPolicy
 
@@ -82,20 +85,36 @@ def status_body(job: JobStatus, urls: dict[str, str], position: int,
     return body
 
 
-def result_response(job: Job, base: str) -> JSONResponse:
+def result_response(job: JobResult, base: str) -> JSONResponse:
     """The model's answer, or its error replayed with the status code and body it had."""
     if job.status is not Status.COMPLETED:
         return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
     if job.error is None:
-        return JSONResponse(absolute_urls(job.output, base))
+        # Encodable whatever the row holds (a lone surrogate stored before submit refused it).
+        return EncodableJSONResponse(absolute_urls(job.output, base))
     return error_response(job.error, {"X-Fal-Retryable": "false"})
 
 
 def refusal_response(refusal: Refusal) -> JSONResponse:
     """A submit-time refusal in the form of FastAPI's (and fal's) 422 validation errors."""
-    item = {"loc": list(refusal.loc), "msg": refusal.message, "type": refusal.error_type,
-            "url": ERRORS_DOC_URL + refusal.error_type}
-    return JSONResponse({"detail": [item]}, status_code=422, headers={"X-Fal-Retryable": "false"})
+    return unprocessable(refusal.loc, refusal.message, refusal.error_type)
+
+
+def lone_surrogate(value: Any, loc: tuple[str | int, ...] = ("body",)) -> tuple[str | int, ...] | None:
+    """Where a string holds a lone surrogate ("\\ud800" is valid JSON, but no text): it could be stored,
+    but never written back in a result or webhook, so it is refused at submit."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return loc
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = lone_surrogate(item, (*loc, key))
+        if found is not None:
+            return found
+    return None
 
 
 def parse_start_timeout(value: str | None) -> float | None:
@@ -116,12 +135,16 @@ class QueueApi:
 
     def __init__(self, store: JobStore, public_url: str | None, limits: InputLimits,
                  shutting_down: threading.Event | None = None,
-                 webhook_policy: AddressPolicy | None = None) -> None:
+                 webhook_policy: AddressPolicy | None = None, *, reaper: InputReaper,
+                 free_space: FreeSpace) -> None:
         self.store = store
         # The SSRF policy deliveries use (server/api/background/webhooks.py), applied at submit too.
         self.webhook_policy = webhook_policy or AddressPolicy.for_operator(None)
         self.public_url = public_url
         self.limits = limits
+        self.input_files = reaper.inputs  # large data: URIs as files, while their job is queued or running
+        self.reaper = reaper
+        self.free_space = free_space
         # Set on SIGTERM: requests that wait on a job (sync run, status streams) end instead of holding
         # the shutdown open while the workers requeue their jobs.
         self.shutting_down = shutting_down or threading.Event()
@@ -166,11 +189,28 @@ class QueueApi:
             return full
         # A seed not given is chosen at submit so a retried attempt reproduces the same video.
         data = stored_input(endpoint, payload, random_seed=secrets.randbelow(MAX_SEED))
-        job = self.store.submit(
-            endpoint.id, data, public_base=public_base(request, self.public_url),
-            priority=PRIORITIES.get((priority or "normal").lower(), PRIORITIES["normal"]),
-            webhook_url=webhook, start_deadline=deadline,
-        )
+        where = lone_surrogate(data)
+        if where is not None:
+            return unprocessable(where, f"{where[-1]} holds a lone surrogate (\\ud800-\\udfff), which is no "
+                                 "text; send valid Unicode", "string_unicode")
+        self.free_space.check()  # an OSError (ENOSPC), answered as a 507 by server/api/responses.py
+        base = public_base(request, self.public_url)
+        try:
+            data, token = self.input_files.spill(data, base)
+        except BadDataUri as exc:
+            return unprocessable(exc.loc, exc.message, exc.error_type)
+        try:
+            job = self.store.submit(
+                endpoint.id, data, public_base=base,
+                priority=PRIORITIES.get((priority or "normal").lower(), PRIORITIES["normal"]),
+                webhook_url=webhook, start_deadline=deadline,
+            )
+        except BaseException:
+            if token is not None:
+                self.input_files.discard(token)
+            raise
+        if token is not None:
+            self.input_files.bind(token, job.id)
         request.state.fal_request_id = job.id
         ignored = unknown_fields(payload)
         if ignored:
@@ -253,9 +293,9 @@ class QueueApi:
                 if shutdown_deadline is not None and time.monotonic() > shutdown_deadline:
                     return shutting_down_response()
                 await asyncio.sleep(RUN_POLL_S)
-                # The light row: the job's input (possibly a large data: URI) is read once, at the end.
+                # The light row: the job's input is never read back.
                 status, _, _ = await run_in_threadpool(self._poll, job.id, None)
-            final = await run_in_threadpool(self._get, job.id)
+            final = await run_in_threadpool(self._result, job.id)
             if shutdown_deadline is not None and final.error is not None and final.error.status_code == 499:
                 return shutting_down_response()  # cancelled by the shutdown, not by anyone the caller knows
             return result_response(final, public_base(request, self.public_url))
@@ -264,15 +304,17 @@ class QueueApi:
 
     # -- status, result, cancel ------------------------------------------------------------------
 
-    def _get(self, request_id: str) -> Job:
-        job = self.store.get(request_id)
+    def _result(self, request_id: str) -> JobResult:
+        job = self.store.get_result(request_id)
         assert job is not None, "jobs are never deleted while a request waits on them"
         return job
 
-    def _lookup(self, request: Request, app_path: str, request_id: str) -> Job | None:
+    def _lookup(self, request: Request, app_path: str, request_id: str,
+                read: Callable[[str], JobResult | JobStatus | None]) -> JobResult | JobStatus | None:
+        """The job through `read`, one of the store's narrow reads: polls never read the job's input."""
         if parse_app_path(app_path) is None:
             return None
-        job = self.store.get(request_id)
+        job = read(request_id)
         if job is not None:
             request.state.fal_request_id = job.id
         return job
@@ -342,15 +384,17 @@ class QueueApi:
             await asyncio.sleep(STREAM_POLL_S)
 
     def result(self, request: Request, app_path: str, request_id: str) -> JSONResponse:
-        job = self._lookup(request, app_path, request_id)
-        if job is None:
+        job = self._lookup(request, app_path, request_id, self.store.get_result)
+        if not isinstance(job, JobResult):
             return JSONResponse(NOT_FOUND, status_code=404)
         return result_response(job, public_base(request, self.public_url))
 
     def cancel(self, request: Request, app_path: str, request_id: str) -> JSONResponse:
-        if self._lookup(request, app_path, request_id) is None:
+        if self._lookup(request, app_path, request_id, self.store.get_status) is None:
             return JSONResponse({"status": CancelOutcome.NOT_FOUND.value, **NOT_FOUND}, status_code=404)
         outcome = self.store.request_cancel(request_id)
+        if outcome is CancelOutcome.OK:
+            self.reaper.reap()  # a queued job's input files are not needed any more
         code = 400 if outcome is CancelOutcome.ALREADY_COMPLETED else 202
         return JSONResponse({"status": outcome.value}, status_code=code)
 

@@ -15,26 +15,53 @@ Tokens and upload ids are not checked yet: authentication is a later issue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import mimetypes
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from server.api.responses import error_response
 from server.api.urls import public_base
 from server.contract.errors import request_error
 from server.files.store import FileStore
-from server.files.uploads import PendingUpload, Uploads, UploadTooLarge
+from server.files.uploads import PendingUpload, UploadBusy, Uploads, UploadTooLarge
 
 CDN_TOKEN_TTL_S = 3600
+M = TypeVar("M", bound=BaseModel)
+
+
+class InitiateBody(BaseModel):
+    """`POST /storage/upload/initiate*`; other keys (storage_type...) are accepted and make no difference."""
+
+    content_type: StrictStr | None = None
+    file_name: StrictStr | None = None
+
+
+class CompletedPart(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    part_number: StrictInt = Field(alias="partNumber", ge=1)
+    etag: StrictStr
+
+
+class CompleteBody(BaseModel):
+    """`POST .../complete`: `{"parts": [{"partNumber": 1, "etag": "..."}, ...]}` (both clients send this)."""
+
+    parts: list[CompletedPart] = Field(min_length=1)
 
 
 def _declared(request: Request) -> int:
-    return int(request.headers.get("content-length") or 0)
+    try:
+        return max(int(request.headers.get("content-length") or 0), 0)
+    except ValueError:
+        return 0  # uvicorn refuses a malformed Content-Length before a route sees it
 
 
 def _default_name(content_type: str) -> str:
@@ -42,20 +69,37 @@ def _default_name(content_type: str) -> str:
     return f"upload{ext}"
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+class _BadJson(Exception):
+    pass
+
+
+async def _json_body(request: Request, model: type[M]) -> M:
+    """The body as `model`; an empty body is `{}`. Malformed JSON (deep nesting included) is a 400, a body
+    of the wrong shape a 422 naming the field, both in fal's error form (server/api/responses.py)."""
     raw = await request.body()
-    if not raw:
-        return {}
     try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+        data = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError) as exc:
+        raise _BadJson() from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors, body=None) from exc
+
+
+def _bad_json() -> JSONResponse:
+    return error_response(request_error("The request body is not valid JSON", "invalid_json", 400))
 
 
 def _too_large(limit: int) -> JSONResponse:
     return error_response(request_error(f"Upload is larger than the {limit} byte limit", "file_too_large",
                                         413))
+
+
+def _busy() -> JSONResponse:
+    return error_response(request_error("This upload is being completed by another request", "upload_busy",
+                                        409))
 
 
 def _not_found() -> JSONResponse:
@@ -94,9 +138,12 @@ class StorageApi:
 
     async def initiate(self, request: Request) -> JSONResponse:
         """`storage_type` (fal-cdn-v3 or gcs) makes no difference here: both end up in the FileStore."""
-        body = await _json_body(request)
-        content_type = str(body.get("content_type") or "application/octet-stream")
-        file_name = str(body.get("file_name") or _default_name(content_type))
+        try:
+            body = await _json_body(request, InitiateBody)
+        except _BadJson:
+            return _bad_json()
+        content_type = body.content_type or "application/octet-stream"
+        file_name = body.file_name or _default_name(content_type)
         upload = self.uploads.create(file_name, content_type)
         return JSONResponse({
             "upload_url": f"{self._base(request)}/storage/upload/{upload.upload_id}",
@@ -111,6 +158,10 @@ class StorageApi:
             size = await self.uploads.write_file(request.stream(), _declared(request), upload)
         except UploadTooLarge:
             return _too_large(self.uploads.max_bytes)
+        except UploadBusy:
+            return _busy()
+        except FileNotFoundError:
+            return _not_found()  # finished by another request meanwhile: the URL was single-use
         return JSONResponse({"file_url": self._file_url(request, upload.name), "size": size})
 
     async def put_part(self, request: Request, upload_id: str, part_number: int) -> JSONResponse:
@@ -121,6 +172,10 @@ class StorageApi:
             etag = await self.uploads.write_part(request.stream(), _declared(request), upload, part_number)
         except UploadTooLarge:
             return _too_large(self.uploads.max_bytes)
+        except UploadBusy:
+            return _busy()
+        except FileNotFoundError:
+            return _not_found()  # completed meanwhile
         # JS reads the JSON body, Python's CDN multipart reads the ETag header: send both.
         return JSONResponse({"partNumber": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
 
@@ -128,15 +183,22 @@ class StorageApi:
         upload = self.uploads.get(upload_id)
         if upload is None:
             return _not_found()
-        parts = (await _json_body(request)).get("parts")
-        if not isinstance(parts, list):
-            return JSONResponse({"detail": "Body must be {\"parts\": [{partNumber, etag}, ...]}"},
-                                status_code=400)
-        # Joins up to --max-upload-bytes and may upload them to a bucket: off the event loop.
-        problem = await asyncio.to_thread(self.uploads.assemble, upload, parts)
+        try:
+            body = await _json_body(request, CompleteBody)
+        except _BadJson:
+            return _bad_json()
+        try:
+            # Joins up to --max-upload-bytes and may upload them to a bucket: off the event loop.
+            problem = await asyncio.to_thread(self.uploads.assemble, upload,
+                                              [(p.part_number, p.etag) for p in body.parts])
+        except UploadBusy:
+            return _busy()
+        except FileNotFoundError:
+            return _not_found()  # completed meanwhile
         if problem is not None:
-            code = 413 if "limit" in problem else 400
-            return JSONResponse({"detail": problem}, status_code=code)
+            if "limit" in problem:
+                return _too_large(self.uploads.max_bytes)
+            return error_response(request_error(problem, "invalid_parts", 400))
         return JSONResponse({"file_url": self._file_url(request, upload.name)})
 
     # -- v3.fal.media style (Python's default): token, then POST the raw body ------------------------
@@ -157,12 +219,17 @@ class StorageApi:
     async def cdn_upload(self, request: Request) -> JSONResponse:
         name, content_type = self._cdn_name(request)
         upload = self.uploads.create(name, content_type)
+        landed = False
         try:
             await self.uploads.write_file(request.stream(), _declared(request), upload)
+            landed = True
         except UploadTooLarge:
             return _too_large(self.uploads.max_bytes)
         finally:
             self.uploads.discard(upload.upload_id)
+            if not landed:  # refused, cut off or out of space: no empty reserved folder is kept
+                with contextlib.suppress(OSError):
+                    self.files.delete_folder(upload.name.partition("/")[0])
         return JSONResponse({"access_url": self._file_url(request, upload.name)})
 
     def cdn_multipart_create(self, request: Request) -> JSONResponse:

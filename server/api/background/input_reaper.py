@@ -1,0 +1,50 @@
+"""Removes the files of large data: URIs (server/files/data_uris.py) once their job is no longer active.
+
+A cancel reaps at once (server/api/routes/queue.py); jobs that end in a worker are caught by this thread
+within REAP_INTERVAL_S. Each pass lists the markers of the jobs that hold such files and asks the job store
+whether each is still queued or running (one indexed read per job), so an idle pass costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from server.files.data_uris import DataUriFiles
+from server.jobs.store import JobStore
+
+log = logging.getLogger("vace.inputs")
+
+REAP_INTERVAL_S = 5.0
+
+
+class InputReaper:
+    def __init__(self, store: JobStore, inputs: DataUriFiles, interval_s: float = REAP_INTERVAL_S) -> None:
+        self.store = store
+        self.inputs = inputs
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def reap(self) -> int:
+        return self.inputs.reap(self.store.retention.is_active)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="input-reaper", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.reap()
+            except Exception:  # a bad pass (a locked database, a full disk) must not end the thread
+                log.exception("removing the input files of finished jobs failed")
+            self._stop.wait(self.interval_s)
