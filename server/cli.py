@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from server.flags import Flag, add_flags, field_values
+from server.logs import configure_logging
 from server.settings import DEFAULT_ANNOTATORS_DIR, DEFAULT_MODEL_DIR, Settings
 
 DEFAULT_REPO = "Wan-AI/Wan2.1-VACE-14B-diffusers"
@@ -56,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"{model} is not a diffusers model folder (no model_index.json); run `vace download` or "
                   "pass --model /path/to/Wan2.1-VACE-14B-diffusers.", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.log_format)
     if not settings.api_keys and not _is_loopback(settings.host):
         print(f"WARNING: serving on {settings.host} without API keys: anyone who reaches this port can run "
               "jobs and read results (set --api-key or VACE_API_KEYS).", file=sys.stderr, flush=True)
@@ -71,7 +71,9 @@ def _serve(args: argparse.Namespace) -> int:
         print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
     run_server(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-               access_log=settings.access_log, ssl_certfile=certfile, ssl_keyfile=keyfile)
+               access_log=settings.access_log, ssl_certfile=certfile, ssl_keyfile=keyfile,
+               # JSON: uvicorn's own lines go through the root logger's JSON handler instead of its config.
+               **({"log_config": None} if settings.log_format == "json" else {}))
     return 0
 
 

@@ -33,6 +33,7 @@ Compile = Literal["auto", "on", "off"]  # pipelines/compile.py's choices
 DepthModel = Literal["midas", "depth-anything-v2"]
 PoseModel = Literal["dwpose", "openpose"]
 SafetyMissing = Literal["warn", "refuse"]
+LogFormat = Literal["text", "json"]
 MEMORY_PLANS: tuple[str, ...] = get_args(MemoryPlan)
 VAE_TILING: tuple[str, ...] = get_args(VaeTiling)
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(Attention)
@@ -147,6 +148,12 @@ class Settings(BaseSettings):
     max_upload_bytes: Annotated[PositiveInt, Flag("max-upload-bytes")] = Field(
         2 * GiB, description="largest file a client may upload to /storage")
     log_level: Annotated[str, Flag("log-level")] = Field("info", description="uvicorn's log level")
+    log_format: Annotated[LogFormat, Flag("log-format")] = Field(
+        "text", description="text, or json: one JSON object a line with job id, worker id and phase "
+                            "(server and workers; server/logs.py)")
+    preview_every: Annotated[int, Flag("preview-every", metavar="STEPS")] = Field(
+        5, ge=0, description="a live preview of the latents every this many denoising steps (and after "
+                             "the last); 0 turns previews off")
     # Off by default: fal's clients poll status at 10 Hz per request, which would be most of the log (and
     # a quarter of the API process's CPU at 2000 polls/s, measured with wrk).
     access_log: Annotated[bool, Flag("access-log")] = Field(

@@ -16,11 +16,13 @@ from server.api.background.retention import RetentionSweeper
 from server.api.background.supervisor import Supervisor
 from server.api.background.webhook_signing import jwks, load_or_create_signing_key
 from server.api.background.webhooks import WebhookDispatcher
+from server.api.metrics import CountingOutbox, Metrics
 from server.api.middleware.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
 from server.api.middleware.auth import ApiKeyMiddleware
 from server.api.middleware.body_limit import RequestSizeMiddleware
 from server.api.middleware.status_fast_path import StatusFastPath
 from server.api.responses import validation_error_response
+from server.api.routes.docs import include_docs
 from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
@@ -56,6 +58,8 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         retry_max_s=settings.webhook_retry_max_s, timeout_s=settings.webhook_timeout_s,
         allow_hosts=settings.fetch_allow_hosts,
     )
+    metrics = Metrics(store)
+    webhooks.deliveries = CountingOutbox(webhooks.deliveries, metrics)  # outcomes for /metrics
 
     uploads = Uploads(files, settings.uploads_dir, settings.max_upload_bytes)
     retention = RetentionSweeper(
@@ -81,6 +85,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         "Submit to /queue/{endpoint_id}, poll .../requests/{id}/status, fetch .../requests/{id}.",
         lifespan=lifespan,
         redirect_slashes=False,  # fal's SDKs follow no redirects; trailing slashes are stripped instead
+        docs_url=None, redoc_url=None,  # served from local files by include_docs
     )
     app.add_exception_handler(RequestValidationError, validation_error_response)
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and
@@ -112,5 +117,6 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
     queue_api.include_in(app)
     storage = StorageApi(files, uploads, settings.public_url)
     app.include_router(storage.router)
-    app.include_router(service_router(store, files, jwks(signing_key.public_key())))
+    app.include_router(service_router(store, files, jwks(signing_key.public_key()), metrics))
+    include_docs(app)
     return app

@@ -37,6 +37,7 @@ class SqliteRetentionQueries:
                 deleted += 1
                 conn.execute("DELETE FROM logs WHERE job_id = ?", (job_id,))
                 conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
+                conn.execute("DELETE FROM job_progress WHERE job_id = ?", (job_id,))
         return deleted
 
     def references(self, text: str) -> bool:
