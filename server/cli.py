@@ -1,4 +1,5 @@
-"""The `vace` command: `vace serve` runs the server, `vace download` fetches weights, `vace bench` times.
+"""The `vace` command: `vace serve` runs the server, `vace download` fetches weights, `vace bench` times,
+`vace run` runs one job (server/run_command.py).
 
 Every option is a field of a pydantic model (server/settings.py's Settings for `serve`, DownloadOptions
 below); server/flags.py turns the fields into flags.
@@ -117,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(download, DownloadOptions)
     download.set_defaults(func=_download)
 
+    # Listed for --help only: main() hands `vace run ...` to server/run_command.py (its options come from
+    # the task's schema, so they are built once the task is known).
+    sub.add_parser("run", add_help=False,
+                   help="one job from local files to an MP4: vace run depth --video in.mp4 --prompt ... "
+                        "-o out.mp4 (vace run TASK -h)")
+
     # Listed for --help only: main() hands `vace bench ...` to pipelines/bench/cli.py before parsing, so
     # the API process's command module never imports pipeline code.
     sub.add_parser("bench", add_help=False,
@@ -130,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.bench.cli import main as bench_main
 
         return bench_main(argv[1:], command=["vace", *argv], prog="vace bench")
+    if argv[:1] == ["run"]:
+        from server.run_command import main as run_main
+
+        return run_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

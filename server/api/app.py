@@ -23,6 +23,7 @@ from server.api.middleware.body_limit import RequestSizeMiddleware
 from server.api.middleware.status_fast_path import StatusFastPath
 from server.api.responses import validation_error_response
 from server.api.routes.docs import include_docs
+from server.api.routes.playground import playground_router
 from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
@@ -119,4 +120,5 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
     app.include_router(storage.router)
     app.include_router(service_router(store, files, jwks(signing_key.public_key()), metrics))
     include_docs(app)
+    app.include_router(playground_router())
     return app

@@ -62,6 +62,7 @@ class Progress:
         self._step_mark: float | None = None
         self.durations: dict[str, float] = {}
         self.preview_url: str | None = None
+        self._fraction = 0.0
 
     def attach_log(self, log_line: Callable[[str], None]) -> None:
         """Send the phase lines to `log_line` too, unless the Progress was made with its own."""
@@ -130,10 +131,12 @@ class Progress:
 
     @property
     def fraction(self) -> float:
-        if self.current is None:
-            return 0.0 if not self.durations else 1.0
-        before = sum(share for name, _, share in PHASES if _ORDER[name] < _ORDER[self.current])
-        return min((before + _SHARE[self.current] * self._inner) / _TOTAL, 1.0)
+        """Never goes back (a reference image fetched after the video's probe re-enters "fetch")."""
+        if self.current is not None:
+            before = sum(share for name, _, share in PHASES if _ORDER[name] < _ORDER[self.current])
+            now = min((before + _SHARE[self.current] * self._inner) / _TOTAL, 1.0)
+            self._fraction = max(self._fraction, now)
+        return self._fraction
 
     def eta_s(self) -> float | None:
         elapsed = self._clock() - self.started
