@@ -7,8 +7,8 @@ solved from them. So it fits whichever VAE is loaded (the real one or `--model t
 constants, costs one small matrix product per encode, and improves as jobs run. A job whose inputs are
 flat (an all-gray generation area) adds nothing; the map of earlier jobs is used then.
 
-A preview is an animated GIF of the latent frames at the latent grid's size (times `UPSCALE`), so the
-cost per preview is one (16 x N) product and a GIF encode of a few kilobytes
+A preview is an animated image of the latent frames at the latent grid's size (`image`), so the cost per
+preview is one (16 x N) product where the latents are and an image encode of a few kilobytes
 (benchmarks/preview_cost.py measures it).
 """
 
@@ -19,17 +19,16 @@ import io
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, features
 
 TEMPORAL = 4  # Wan's VAE: one latent frame per 4 video frames after the first
 SPATIAL = 8  # and 8x8 pixels per latent
 RIDGE = 1e-3
-UPSCALE = 2
 MIN_PIXEL_STD = 0.02  # an (almost) flat input says nothing about colours
 
 
 class LatentPreview:
-    """Per worker: fits the latent -> RGB map from encodes, renders latents as a GIF."""
+    """Per worker: fits the latent -> RGB map from encodes, renders latents as a small animation."""
 
     def __init__(self, latents_mean: list[float] | None = None, latents_std: list[float] | None = None,
                  channels: int = 16) -> None:
@@ -71,22 +70,32 @@ class LatentPreview:
         return self._map
 
     def rgb(self, latents: torch.Tensor) -> np.ndarray:
-        """Normalised latents (1, C, T, h, w) -> uint8 frames (T, h, w, 3)."""
-        z = latents[0].detach().to("cpu", torch.float64)  # (C, T, h, w)
-        z = z * self.std[:, None, None, None] + self.mean[:, None, None, None]
-        flat = z.permute(1, 2, 3, 0).reshape(-1, self.channels)
-        out = torch.cat([flat, torch.ones(len(flat), 1, dtype=torch.float64)], 1) @ self.projection()
-        frames = out.reshape(*z.shape[1:], 3).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-        return frames
+        """Normalised latents (1, C, T, h, w) -> uint8 frames (T, h, w, 3).
 
-    def gif(self, latents: torch.Tensor, fps: float = 8.0) -> bytes:
-        frames = self.rgb(latents)
-        images = [Image.fromarray(f).resize((f.shape[1] * UPSCALE, f.shape[0] * UPSCALE), Image.NEAREST)
-                  for f in frames]
+        Computed where the latents are (a GPU's step is not held up by a copy of the latents), with the
+        pipeline's normalisation folded into the map; only the small uint8 frames come to the host."""
+        projection = self.projection()
+        weights = projection[:-1] * self.std[:, None]  # raw = z * std + mean
+        bias = projection[-1] + self.mean @ projection[:-1]
+        z = latents[0].detach()
+        weights = weights.to(z.device, torch.float32)
+        bias = bias.to(z.device, torch.float32)
+        rgb = torch.einsum("cthw,cd->thwd", z.float(), weights) + bias
+        return rgb.clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu().numpy()
+
+    def image(self, latents: torch.Tensor, fps: float = 8.0) -> tuple[bytes, str]:
+        """An animated preview of the latent frames, and its file extension: WebP (a few kB, encoded in a
+        fraction of GIF's time) where Pillow has it, else GIF. Shown at the latent grid's size; pages scale it
+        up (pixelated)."""
+        frames = [Image.fromarray(f) for f in self.rgb(latents)]
         buffer = io.BytesIO()
-        images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+        if features.check("webp"):
+            frames[0].save(buffer, format="WEBP", save_all=True, append_images=frames[1:],
+                           duration=int(1000 / fps), loop=0, quality=60, method=0)
+            return buffer.getvalue(), "webp"
+        frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:],
                        duration=int(1000 / fps), loop=0)
-        return buffer.getvalue()
+        return buffer.getvalue(), "gif"
 
 
 def _pool_to_latent_grid(video: torch.Tensor, grid: torch.Size | tuple[int, ...]) -> torch.Tensor | None:

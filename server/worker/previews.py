@@ -21,13 +21,13 @@ log = logging.getLogger("vace.preview")
 
 
 class Previews:
-    """Every few steps: the latents as a small GIF, stored (one file per job, rewritten) and announced in
-    the job's logs and progress."""
+    """Every few steps: the latents as a small animation, stored (one file per job, rewritten) and announced
+    in the job's logs and progress."""
 
     def __init__(self, fit: LatentPreview, hooks: JobHooks, job_id: str) -> None:
         self.fit = fit
         self.hooks = hooks
-        self.file_name = f"preview-{job_id[:8]}.gif"
+        self.file_stem = f"preview-{job_id[:8]}"
         self.seconds: list[float] = []
 
     @classmethod
@@ -44,7 +44,8 @@ class Previews:
             return  # nothing to fit colours from yet (no informative encode on this worker)
         started = time.perf_counter()
         try:
-            url = self.hooks.store_preview(self.fit.gif(latents), self.file_name)
+            data, extension = self.fit.image(latents)
+            url = self.hooks.store_preview(data, f"{self.file_stem}.{extension}")
         except Exception:  # noqa: BLE001 - a preview must never fail the job
             log.exception("preview after step %d failed", step)
             return
@@ -71,7 +72,8 @@ class PhasedFetcher(Fetcher):
         self._progress = progress
 
     def fetch(self, url: str, field: str, dest_dir: Path) -> Path:
-        self._progress.enter("fetch", field)
+        if self._progress.current != "fetch":
+            self._progress.enter("fetch", field)
         try:
             return self._inner.fetch(url, field, dest_dir)
         finally:

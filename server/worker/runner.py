@@ -100,7 +100,7 @@ class Executor:
         # 3. Inputs, fitted to the output fps and length (the size depends on the task); reframe's temporal
         #    downsampling keeps every (d+1)-th frame for generation.
         reader = InputReader(PhasedFetcher(self.fetcher, progress), self.limits, scratch)
-        with progress.phase("probe"):
+        with progress.phase("fetch"):  # PhasedFetcher moves it to "probe" after each download
             fitted = fit_input(reader, request, plan)
         _check_cancel(hooks)
 

@@ -64,13 +64,14 @@ def test_projection_recovers_a_linear_colour_map() -> None:
     assert np.abs(recovered.astype(float) - expected).max() <= 3
 
 
-def test_gif_has_one_frame_per_latent_frame_at_twice_the_grid() -> None:
+def test_preview_is_an_animation_with_one_frame_per_latent_frame() -> None:
     preview = LatentPreview()
     video = torch.rand(1, 3, 5, 16, 24) * 2 - 1
     latents = torch.randn(1, 16, 2, 2, 3)
     preview.observe(video, latents)
-    image = Image.open(io.BytesIO(preview.gif(latents)))
-    assert image.format == "GIF" and image.size == (6, 4) and image.n_frames == 2
+    data, extension = preview.image(latents)
+    image = Image.open(io.BytesIO(data))
+    assert image.format == extension.upper() and image.size == (3, 2) and image.n_frames == 2
 
 
 def test_flat_inputs_teach_nothing() -> None:
