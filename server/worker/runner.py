@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from pipelines.preview import LatentPreview
 
 __all__ = ["Executor", "Generated", "JobHooks", "Timing"]
+INTERPOLATION_BATCH = 16  # frame pairs per progress report
 
 
 class Executor:
@@ -203,7 +204,16 @@ def _interpolate(models: RequestModels, timeline: Timeline, output: np.ndarray,
         raise RuntimeError("the timeline has temporal factors but no interpolator was loaded")
     _check_cancel(hooks)
     started = time.monotonic()
-    output = models.interpolator.interpolate(output, timeline.factor)[: timeline.output_frames]
+    # In batches of frame pairs, so progress (and cancellation) reach inside a phase that takes minutes on
+    # long outputs; each in-between depends on its pair only, so the joined result is the same.
+    pieces = [output[:1]]
+    pairs = len(output) - 1
+    for start in range(0, pairs, INTERPOLATION_BATCH):
+        stop = min(start + INTERPOLATION_BATCH, pairs)
+        pieces.append(models.interpolator.interpolate(output[start:stop + 1], timeline.factor)[1:])
+        hooks.progress.inner(stop, pairs)
+        _check_cancel(hooks)
+    output = np.concatenate(pieces)[: timeline.output_frames]
     hooks.log(f"Interpolated to {len(output)} frames in {time.monotonic() - started:.1f}s")
     return output
 

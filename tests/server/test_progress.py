@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from server.worker.progress import Progress
@@ -93,3 +96,28 @@ def test_a_failing_store_never_fails_the_job() -> None:
 def test_unknown_phase_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown phase"):
         Progress().enter("teleport")
+
+
+def test_interpolation_in_batches_equals_one_call_and_reports_progress(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner interpolates in batches of frame pairs (progress inside the phase): the tiny RIFE network
+    (real code, random weights) gives the same frames as one call over the whole video."""
+    from preprocessors.annotators.tiny import build_tiny_rife
+    from preprocessors.interpolation.rife import load_rife
+    from server.worker.models import RequestModels
+    from server.worker.runner import INTERPOLATION_BATCH, _interpolate
+    from server.worker.types import JobHooks
+
+    rife = load_rife(build_tiny_rife(tmp_path / "rife"), "cpu")
+    frames = np.random.default_rng(0).integers(0, 256, (2 * INTERPOLATION_BATCH + 5, 32, 32, 3), np.uint8)
+    whole = rife.interpolate(frames, 2)
+    monkeypatch.setattr("server.worker.progress.PUBLISH_EVERY_S", -1.0)  # every report is written
+    published: list[dict[str, Any]] = []
+    progress = Progress(published.append, None, Clock())
+    hooks = JobHooks(log=lambda _: None, should_cancel=lambda: False, progress=progress)
+    progress.enter("interpolate")
+    timeline = SimpleNamespace(factor=2, output_frames=len(whole))
+    batched = _interpolate(RequestModels(interpolator=rife), timeline, frames, hooks)  # type: ignore[arg-type]
+    assert np.array_equal(batched, whole)
+    fractions = [p["fraction"] for p in published if p["phase"] == "interpolate"]
+    assert len(set(fractions)) >= 3 and fractions == sorted(fractions)
