@@ -149,7 +149,7 @@ def generate(
     on_step(done, total) runs after each denoising step. If should_cancel() turns true (checked before the
     run and after each step), GenerationCancelled is raised without running the remaining steps or the
     VAE decode. on_log(message) gets the step cache's summary (how many steps were computed).
-    on_phase(name) is called as the pipeline enters "vae_encode", "denoise" and "vae_decode";
+    on_phase(name) is called as the run enters "text_encode", "vae_encode", "denoise" and "vae_decode";
     on_encode(video, latents) sees each VAE encode (pipelines/preview.py fits its colours from them);
     on_latents(step, latents) gets the current latents every `latents_every` steps and after the last.
     """
@@ -186,6 +186,8 @@ def generate(
         # Encoded here rather than inside the call so the memory plan can move the text encoder off the GPU
         # before denoising (all_on_gpu), and a repeated prompt is not encoded again
         # (pipelines/prompt_cache.py); the frames are the same either way.
+        if on_phase is not None:
+            on_phase("text_encode")
         prompt_embeds, negative_embeds = cached_prompt_embeds(
             pipe, req.prompt, req.negative_prompt, do_classifier_free_guidance=req.guidance_scale > 1.0
         )

@@ -26,6 +26,7 @@ PHASES: tuple[tuple[str, str, float], ...] = (
     ("input_safety", "Safety check of the inputs", 0.01),
     ("prompt", "Prompt expansion", 0.02),
     ("annotate", "Conditioning (annotators)", 0.08),
+    ("text_encode", "Encoding the prompt", 0.01),
     ("vae_encode", "VAE encode", 0.05),
     ("denoise", "Denoising", 0.66),
     ("vae_decode", "VAE decode", 0.06),

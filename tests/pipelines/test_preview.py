@@ -37,7 +37,7 @@ def test_generate_reports_phases_in_order_and_latents_every_n_steps(pipe: WanVAC
     preview = LatentPreview(pipe.vae.config.latents_mean, pipe.vae.config.latents_std, 16)
     frames = generate(pipe, request(steps=5), on_phase=phases.append, on_encode=preview.observe,
                       on_latents=lambda step, z: latents_at.append((step, tuple(z.shape))), latents_every=2)
-    assert phases == ["vae_encode", "denoise", "vae_decode"]
+    assert phases == ["text_encode", "vae_encode", "denoise", "vae_decode"]
     # Every 2 steps and after the last; the latents are Wan's 16 channels on the 8x-smaller grid.
     assert [s for s, _ in latents_at] == [2, 4, 5]
     assert latents_at[0][1] == (1, 16, (FRAMES - 1) // 4 + 1, HEIGHT // 8, WIDTH // 8)
