@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def test_vace_run_against_the_server_leaves_phases_previews_metrics_and_json_log
     info = probe_video(out)
     assert (info.width, info.height, info.num_frames) == (416, 240, 81)
     # Not a terminal: one plain line per change, with the phase and the step.
-    assert "Denoising, step 2/2" in run.stderr and "\r" not in run.stderr
+    assert re.search(r"Denoising, step [12]/2, ETA \d+s, \d+%\n", run.stderr) and "\r" not in run.stderr
     request_id = run.stderr.split("request ", 1)[1].split()[0]
 
     with httpx.Client(base_url=server.base, headers=AUTH, timeout=30) as client:
