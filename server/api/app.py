@@ -86,7 +86,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         "Submit to /queue/{endpoint_id}, poll .../requests/{id}/status, fetch .../requests/{id}.",
         lifespan=lifespan,
         redirect_slashes=False,  # fal's SDKs follow no redirects; trailing slashes are stripped instead
-        docs_url=None, redoc_url=None,  # served from local files by include_docs
+        docs_url=None, redoc_url=None,  # /docs from local files by include_docs; no ReDoc (see there)
     )
     app.add_exception_handler(RequestValidationError, validation_error_response)
     # Innermost: addressing has already mapped /api/fal/proxy and Host: queue.* onto the real routes, and

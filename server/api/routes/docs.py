@@ -1,8 +1,9 @@
-"""/docs (Swagger UI) and /redoc from this server's own files: no page loads anything from another host.
+"""/docs (Swagger UI) from this server's own files: no page loads anything from another host.
 
 FastAPI's default pages pull their scripts from a CDN, which leaves /docs blank behind a firewall, where
-self-hosted servers often are. The fastapi-offline package ships the Swagger UI and ReDoc bundles (their
-licences: Apache-2.0 and MIT, in the package's metadata); we serve them at STATIC_DOCS_ROUTE.
+self-hosted servers often are. The fastapi-offline package ships the Swagger UI bundle (Apache-2.0, stated
+in the package's metadata); we serve it at STATIC_DOCS_ROUTE. ReDoc is not offered: its bundle loads its
+logo from its vendor's CDN (tests/server/test_ops_e2e.py records every request the pages make).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -25,7 +26,7 @@ SWAGGER_PARAMETERS = {"validatorUrl": None, "defaultModelsExpandDepth": 0}
 
 
 def include_docs(app: FastAPI) -> None:
-    """Mount the bundles and the two pages; create the app with docs_url=None and redoc_url=None."""
+    """Mount the bundle and the page; create the app with docs_url=None and redoc_url=None."""
     app.mount(STATIC_DOCS_ROUTE, StaticFiles(directory=BUNDLES), name="static-docs")
     app.mount(STATIC_ROUTE, StaticFiles(directory=APP_STATIC), name="static-app")
     favicon = f"{STATIC_DOCS_ROUTE}/favicon.png"
@@ -43,9 +44,3 @@ def include_docs(app: FastAPI) -> None:
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     def swagger_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get("/redoc", include_in_schema=False)
-    def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{STATIC_DOCS_ROUTE}/redoc.standalone.js",
-                              redoc_favicon_url=favicon, with_google_fonts=False)

@@ -91,5 +91,5 @@ INDEX_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Wan VACE
 <body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
 <h1>Wan VACE 14B, fal-compatible</h1>
 <ul><li><a href="/playground">Playground</a>: try every endpoint from this page</li>
-<li><a href="/docs">API docs</a> (Swagger UI) and <a href="/redoc">ReDoc</a></li>
+<li><a href="/docs">API docs</a> (Swagger UI)</li>
 <li><a href="/metrics">Prometheus metrics</a>, <a href="/health">health</a></li></ul></body></html>"""
