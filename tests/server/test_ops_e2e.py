@@ -96,7 +96,7 @@ def test_vace_run_against_the_server_leaves_phases_previews_metrics_and_json_log
 def test_failed_and_cancelled_jobs_count_and_vace_run_says_why(server: LiveServer, media: Media,
                                                                tmp_path: Path) -> None:
     before = metrics(server)
-    run = vace_run("depth", "--server", server.base, "--api-key", KEY, "--video", str(media.junk),
+    run = vace_run("depth", "--server", server.base, "--api-key", KEY, "--video", str(media.not_a_video),
                    "--prompt", "x", "--resolution", "240p", "-o", str(tmp_path / "never.mp4"))
     assert run.returncode == 1
     assert "the job failed (" in run.stderr and not (tmp_path / "never.mp4").exists()
