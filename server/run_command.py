@@ -80,6 +80,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif kind == "array":
             kwargs.update(action="append", metavar="PATH|URL" if name.endswith("_urls") else "VALUE")
+            if not name.endswith("_urls"):
+                kwargs["type"] = _json_or_text
+        elif kind not in ("string", "integer", "number"):  # objects and unions: given as JSON
+            kwargs.update(type=_json_or_text, metavar="JSON")
         else:
             kwargs["type"] = {"integer": int, "number": float}.get(kind or "", str)
             if "enum" in prop:
@@ -90,6 +94,14 @@ def build_parser(task: str) -> argparse.ArgumentParser:
             kwargs["required"] = True
         fields.add_argument(*names, **kwargs)
     return parser
+
+
+def _json_or_text(value: str) -> Any:
+    """A JSON value where the text is one (numbers, objects, lists), else the text itself."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 # -- the client ------------------------------------------------------------------------------------------

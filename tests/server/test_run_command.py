@@ -66,3 +66,11 @@ def test_unknown_task_and_missing_file(capsys: pytest.CaptureFixture[str]) -> No
     assert "vace run {root,depth" in capsys.readouterr().err
     code = main(["depth", "--server", "http://127.0.0.1:9", "--prompt", "p", "--video", "/no/such.mp4"])
     assert code == EXIT_REFUSED and "no such file" in capsys.readouterr().err
+
+
+def test_object_and_list_values_are_read_as_json_text_stays_text() -> None:
+    from server.run_command import _json_or_text
+
+    assert _json_or_text('{"a": [1, 2]}') == {"a": [1, 2]}
+    assert _json_or_text("12") == 12
+    assert _json_or_text("a cat") == "a cat"

@@ -122,10 +122,17 @@ function fieldElement(name, prop, required) {
     input.step = info.type === "integer" ? "1" : "any";
     if (info.default !== undefined && info.default !== null) input.value = info.default;
     row.append(input);
-  } else {
+  } else if (info.type === "string") {
     input = document.createElement(name.includes("prompt") ? "textarea" : "input");
     if (input.tagName === "INPUT") input.type = "text";
     if (typeof info.default === "string") input.value = info.default;
+    row.append(input);
+  } else {
+    // objects, arrays of anything but URLs, unions: typed as JSON
+    row.dataset.json = "1";
+    input = document.createElement("textarea");
+    input.placeholder = "JSON";
+    if (info.default !== undefined && info.default !== null) input.value = JSON.stringify(info.default);
     row.append(input);
   }
   input.id = id;
@@ -193,6 +200,12 @@ async function collectInput(withUploads) {
       body[name] = input.checked;
     } else if (input.value === "") {
       continue;
+    } else if (row.dataset.json) {
+      try {
+        body[name] = JSON.parse(input.value);
+      } catch (err) {
+        throw new Error(`${name} is not valid JSON: ${err.message}`);
+      }
     } else if (row.dataset.type === "integer") {
       body[name] = parseInt(input.value, 10);
     } else if (row.dataset.type === "number") {
