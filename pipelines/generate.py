@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,12 +150,19 @@ def generate(
     on_step: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     on_log: Callable[[str], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    on_encode: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    on_latents: Callable[[int, torch.Tensor], None] | None = None,
+    latents_every: int = 0,
 ) -> np.ndarray:
     """Generate a video; returns uint8 frames of shape (F, H, W, 3).
 
     on_step(done, total) runs after each denoising step. If should_cancel() turns true (checked before the
     run and after each step), GenerationCancelled is raised without running the remaining steps or the
     VAE decode. on_log(message) gets the step cache's summary (how many steps were computed).
+    on_phase(name) is called as the run enters "text_encode", "vae_encode", "denoise" and "vae_decode";
+    on_encode(video, latents) sees each VAE encode (pipelines/preview.py fits its colours from them);
+    on_latents(step, latents) gets the current latents every `latents_every` steps and after the last.
     """
     req.validate()
     if should_cancel is not None and should_cancel():
@@ -169,6 +176,10 @@ def generate(
             cache.end_step()
         if on_step is not None:
             on_step(step + 1, p.num_timesteps)
+        done = step + 1
+        if on_latents is not None and latents_every > 0 and "latents" in callback_kwargs and (
+                done % latents_every == 0 or done == p.num_timesteps):
+            on_latents(done, callback_kwargs["latents"])
         if should_cancel is not None and should_cancel():
             p._interrupt = True  # so anything reading pipe.interrupt sees the state
             # Raising (rather than only setting _interrupt) is what skips the VAE decode after the loop.
@@ -186,10 +197,13 @@ def generate(
         # Encoded here rather than inside the call so the memory plan can move the text encoder off the GPU
         # before denoising (all_on_gpu), and a repeated prompt is not encoded again
         # (pipelines/prompt_cache.py); the frames are the same either way.
+        if on_phase is not None:
+            on_phase("text_encode")
         prompt_embeds, negative_embeds = cached_prompt_embeds(
             pipe, req.prompt, req.negative_prompt, do_classifier_free_guidance=req.guidance_scale > 1.0
         )
-        with torch.inference_mode(), cache if cache is not None else nullcontext():
+        with torch.inference_mode(), cache if cache is not None else nullcontext(), \
+                _instrumented(pipe, on_phase, on_encode):
             out = pipe(
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,
@@ -227,3 +241,52 @@ def _request_scheduler(loaded: Any, req: GenerationRequest) -> Any:
         # Flow-matching UniPC/DPM++ call it flow_shift, FlowMatchEuler shift.
         shift = config.get("flow_shift") or config.get("shift") or 1.0
     return build_scheduler(config, req.sampler, float(shift))
+
+
+@contextmanager
+def _instrumented(pipe: WanVACEPipeline, on_phase: Callable[[str], None] | None,
+                  on_encode: Callable[[torch.Tensor, torch.Tensor], None] | None) -> Iterator[None]:
+    """Report the pipeline's phases from inside its call: the first VAE encode starts "vae_encode", the
+    transformer's first forward "denoise", the VAE decode "vae_decode". Instance attributes shadow the
+    VAE's methods for this call only; a forward pre-hook watches the transformer."""
+    if on_phase is None and on_encode is None:
+        yield
+        return
+    vae, transformer = pipe.vae, pipe.transformer
+    current: list[str] = []
+
+    def enter(name: str) -> None:
+        if current[-1:] != [name]:
+            current.append(name)
+            if on_phase is not None:
+                on_phase(name)
+
+    encode, decode = vae.encode, vae.decode
+    shadowed = {name: vae.__dict__[name] for name in ("encode", "decode") if name in vae.__dict__}
+
+    def timed_encode(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        enter("vae_encode")
+        out = encode(x, *args, **kwargs)
+        if on_encode is not None:
+            try:
+                dist = out.latent_dist if hasattr(out, "latent_dist") else out[0]
+                on_encode(x, dist.mode())
+            except Exception:  # a preview's colour fit must never fail a generation
+                log.exception("preview fit skipped")
+        return out
+
+    def timed_decode(*args: Any, **kwargs: Any) -> Any:
+        enter("vae_decode")
+        return decode(*args, **kwargs)
+
+    handle = transformer.register_forward_pre_hook(lambda *_: enter("denoise"))
+    vae.encode, vae.decode = timed_encode, timed_decode
+    try:
+        yield
+    finally:
+        handle.remove()
+        for name in ("encode", "decode"):
+            if name in shadowed:
+                setattr(vae, name, shadowed[name])
+            else:
+                delattr(vae, name)

@@ -75,7 +75,14 @@ class Leader:
     def generate(self, pipe: WanVACEPipeline, req: GenerationRequest, *,
                  on_step: Callable[[int, int], None] | None = None,
                  should_cancel: Callable[[], bool] | None = None,
-                 on_log: Callable[[str], None] | None = None) -> np.ndarray:
+                 on_log: Callable[[str], None] | None = None,
+                 on_phase: Callable[[str], None] | None = None,
+                 on_encode: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+                 on_latents: Callable[[int, torch.Tensor], None] | None = None,
+                 latents_every: int = 0) -> np.ndarray:
+        # Phases, previews and the VAE-encode hook run on rank 0 only: its pipeline holds the whole latents.
+        hooks: dict[str, Any] = {"on_phase": on_phase, "on_encode": on_encode, "on_latents": on_latents,
+                                 "latents_every": latents_every}
         req.validate()  # a bad request fails here, before any other rank is involved
         refusal = request_refusal(pipe, req.num_frames, req.height, req.width, len(req.reference_images))
         if refusal is not None:
@@ -84,7 +91,8 @@ class Leader:
             if on_log is not None:
                 on_log(message)
             with serial(pipe.transformer):
-                return generate(pipe, req, on_step=on_step, should_cancel=should_cancel, on_log=on_log)
+                return generate(pipe, req, on_step=on_step, should_cancel=should_cancel, on_log=on_log,
+                                **hooks)
         if on_log is not None:
             on_log(f"Generating across {self.link.world_size} GPUs (context parallel)")
 
@@ -93,7 +101,7 @@ class Leader:
 
         self.link.send(_RUN, req)
         try:
-            return generate(pipe, req, on_step=on_step, should_cancel=shared_cancel, on_log=on_log)
+            return generate(pipe, req, on_step=on_step, should_cancel=shared_cancel, on_log=on_log, **hooks)
         except GenerationCancelled:
             raise
         except BaseException:

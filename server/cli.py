@@ -1,5 +1,6 @@
 """The `vace` command: `vace serve` runs the server, `vace worker` runs GPU workers for servers on other
-machines, `vace download` fetches weights, `vace bench` times.
+machines, `vace download` fetches weights, `vace bench` times, `vace run` runs one job
+(server/run_command.py).
 
 Every option is a field of a pydantic model (server/settings.py's Settings for `serve`, DownloadOptions
 below); server/flags.py turns the fields into flags.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from server.flags import Flag, add_flags, field_values
+from server.logs import configure_logging
 from server.settings import DEFAULT_ANNOTATORS_DIR, DEFAULT_MODEL_DIR, Settings
 
 DEFAULT_REPO = "Wan-AI/Wan2.1-VACE-14B-diffusers"
@@ -57,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"{model} is not a diffusers model folder (no model_index.json); run `vace download` or "
                   "pass --model /path/to/Wan2.1-VACE-14B-diffusers.", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.log_format)
     if not settings.api_keys and not _is_loopback(settings.host):
         print(f"WARNING: serving on {settings.host} without API keys: anyone who reaches this port can run "
               "jobs and read results (set --api-key or VACE_API_KEYS).", file=sys.stderr, flush=True)
@@ -88,7 +89,9 @@ def _run(settings: Settings) -> int:
                         settings.max_connections)
     run_server(create_app(settings), limits=limits, host=settings.host, port=settings.port,
                log_level=settings.log_level, access_log=settings.access_log, ssl_certfile=certfile,
-               ssl_keyfile=keyfile)
+               ssl_keyfile=keyfile,
+               # JSON: uvicorn's own lines go through the root logger's JSON handler instead of its config.
+               **({"log_config": None} if settings.log_format == "json" else {}))
     return 0
 
 
@@ -116,7 +119,7 @@ def _worker(args: argparse.Namespace) -> int:
     if settings.num_workers < 1 and not settings.gpus:
         print("vace worker: --workers must be at least 1", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.log_format)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = open_settings_job_store(settings)
     supervisor = Supervisor(settings, store)
@@ -178,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(download, DownloadOptions)
     download.set_defaults(func=_download)
 
+    # Listed for --help only: main() hands `vace run ...` to server/run_command.py (its options come from
+    # the task's schema, so they are built once the task is known).
+    sub.add_parser("run", add_help=False,
+                   help="one job from local files to an MP4: vace run depth --video in.mp4 --prompt ... "
+                        "-o out.mp4 (vace run TASK -h)")
+
     # Listed for --help only: main() hands `vace bench ...` to pipelines/bench/cli.py before parsing, so
     # the API process's command module never imports pipeline code.
     sub.add_parser("bench", add_help=False,
@@ -191,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.bench.cli import main as bench_main
 
         return bench_main(argv[1:], command=["vace", *argv], prog="vace bench")
+    if argv[:1] == ["run"]:
+        from server.run_command import main as run_main
+
+        return run_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

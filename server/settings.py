@@ -36,6 +36,7 @@ PoseModel = Literal["dwpose", "openpose"]
 SafetyMissing = Literal["warn", "refuse"]
 FileUrls = Literal["api", "presigned"]
 MaskTracking = Literal["track", "static"]
+LogFormat = Literal["text", "json"]
 MEMORY_PLANS: tuple[str, ...] = get_args(MemoryPlan)
 VAE_TILING: tuple[str, ...] = get_args(VaeTiling)
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(Attention)
@@ -203,6 +204,12 @@ class Settings(BaseSettings):
         GiB, description="free space under --data-dir below which uploads and submits are refused (507); "
                          "0 turns the check off")
     log_level: Annotated[str, Flag("log-level")] = Field("info", description="uvicorn's log level")
+    log_format: Annotated[LogFormat, Flag("log-format")] = Field(
+        "text", description="text, or json: one JSON object a line with job id, worker id and phase "
+                            "(server and workers; server/logs.py)")
+    preview_every: Annotated[int, Flag("preview-every", metavar="STEPS")] = Field(
+        5, ge=0, description="a live preview of the latents every this many denoising steps (and after "
+                             "the last); 0 turns previews off")
     # Off by default: fal's clients poll status at 10 Hz per request, which would be most of the log (and
     # a quarter of the API process's CPU at 2000 polls/s, measured with wrk).
     access_log: Annotated[bool, Flag("access-log")] = Field(

@@ -18,12 +18,15 @@ from server.api.background.start_timeouts import StartTimeoutSweeper
 from server.api.background.supervisor import Supervisor
 from server.api.background.webhook_signing import jwks, load_or_create_signing_key
 from server.api.background.webhooks import WebhookDispatcher
+from server.api.metrics import CountingOutbox, Metrics
 from server.api.middleware.addressing import REQUEST_ID_HEADER, FalAddressingMiddleware
 from server.api.middleware.auth import ApiKeyMiddleware
 from server.api.middleware.body_limit import RequestSizeMiddleware
 from server.api.middleware.status_fast_path import StatusFastPath
 from server.api.responses import os_error_response, validation_error_response
+from server.api.routes.docs import include_docs
 from server.api.routes.openapi import openapi_router
+from server.api.routes.playground import playground_router
 from server.api.routes.queue import QueueApi
 from server.api.routes.service import service_router
 from server.api.routes.storage import StorageApi
@@ -61,6 +64,8 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         retry_max_s=settings.webhook_retry_max_s, timeout_s=settings.webhook_timeout_s,
         allow_hosts=settings.fetch_allow_hosts, concurrency=settings.webhook_concurrency,
     )
+    metrics = Metrics(store)
+    webhooks.deliveries = CountingOutbox(webhooks.deliveries, metrics)  # outcomes for /metrics
 
     free_space = FreeSpace(settings.data_dir, settings.min_free_disk_bytes)
     uploads = open_settings_uploads(settings, files, free_space)
@@ -94,6 +99,7 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
         "Submit to /queue/{endpoint_id}, poll .../requests/{id}/status, fetch .../requests/{id}.",
         lifespan=lifespan,
         redirect_slashes=False,  # fal's SDKs follow no redirects; trailing slashes are stripped instead
+        docs_url=None, redoc_url=None,  # /docs from local files by include_docs; no ReDoc (see there)
     )
     app.add_exception_handler(RequestValidationError, validation_error_response)
     app.add_exception_handler(OSError, os_error_response)  # a full disk is a 507, never a plain-text 500
@@ -130,5 +136,8 @@ def create_app(settings: Settings, *, run_workers: bool = True, store: JobStore 
     app.include_router(storage.router)
     presign_s = settings.presigned_url_ttl_s if settings.file_urls == "presigned" else None
     app.include_router(openapi_router(settings.public_url, bool(settings.api_keys)))
-    app.include_router(service_router(store, files, jwks(signing_key.public_key()), presign_s=presign_s))
+    app.include_router(service_router(store, files, jwks(signing_key.public_key()), metrics,
+                                      presign_s=presign_s))
+    include_docs(app)
+    app.include_router(playground_router())
     return app

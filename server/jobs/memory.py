@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
+from server.jobs.memory_telemetry import MemoryTelemetry
 from server.jobs.model import (
     PRIORITIES,
     CancelOutcome,
@@ -39,6 +40,11 @@ class MemoryJobStore:
         self._last_log_id = 0
         self._webhooks = MemoryWebhookOutbox(self)
         self._retention = MemoryRetentionQueries(self)
+        self._telemetry = MemoryTelemetry(self)
+
+    @property
+    def telemetry(self) -> MemoryTelemetry:
+        return self._telemetry
 
     @property
     def webhooks(self) -> MemoryWebhookOutbox:
@@ -296,6 +302,7 @@ class MemoryRetentionQueries:
                 del self.store.jobs[job_id]
                 self.store.log_entries.pop(job_id, None)
                 self.store.deliveries.pop(job_id, None)
+                self.store.telemetry.forget(job_id)
                 deleted += 1
         return deleted
 

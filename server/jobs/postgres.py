@@ -45,6 +45,7 @@ from server.jobs.postgres_db import (
     row_to_status,
 )
 from server.jobs.postgres_retention import PostgresRetentionQueries
+from server.jobs.postgres_telemetry import PostgresTelemetry
 from server.jobs.postgres_webhooks import PostgresWebhookOutbox
 
 DEFAULT_LEASE_S = 30.0
@@ -69,6 +70,7 @@ class PostgresJobStore:
         self.max_attempts = max_attempts
         self._webhooks = PostgresWebhookOutbox(self.db)
         self._retention = PostgresRetentionQueries(self.db)
+        self._telemetry = PostgresTelemetry(self.db)
         self._listener: psycopg.Connection[Row] | None = None
 
     @property
@@ -78,6 +80,10 @@ class PostgresJobStore:
     @property
     def retention(self) -> PostgresRetentionQueries:
         return self._retention
+
+    @property
+    def telemetry(self) -> PostgresTelemetry:
+        return self._telemetry
 
     def close(self) -> None:
         if self._listener is not None:

@@ -84,6 +84,20 @@ CREATE TABLE IF NOT EXISTS vace_webhook_deliveries (
     delivered_at  DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS vace_webhook_due ON vace_webhook_deliveries (next_at) WHERE state = 'pending';
+-- server/jobs/postgres_telemetry.py. resolution: the request's, copied from its input at the first progress
+-- write (a job's input is cleared when it completes), for /metrics' labels.
+CREATE TABLE IF NOT EXISTS vace_job_progress (
+    job_id      TEXT PRIMARY KEY,
+    data        TEXT NOT NULL,
+    resolution  TEXT,
+    updated_at  DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vace_worker_stats (
+    worker_id   TEXT PRIMARY KEY,
+    data        TEXT NOT NULL,
+    updated_at  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vace_jobs_created_at ON vace_jobs (created_at);
 """
 
 STATUS_COLUMNS = "id, seq, status, priority, started_at, completed_at, error, error_type"

@@ -28,6 +28,7 @@ class PostgresRetentionQueries:
             if gone:
                 conn.execute("DELETE FROM vace_logs WHERE job_id = ANY(%s)", (gone,))
                 conn.execute("DELETE FROM vace_webhook_deliveries WHERE job_id = ANY(%s)", (gone,))
+                conn.execute("DELETE FROM vace_job_progress WHERE job_id = ANY(%s)", (gone,))
         return len(gone)
 
     def references(self, text: str) -> bool:

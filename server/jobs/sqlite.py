@@ -28,6 +28,7 @@ from server.jobs.sqlite_db import (
     row_to_status,
 )
 from server.jobs.sqlite_retention import SqliteRetentionQueries
+from server.jobs.sqlite_telemetry import TELEMETRY_SCHEMA, SqliteTelemetry
 from server.jobs.sqlite_webhooks import WEBHOOK_SCHEMA, SqliteWebhookOutbox
 
 
@@ -35,10 +36,15 @@ class SqliteJobStore:
     """server/jobs/store.py's JobStore in one SQLite file; thread-safe (one connection per thread)."""
 
     def __init__(self, path: Path) -> None:
-        self.db = SqliteDatabase(path, SCHEMA, WEBHOOK_SCHEMA)
+        self.db = SqliteDatabase(path, SCHEMA, WEBHOOK_SCHEMA, TELEMETRY_SCHEMA)
         self.path = path
         self._webhooks = SqliteWebhookOutbox(self.db)
         self._retention = SqliteRetentionQueries(self.db)
+        self._telemetry = SqliteTelemetry(self.db)
+
+    @property
+    def telemetry(self) -> SqliteTelemetry:
+        return self._telemetry
 
     @property
     def webhooks(self) -> SqliteWebhookOutbox:

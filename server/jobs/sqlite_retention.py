@@ -39,6 +39,7 @@ class SqliteRetentionQueries:
                 conn.execute("DELETE FROM logs WHERE job_id = ?", (job_id,))
                 conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
                 conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
+                conn.execute("DELETE FROM job_progress WHERE job_id = ?", (job_id,))
         return deleted
 
     def references(self, text: str) -> bool:

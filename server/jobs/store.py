@@ -2,8 +2,9 @@
 
 One store object (`JobStore`) carries the jobs, their logs and the worker registry; the two bookkeeping
 concerns that live next to the jobs but have their own callers hang off it as attributes:
-`store.webhooks` (a `WebhookOutbox`, for server/api/background/webhooks.py) and `store.retention`
-(`RetentionQueries`, for server/api/background/retention.py). Sub-objects rather than one flat Protocol,
+`store.webhooks` (a `WebhookOutbox`, for server/api/background/webhooks.py), `store.retention`
+(`RetentionQueries`, for server/api/background/retention.py) and `store.telemetry` (server/jobs/telemetry.py:
+progress, worker figures, /metrics). Sub-objects rather than one flat Protocol,
 because their names would collide (`get` a job vs a delivery) and each caller needs only its own part.
 tests/jobs/contract.py checks every statement below against every backend.
 
@@ -53,6 +54,7 @@ from server.jobs.model import (
     LogEntry,
     WebhookDelivery,
 )
+from server.jobs.telemetry import Telemetry
 
 
 class WebhookOutbox(Protocol):
@@ -110,6 +112,11 @@ class JobStore(Protocol):
 
     @property
     def retention(self) -> RetentionQueries: ...
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Progress, worker figures and the /metrics queries (server/jobs/telemetry.py)."""
+        ...
 
     # -- submit and read (API process) -----------------------------------------------------------------
 

@@ -14,17 +14,21 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from server.contract.errors import cancelled_error
 from server.contract.limits import InputLimits
 from server.files.factory import open_settings_file_store
+from server.files.store import FileStore
 from server.jobs.factory import open_settings_job_store
 from server.jobs.model import Job
 from server.jobs.store import WakesWorkers
+from server.logs import configure_logging, job_context
 from server.settings import Settings
 from server.worker.failures import failure_of, log_line
 from server.worker.fetch import DownloadCancelled, Fetcher
+from server.worker.progress import Progress
 from server.worker.runner import Executor, JobHooks
 
 if TYPE_CHECKING:
@@ -48,6 +52,7 @@ class Worker:
         # Several beats per stall timeout, so one late beat (a busy database) never reads as a stall.
         self.heartbeat_s = min(HEARTBEAT_S, settings.worker_stall_timeout_s / 4)
         self._heartbeat_thread: threading.Thread | None = None
+        self.files: FileStore | None = None
 
     def load(self) -> Executor:
         # Imported here so that `--help` and failures to start stay cheap and torch-free.
@@ -64,6 +69,7 @@ class Worker:
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
         files = open_settings_file_store(self.settings)
+        self.files = files
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
                           self.settings.download_timeout_s, allow_hosts=self.settings.fetch_allow_hosts,
                           total_timeout_s=self.settings.download_deadline_s)
@@ -95,6 +101,10 @@ class Worker:
             self.run_job(executor, job)
 
     def run_job(self, executor: Executor, job: Job) -> None:
+        with job_context(job.id, self.worker_id):
+            self._run_job(executor, job)
+
+    def _run_job(self, executor: Executor, job: Job) -> None:
         from pipelines.generate import GenerationCancelled
 
         def job_log(message: str, level: str = "INFO") -> None:
@@ -105,7 +115,10 @@ class Worker:
 
         job_log(f"Started on {self.worker_id} (attempt {job.attempts})")
         try:
-            hooks = JobHooks(log=job_log, should_cancel=should_cancel, warn=lambda m: job_log(m, "WARN"))
+            progress = Progress(lambda body: self.store.telemetry.set_progress(job.id, body), job_log)
+            hooks = JobHooks(log=job_log, should_cancel=should_cancel, warn=lambda m: job_log(m, "WARN"),
+                             progress=progress, store_preview=self._preview_store(job),
+                             preview_every=self.settings.preview_every)
             output = executor.run(job, hooks)
         except (GenerationCancelled, DownloadCancelled):
             if self.store.is_cancel_requested(job.id) or not self.stopping.is_set():
@@ -136,6 +149,9 @@ class Worker:
         while not self.stopping.wait(self.heartbeat_s):
             try:
                 self.store.heartbeat(self.worker_id)
+                stats = gpu_memory_stats(self.settings.device)
+                if stats:  # /metrics' GPU memory per worker (server/api/metrics.py)
+                    self.store.telemetry.set_worker_stats(self.worker_id, stats)
             except Exception:
                 if not failing:
                     log.exception("%s: heartbeat failed; retrying every %gs", self.worker_id,
@@ -145,6 +161,34 @@ class Worker:
             if failing:
                 log.info("%s: heartbeat recovered", self.worker_id)
             failing = False
+
+    def _preview_store(self, job: Job) -> Callable[[bytes, str], str] | None:
+        """One file per job, rewritten by each preview (the URL's ?step= tells browsers it changed)."""
+        files = self.files
+        if files is None:
+            return None
+        names: dict[str, str] = {}
+
+        def store(data: bytes, file_name: str) -> str:
+            if file_name not in names:
+                names[file_name] = files.reserve(file_name)
+            with files.writer(names[file_name]) as out:
+                out.write(data)
+            return job.public_base.rstrip("/") + files.url(names[file_name])
+
+        return store
+
+
+def gpu_memory_stats(device: str | None) -> dict[str, int]:
+    """Bytes allocated by this process on its CUDA device now and at peak; empty without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available() or (device is not None and not device.startswith("cuda")):
+        return {}
+    index = torch.device(device or "cuda").index
+    index = torch.cuda.current_device() if index is None else index
+    return {"gpu_memory_bytes": int(torch.cuda.memory_allocated(index)),
+            "gpu_memory_peak_bytes": int(torch.cuda.max_memory_allocated(index))}
 
 
 def _die_with_parent() -> None:
@@ -164,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--settings", required=True, help="the server's Settings as JSON")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_json(args.settings)
+    configure_logging(settings.log_format, args.worker_id)
     _die_with_parent()
     # Generation is batch work: the API process, which clients poll at 10 Hz, gets the CPU first.
     os.nice(10)

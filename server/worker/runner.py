@@ -38,6 +38,7 @@ from server.worker.models import (
     load_models,
     reload_after_generation,
 )
+from server.worker.previews import PhasedFetcher, Previews, latent_preview_for
 from server.worker.publish import publish
 from server.worker.reference_input import reference_input
 from server.worker.safety import check_safety
@@ -47,9 +48,12 @@ from server.worker.types import Conditioned, FittedInput, Generated, JobHooks, S
 if TYPE_CHECKING:
     from diffusers import WanVACEPipeline
 
+    from pipelines.preview import LatentPreview
+
 GenerateFn = Callable[..., np.ndarray]  # pipelines/generate.py's generate() or a stand-in of that signature
 
 __all__ = ["Executor", "Generated", "JobHooks", "Timing"]
+INTERPOLATION_BATCH = 16  # frame pairs per progress report
 
 
 class Executor:
@@ -67,14 +71,25 @@ class Executor:
         self.limits = limits or InputLimits()
         # A worker group's rank 0 swaps in its group-wide generate (server/worker/group.py).
         self.generate: GenerateFn = generate
+        self.latent_preview: LatentPreview | None = None  # fitted across this worker's jobs
+
+    def _preview_fit(self, hooks: JobHooks) -> LatentPreview | None:
+        if hooks.preview_every <= 0 or hooks.store_preview is None:
+            return None
+        if self.latent_preview is None:
+            self.latent_preview = latent_preview_for(self.pipe)
+        return self.latent_preview
 
     def run(self, job: Job, hooks: JobHooks) -> dict[str, Any]:
         """Generate, encode to H.264 and store; returns fal's output dict."""
         scratch = self.work_dir / job.id
         try:
             generated = self._generate(job, hooks, scratch)
-            return publish(self.files, job.id, generated, canonical_input(job.endpoint, job.input), scratch,
-                           hooks)
+            with hooks.progress.phase("encode"):
+                output = publish(self.files, job.id, generated, canonical_input(job.endpoint, job.input),
+                                 scratch, hooks)
+            hooks.progress.finish()
+            return output
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -92,26 +107,37 @@ class Executor:
         plan = plan_for_request(request)
         seed = _stored_seed(request)
 
+        progress = hooks.progress
+
         # 2. The models it needs beyond the pipeline; a missing one fails here, before any work.
-        models = load_models(plan, request, self.annotators, hooks)
+        with progress.phase("load"):
+            models = load_models(plan, request, self.annotators, hooks)
 
         # 3. Inputs, fitted to the output fps and length (the size depends on the task); reframe's temporal
         #    downsampling keeps every (d+1)-th frame for generation.
-        hooks.log("Fetching inputs")
-        reader = InputReader(self.fetcher, self.limits, scratch, should_cancel=hooks.should_cancel)
-        fitted = (fit_input(reader, request, plan, self.sizes) if request.video_url is not None
-                  else reference_input(reader, request, plan, hooks))
+        reader = InputReader(PhasedFetcher(self.fetcher, progress), self.limits, scratch,
+                             should_cancel=hooks.should_cancel)
+        with progress.phase("fetch"):  # PhasedFetcher moves it to "probe" after each download
+            fitted = (fit_input(reader, request, plan, self.sizes) if request.video_url is not None
+                      else reference_input(reader, request, plan, hooks))
         request = with_concrete_resolution(request, fitted.info)
         _check_cancel(hooks)
 
         # 4. The inputs' safety, then the prompt (expanded if asked).
-        _check_inputs_safety(models, fitted, hooks)
-        prompt = _prompt(models, request, plan, hooks)
+        if models.checker is not None:
+            with progress.phase("input_safety"):
+                _check_inputs_safety(models, fitted, hooks)
+        if models.expander is not None:
+            with progress.phase("prompt"):
+                prompt = _prompt(models, request, plan, hooks)
+        else:
+            prompt = request.prompt
         _check_cancel(hooks)
 
         # 5. The task's conditioning at the generation size and the pipeline's 4k+1 length.
-        conditioned = self._condition(plan, request, fitted, reader, models, hooks)
-        frame_images = self._frame_images(request, fitted, conditioned, reader, hooks)
+        with progress.phase("annotate", plan.name):
+            conditioned = self._condition(plan, request, fitted, reader, models, hooks)
+            frame_images = self._frame_images(request, fitted, conditioned, reader, hooks)
         _check_cancel(hooks)
 
         # 6. Generation, with the GPU memory the annotators hold freed first under offloading plans.
@@ -128,24 +154,32 @@ class Executor:
         )
         hooks.log(f"Sampler {request.sampler}, flow shift {shift:g}")
         models = free_gpu_for_generation(self.pipe, models, self.annotators, hooks)
-        started = time.monotonic()
-
-        def on_step(step: int, total: int) -> None:
-            hooks.log(f"Denoising step {step}/{total} ({time.monotonic() - started:.1f}s)")
-
-        output = self.generate(self.pipe, generation, on_step=on_step, should_cancel=hooks.should_cancel,
-                               on_log=hooks.log)
+        previews = Previews.for_job(self._preview_fit(hooks), hooks, job.id)
+        try:
+            output = self.generate(self.pipe, generation, on_step=progress.denoise_step,
+                                   should_cancel=hooks.should_cancel, on_log=hooks.log,
+                                   on_phase=progress.enter,
+                                   on_encode=previews.observe if previews else None,
+                                   on_latents=previews.publish if previews else None,
+                                   latents_every=hooks.preview_every if previews else 0)
+        except BaseException:
+            progress.close("stopped")
+            raise
+        progress.close()
         models = reload_after_generation(models, request, self.annotators)
 
         # 7. Trim the 4k+1 padding away; the task's post-processing (paste-back) on the generated frames, so
         #    interpolated in-betweens blend pasted pixels; then interpolate (reframe's temporal factors).
         output = plan.post_process(request, output[: fitted.generated.num_frames], conditioned)
         output = paste_frame_images(output, frame_images)
-        output = _interpolate(models, request, self.annotators, fitted.timeline, output, hooks)
+        if fitted.timeline.factor:
+            with progress.phase("interpolate"):
+                output = _interpolate(models, request, self.annotators, fitted.timeline, output, hooks)
 
         # 8. What leaves the server is checked too.
         if models.checker is not None:
-            check_safety(models.checker, output, None, "generated video", hooks)
+            with progress.phase("safety"):
+                check_safety(models.checker, output, None, "generated video", hooks)
         out_timing = Timing(fps=fitted.timeline.output_fps, num_frames=fitted.timeline.output_frames)
         return Generated(task=plan.name, frames=output, timing=out_timing, prompt=prompt, seed=seed)
 
@@ -205,7 +239,16 @@ def _interpolate(models: RequestModels, request: WanVACEInput, annotators: Annot
         models.interpolator = load_interpolator(request, annotators)
     _check_cancel(hooks)
     started = time.monotonic()
-    output = models.interpolator.interpolate(output, timeline.factor)[: timeline.output_frames]
+    # In batches of frame pairs, so progress (and cancellation) reach inside a phase that takes minutes on
+    # long outputs; each in-between depends on its pair only, so the joined result is the same.
+    pieces = [output[:1]]
+    pairs = len(output) - 1
+    for start in range(0, pairs, INTERPOLATION_BATCH):
+        stop = min(start + INTERPOLATION_BATCH, pairs)
+        pieces.append(models.interpolator.interpolate(output[start:stop + 1], timeline.factor)[1:])
+        hooks.progress.inner(stop, pairs)
+        _check_cancel(hooks)
+    output = np.concatenate(pieces)[: timeline.output_frames]
     hooks.log(f"Interpolated to {len(output)} frames in {time.monotonic() - started:.1f}s")
     return output
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from preprocessors.conditioning import Conditioning
 from preprocessors.interpolation.timeline import Timeline
 from preprocessors.video_io import VideoInfo
+from server.worker.progress import Progress
 
 log = logging.getLogger("vace.execute")
 
@@ -28,6 +29,15 @@ class JobHooks:
     log: Callable[[str], None]
     should_cancel: Callable[[], bool]
     warn: Callable[[str], None] | None = None  # a WARN line in the job's logs; defaults to `log`
+    # Phases, steps and previews (server/worker/progress.py); by default one that logs through `log`.
+    progress: Progress = field(default_factory=Progress)
+    # Store a preview image's bytes under a file name, return its URL (server/worker/loop.py); None: no
+    # previews.
+    store_preview: Callable[[bytes, str], str] | None = None
+    preview_every: int = 0  # denoising steps between previews; 0: none
+
+    def __post_init__(self) -> None:
+        self.progress.attach_log(self.log)
 
     def warning(self, message: str) -> None:
         log.warning(message)  # the operator sees it in the worker's log too

@@ -2,8 +2,9 @@
 or `Authorization: Bearer <key>`.
 
 Left open on purpose:
-- /health, /docs, /redoc, /openapi.json and /api/openapi/queue/openapi.json (per endpoint): probes and
-  documentation hold nothing private;
+- /health, /healthz, /readyz, /metrics, /docs, /redoc, /openapi.json, /api/openapi/queue/openapi.json (per
+  endpoint), /playground and the static files under /static/: probes, counters and documentation hold nothing
+  private (the playground page asks for a key itself before it calls the API);
 - /.well-known/jwks.json: the public key webhook receivers verify signatures with;
 - GET/HEAD /files/{token}/{name}: result links are unguessable capabilities that fal's clients and
   browsers fetch without credentials, like fal's CDN URLs;
@@ -26,8 +27,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.api.middleware.addressing import REQUEST_ID_HEADER
 
-OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                        "/.well-known/jwks.json", "/api/openapi/queue/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect",
+                        "/redoc", "/openapi.json", "/api/openapi/queue/openapi.json", "/playground",
+                        "/.well-known/jwks.json"})
+_STATIC = re.compile(r"/static/[A-Za-z0-9_.\-/]+")
 _FILE = re.compile(r"/files/[^/]+/[^/]+")
 _UPLOAD_SLOT = re.compile(r"/storage/upload/(?!initiate(?:-multipart)?(?:/|$))[^/]+(?:/[^/]+)?")
 _SCHEMES = ("key", "bearer")
@@ -38,7 +41,8 @@ def is_open(method: str, path: str, headers: Headers) -> bool:
     path = path.rstrip("/") or "/"
     if method == "OPTIONS" and "access-control-request-method" in headers:
         return True
-    if method in ("GET", "HEAD") and (path in OPEN_PATHS or _FILE.fullmatch(path)):
+    if method in ("GET", "HEAD") and (path in OPEN_PATHS or _FILE.fullmatch(path)
+                                      or _STATIC.fullmatch(path)):
         return True
     return method in ("PUT", "POST") and _UPLOAD_SLOT.fullmatch(path) is not None
 

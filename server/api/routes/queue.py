@@ -70,13 +70,17 @@ def log_json(entry: LogEntry) -> dict[str, Any]:
 
 
 def status_body(job: JobStatus, urls: dict[str, str], position: int,
-                logs: list[LogEntry] | None) -> dict[str, Any]:
-    """fal-client reads queue_position for IN_QUEUE and requires the `logs` key otherwise (null is fine)."""
+                logs: list[LogEntry] | None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """fal-client reads queue_position for IN_QUEUE and requires the `logs` key otherwise (null is fine).
+    `progress` (phase, fraction, eta, preview) is this server's extension; fal's clients ignore unknown
+    keys."""
     body: dict[str, Any] = {"status": job.status.value, "request_id": job.id, **urls}
     if job.status is Status.IN_QUEUE:
         body["queue_position"] = position
         return body
     body["logs"] = [log_json(e) for e in logs] if logs is not None else None
+    if progress is not None:
+        body["progress"] = progress
     if job.status is Status.COMPLETED:
         body["metrics"] = {"inference_time": job.inference_time}
         if job.error_message is not None:
@@ -328,6 +332,10 @@ class QueueApi:
         entries = self.store.logs(job_id, log_after) if log_after is not None else None
         return job, position, entries
 
+    def _progress(self, job: JobStatus) -> dict[str, Any] | None:
+        """The worker's last progress report (server/worker/progress.py), while the job runs."""
+        return self.store.telemetry.progress(job.id) if job.status is Status.IN_PROGRESS else None
+
     async def status(self, request: Request, app_path: str, request_id: str,
                      logs: str | None = Query(None, description="1/0/true/false")) -> JSONResponse:
         """Documents the route; live polls are answered by server/api/middleware/status_fast_path.py with
@@ -345,7 +353,8 @@ class QueueApi:
         except LookupError:
             return JSONResponse(NOT_FOUND, status_code=404)
         scope["state"]["fal_request_id"] = request_id
-        body = status_body(job, queue_urls(scope, self.public_url, job.id), position, entries)
+        body = status_body(job, queue_urls(scope, self.public_url, job.id), position, entries,
+                           self._progress(job))
         return JSONResponse(body, status_code=200 if job.status is Status.COMPLETED else 202)
 
     async def status_stream(self, request: Request, app_path: str, request_id: str,
@@ -366,11 +375,12 @@ class QueueApi:
         last_write = time.monotonic()
         while True:
             job, position, new_logs = self._poll(job_id, last_log_id if with_logs else None)
-            key = (job.status, position, bool(new_logs))
+            progress = self._progress(job)
+            key = (job.status, position, bool(new_logs), json.dumps(progress))
             if key != last_sent or new_logs:
                 if new_logs:
                     last_log_id = new_logs[-1].id
-                yield f"data: {json.dumps(status_body(job, urls, position, new_logs))}\n\n"
+                yield f"data: {json.dumps(status_body(job, urls, position, new_logs, progress))}\n\n"
                 last_sent, last_write = key, time.monotonic()
             if job.status is Status.COMPLETED:
                 return  # fal closes the stream after COMPLETED; the JS client hangs otherwise

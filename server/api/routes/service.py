@@ -1,4 +1,5 @@
-"""The server's own routes: health, output files, the webhook signing keys (JWKS) and the index."""
+"""The server's own routes: health (/health, /healthz, /readyz), /metrics, output files, the webhook signing
+keys (JWKS) and the index."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import mimetypes
 import time
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from server.api.background.webhook_signing import JWKS_ROUTE
+from server.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from server.contract.endpoints import ENDPOINTS
 from server.files.store import FILES_ROUTE, FileStore
 from server.jobs.store import JobStore
@@ -17,18 +19,40 @@ from server.jobs.store import JobStore
 HEARTBEAT_STALE_S = 15.0
 
 
-def service_router(store: JobStore, files: FileStore, published_keys: dict[str, Any], *,
+def ready_workers(store: JobStore) -> list[dict[str, Any]]:
+    """Workers with their model loaded and a fresh heartbeat."""
+    now = time.time()
+    return [w for w in store.workers() if w["state"] == "ready" and now - w["heartbeat"] < HEARTBEAT_STALE_S]
+
+
+def service_router(store: JobStore, files: FileStore, published_keys: dict[str, Any], metrics: Metrics, *,
                    presign_s: float | None = None) -> APIRouter:
     """`presign_s`: redirect file downloads to presigned bucket links valid this long (a store with
     `presigned_url`, server/files/s3.py), instead of serving the bytes."""
     router = APIRouter()
 
+    @router.get("/healthz", tags=["server"])
+    def liveness() -> JSONResponse:
+        """Liveness: 200 whenever the API process answers (workers may still be loading)."""
+        return JSONResponse({"status": "ok"})
+
+    @router.get("/readyz", tags=["server"])
+    def readiness() -> JSONResponse:
+        """Readiness: 200 once a worker has its model loaded and is alive; 503 before that."""
+        ready = ready_workers(store)
+        return JSONResponse({"status": "ready" if ready else "starting", "ready_workers": len(ready)},
+                            status_code=200 if ready else 503)
+
+    @router.get("/metrics", tags=["server"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Prometheus text format; the list is in README.md (Metrics)."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     @router.get("/health", tags=["server"])
     def health() -> JSONResponse:
         """200 once at least one worker has its model loaded and is alive; 503 before that."""
         workers = store.workers()
-        now = time.time()
-        ready = [w for w in workers if w["state"] == "ready" and now - w["heartbeat"] < HEARTBEAT_STALE_S]
+        ready = ready_workers(store)
         body = {
             "status": "ok" if ready else "starting",
             # "node" (the box) from a store shared by several (server/jobs/postgres.py).
@@ -60,8 +84,20 @@ def service_router(store: JobStore, files: FileStore, published_keys: dict[str, 
         """The public key(s) webhook signatures verify against, as fal publishes its own (JWKS)."""
         return JSONResponse(published_keys, headers={"Cache-Control": "public, max-age=3600"})
 
-    @router.get("/", tags=["server"])
-    def index() -> dict[str, object]:
-        return {"endpoints": sorted(ENDPOINTS), "docs": "/docs", "openapi": "/openapi.json"}
+    @router.get("/", tags=["server"], response_model=None)
+    def index(request: Request) -> dict[str, object] | HTMLResponse:
+        """JSON for programs; a browser (Accept: text/html) gets links to the playground and the docs."""
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(INDEX_HTML)
+        return {"endpoints": sorted(ENDPOINTS), "docs": "/docs", "openapi": "/openapi.json",
+                "playground": "/playground", "metrics": "/metrics"}
 
     return router
+
+
+INDEX_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Wan VACE 14B</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+<h1>Wan VACE 14B, fal-compatible</h1>
+<ul><li><a href="/playground">Playground</a>: try every endpoint from this page</li>
+<li><a href="/docs">API docs</a> (Swagger UI)</li>
+<li><a href="/metrics">Prometheus metrics</a>, <a href="/health">health</a></li></ul></body></html>"""
