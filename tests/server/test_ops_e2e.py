@@ -63,7 +63,7 @@ def test_vace_run_against_the_server_leaves_phases_previews_metrics_and_json_log
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(out)
     info = probe_video(out)
-    assert (info.width, info.height, info.num_frames) == (416, 240, 81)
+    assert (info.width, info.height, info.num_frames) == (352, 272, 81)  # 240p at the input's 4:3
     # Not a terminal: one plain line per change, with the phase and the step.
     assert re.search(r"Denoising, step [12]/2, ETA \d+s, \d+%\n", run.stderr) and "\r" not in run.stderr
     request_id = run.stderr.split("request ", 1)[1].split()[0]
@@ -80,7 +80,7 @@ def test_vace_run_against_the_server_leaves_phases_previews_metrics_and_json_log
     preview = httpx.get(previews[-1].split(": ", 1)[1], timeout=30)  # files are capabilities: no key
     assert preview.headers["content-type"] == "image/webp"
     image = Image.open(io.BytesIO(preview.content))
-    assert image.n_frames == 21 and image.size == (416 // 8, 240 // 8)  # one per latent frame
+    assert image.n_frames == 21 and image.size == (352 // 8, 272 // 8)  # one per latent frame
 
     text = metrics(server)
     assert value(text, "vace_requests_completed_total", endpoint="depth") >= 1
@@ -198,4 +198,4 @@ def test_vace_run_in_process_with_a_model(media: Media, tmp_path: Path) -> None:
                    "2", "-o", str(out))
     assert run.returncode == 0, run.stderr
     info = probe_video(out)
-    assert (info.width, info.height, info.num_frames) == (416, 240, 81)
+    assert (info.width, info.height, info.num_frames) == (352, 272, 81)  # 240p at the input's 4:3

@@ -117,7 +117,9 @@ def test_interpolation_in_batches_equals_one_call_and_reports_progress(
     hooks = JobHooks(log=lambda _: None, should_cancel=lambda: False, progress=progress)
     progress.enter("interpolate")
     timeline = SimpleNamespace(factor=2, output_frames=len(whole))
-    batched = _interpolate(RequestModels(interpolator=rife), timeline, frames, hooks)  # type: ignore[arg-type]
+    # With an interpolator loaded, the request and annotators (for loading one) are not consulted.
+    batched = _interpolate(RequestModels(interpolator=rife), None, None, timeline, frames,  # type: ignore[arg-type]
+                           hooks)
     assert np.array_equal(batched, whole)
     fractions = [p["fraction"] for p in published if p["phase"] == "interpolate"]
     assert len(set(fractions)) >= 3 and fractions == sorted(fractions)
