@@ -77,11 +77,11 @@ def current_full_example(video_url: str) -> dict[str, Any]:
 
 
 def assert_current_example_output(data: dict[str, Any], dest: Path) -> None:
-    """The full example's answer: a 240p video (auto from the 320x240 input) with its metadata, and a ZIP
-    of its frames as PNG, both downloadable."""
+    """The full example's answer: a 240p video (auto from the 320x240 input, kept at its 4:3: 352x272) with
+    its metadata, and a ZIP of its frames as PNG, both downloadable."""
     video = data["video"]
     assert (video["width"], video["height"], video["num_frames"], video["fps"]) == (
-        416, 240, CURRENT_EXAMPLE_FRAMES, 16)
+        352, 272, CURRENT_EXAMPLE_FRAMES, 16)
     assert video["duration"] == pytest.approx(CURRENT_EXAMPLE_FRAMES / 16)
     assert_video(video["url"], dest, frames=CURRENT_EXAMPLE_FRAMES)
     archive = httpx.get(data["frames_zip"]["url"], timeout=60.0)

@@ -44,7 +44,8 @@ def run_job(server: LiveServer, path: str, payload: dict[str, object]) -> tuple[
 @pytest.mark.parametrize("task", ["depth", "pose"])
 def test_preprocess_job_with_checker_and_prompt_expansion(live_server: LiveServer, short_video: str,
                                                           task: str, tmp_path: Path) -> None:
-    payload = cheap(short_video, preprocess=True, enable_prompt_expansion=(task == "depth"))
+    payload = cheap(short_video, preprocess=True, enable_prompt_expansion=(task == "depth"),
+                    enable_safety_checker=True)  # off by default, as on fal
     status, logs, result = run_job(live_server, task, payload)
     assert "error" not in status, status
     assert f"Annotated {FRAMES} frames ({task})" in " ".join(logs)

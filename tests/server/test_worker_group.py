@@ -32,8 +32,9 @@ def messages(status: dict) -> list[str]:
 def test_a_two_rank_group_runs_splits_falls_back_cancels_and_stops(tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     write_mp4(moving_bar_frames(9, 320, 240), 16, clip)  # 9 frames: 3 latent frames
-    body = {"prompt": "x", "video_url": data_uri(clip), "resolution": "240p", "match_input_num_frames": True,
-            "match_input_frames_per_second": True, "num_inference_steps": 2, "seed": 5}
+    body = {"prompt": "x", "video_url": data_uri(clip), "resolution": "240p", "aspect_ratio": "16:9",
+            "match_input_num_frames": True, "match_input_frames_per_second": True, "num_inference_steps": 2,
+            "seed": 5}
     long = {**body, "num_inference_steps": 40}
     data_dir = tmp_path / "data"
     server = start_server(data_dir, timeout=300, extra_args=("--gpus-per-job", "2", "--device", "cpu"))
