@@ -180,7 +180,7 @@ def test_sweeper_thread_runs_and_stops(store: JobStore, files: LocalFileStore, t
         time.sleep(0.02)
     sweeper.stop()
     assert store.get(job.id) is None
-    assert sweeper._thread is None
+    assert not sweeper._thread.running
 
 
 # -- unfinished uploads -------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ whether each is still queued or running (one indexed read per job), so an idle p
 from __future__ import annotations
 
 import logging
-import threading
 
+from server.api.background.periodic import PeriodicThread
 from server.files.data_uris import DataUriFiles
 from server.jobs.store import JobStore
 
@@ -22,29 +22,14 @@ class InputReaper:
     def __init__(self, store: JobStore, inputs: DataUriFiles, interval_s: float = REAP_INTERVAL_S) -> None:
         self.store = store
         self.inputs = inputs
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread("input-reaper", interval_s, self.reap, log,
+                                      "removing the input files of finished jobs failed")
 
     def reap(self) -> int:
         return self.inputs.reap(self.store.retention.is_active)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="input-reaper", daemon=True)
-            self._thread.start()
+        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.reap()
-            except Exception:  # a bad pass (a locked database, a full disk) must not end the thread
-                log.exception("removing the input files of finished jobs failed")
-            self._stop.wait(self.interval_s)
+        self._thread.stop(timeout)

@@ -22,12 +22,12 @@ import contextlib
 import logging
 import re
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.api.background.periodic import PeriodicThread
 from server.files.disk import child_folders, newest_mtime, tree_size
 from server.files.store import FileStore
 from server.files.uploads import Slot, Uploads
@@ -141,22 +141,15 @@ class RetentionSweeper:
         self.uploads = uploads
         self.upload_max_age_s = upload_max_age_s
         self.retention_s = retention_s
-        self.interval_s = interval_s
         self.last_report: SweepReport | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # First pass right away, so a server that was down for a week catches up at start.
+        self._thread = PeriodicThread("retention", interval_s, self.run_once, log, "retention sweep failed")
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-            self._thread.start()
+        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._thread.stop(timeout)
 
     def run_once(self) -> SweepReport:
         report = sweep(self.store, self.files, time.time(), retention_s=self.retention_s,
@@ -170,12 +163,3 @@ class RetentionSweeper:
                      report.work_dirs_deleted, report.upload_slots_deleted, report.bytes_freed,
                      len(report.errors))
         return report
-
-    def _run(self) -> None:
-        # First pass right away, so a server that was down for a week catches up at start.
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # a bad pass must not kill the thread; the next one retries
-                log.exception("retention sweep failed")
-            self._stop.wait(self.interval_s)

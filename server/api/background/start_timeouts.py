@@ -8,8 +8,8 @@ none (`--workers 0`), a deadline would pass unnoticed. One indexed read per tick
 from __future__ import annotations
 
 import logging
-import threading
 
+from server.api.background.periodic import PeriodicThread
 from server.jobs.store import JobStore
 
 log = logging.getLogger("vace.start_timeouts")
@@ -20,9 +20,8 @@ TICK_S = 0.25  # a deadline is answered at most this late
 class StartTimeoutSweeper:
     def __init__(self, store: JobStore, tick_s: float = TICK_S) -> None:
         self.store = store
-        self.tick_s = tick_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread("start-timeouts", tick_s, self.sweep_once, log,
+                                      "start-timeout sweep failed", first_at_once=False)
 
     def sweep_once(self) -> list[str]:
         expired = self.store.expire_start_deadlines()
@@ -32,17 +31,7 @@ class StartTimeoutSweeper:
         return expired
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="start-timeouts", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.tick_s):
-            try:
-                self.sweep_once()
-            except Exception:  # a locked or briefly unavailable database: try again next tick
-                log.exception("start-timeout sweep failed")
+        self._thread.stop(timeout=5)
