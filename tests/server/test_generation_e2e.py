@@ -92,7 +92,7 @@ def test_pose_from_http_url_with_status_stream(live_server: LiveServer, media_se
                     events.append(json.loads(line[6:]))
         assert events[-1]["status"] == "COMPLETED" and "error" not in events[-1], events[-1]
         logs = [e["message"] for event in events for e in (event.get("logs") or [])]
-        assert [m.split(" (")[0] for m in logs if m.startswith("Denoising")] == [
+        assert [m.split(" (")[0] for m in logs if m.startswith("Denoising step")] == [
             "Denoising step 1/3", "Denoising step 2/3", "Denoising step 3/3"]
         # fal's default acceleration; 3 steps are 2 warm-up steps and the last, so none is reused.
         summary = "step cache: 3 of 3 steps computed (6 of 6 transformer forwards) (acceleration regular)"
@@ -136,7 +136,7 @@ def test_cancel_queued_and_running_jobs(live_server: LiveServer, media: Media) -
 
         final = wait_completed(client, running["status_url"], timeout=60)
         assert final["error_type"] == "client_cancelled"
-        steps = sum(e["message"].startswith("Denoising") for e in final["logs"])
+        steps = sum(e["message"].startswith("Denoising step") for e in final["logs"])
         # Polling lag allows a step or two to finish before the flag is read; never the remaining ~48.
         assert steps <= cancelled_at + 3, steps
         result = client.get(running["response_url"])
