@@ -76,27 +76,53 @@ def current_full_example(video_url: str) -> dict[str, Any]:
     }
 
 
-def assert_current_example_output(data: dict[str, Any], dest: Path) -> None:
-    """The full example's answer: a 240p video (auto from the 320x240 input, kept at its 4:3: 352x272) with
-    its metadata, and a ZIP of its frames as PNG, both downloadable."""
+# The frame each sub-path makes of the 320x240 example input at resolution and aspect_ratio auto: the input's
+# own 4:3 at 240p; outpainting's canvas grown by a quarter on the left (5:3 at 240p's area); reframe's auto,
+# the 16:9 preset of a landscape input.
+SUB_PATH_SIZES = {"depth": (352, 272), "pose": (352, 272), "inpainting": (352, 272),
+                  "outpainting": (400, 240), "reframe": (416, 240)}
+
+
+def sub_path_example(task: str, video_url: str, files: Media) -> dict[str, Any]:
+    """fal's current full example with the fields `task`'s sub-path has (plus what it needs: a mask, a
+    side to expand)."""
+    example = current_full_example(video_url)
+    del example["task"]  # root only
+    if task in ("depth", "pose", "inpainting"):
+        example["preprocess"] = False
+    else:
+        del example["preprocess"]
+    if task == "reframe":
+        del example["ref_image_urls"]
+    extra = {"inpainting": {"mask_video_url": data_uri(files.mask)}, "outpainting": {"expand_left": True}}
+    return example | extra.get(task, {})
+
+
+def assert_current_example_output(data: dict[str, Any], dest: Path,
+                                  size: tuple[int, int] = (352, 272)) -> None:
+    """The full example's answer: a video with its metadata, and a ZIP of its frames as PNG, both
+    downloadable. By default 240p as depth makes it (auto from the 320x240 input, kept at its 4:3: 352x272);
+    outpainting and reframe decide their own frame."""
     video = data["video"]
     assert (video["width"], video["height"], video["num_frames"], video["fps"]) == (
-        352, 272, CURRENT_EXAMPLE_FRAMES, 16)
+        *size, CURRENT_EXAMPLE_FRAMES, 16)
     assert video["duration"] == pytest.approx(CURRENT_EXAMPLE_FRAMES / 16)
-    assert_video(video["url"], dest, frames=CURRENT_EXAMPLE_FRAMES)
+    assert_video(video["url"], dest, frames=CURRENT_EXAMPLE_FRAMES, size=size)
     archive = httpx.get(data["frames_zip"]["url"], timeout=60.0)
     assert archive.status_code == 200
     with zipfile.ZipFile(io.BytesIO(archive.content)) as frames:
         assert len([n for n in frames.namelist() if n.endswith(".png")]) == CURRENT_EXAMPLE_FRAMES
 
 
-def assert_video(url: str, dest: Path, frames: int = GENERATION_FRAMES) -> None:
-    """The returned URL downloads and decodes with the expected number of frames."""
+def assert_video(url: str, dest: Path, frames: int = GENERATION_FRAMES,
+                 size: tuple[int, int] = (352, 272)) -> None:
+    """The returned URL downloads and decodes with the expected number of frames, by default at 240p at the
+    input's 4:3."""
     response = httpx.get(url, timeout=60.0)
     assert response.status_code == 200, url
     dest.write_bytes(response.content)
     info = probe_video(dest)
-    assert (info.width, info.height, info.num_frames) == (352, 272, frames)  # 240p at the input's 4:3
+    assert (info.width, info.height, info.num_frames) == (*size, frames)
     decoded, _ = read_video(dest)  # probe_video may estimate the count; decoding is authoritative
     assert decoded.shape[0] == frames
 

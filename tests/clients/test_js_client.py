@@ -18,10 +18,12 @@ import pytest
 
 from tests.clients.conftest import (
     APP,
+    SUB_PATH_SIZES,
     assert_current_example_output,
     assert_video,
     current_full_example,
     failing_input,
+    sub_path_example,
 )
 from tests.server.conftest import LiveServer, Media
 
@@ -75,6 +77,15 @@ def test_js_fals_current_full_example(node_modules: Path, client_server: LiveSer
     out = run_scenario("example", base=client_server.base, video_path=str(media.control),
                        input=current_full_example("replaced by the Blob"))
     assert_current_example_output(out["data"], tmp_path / "js-example.mp4")
+
+
+@pytest.mark.parametrize("task", sorted(SUB_PATH_SIZES))
+def test_js_fals_current_full_example_on_every_sub_path(node_modules: Path, client_server: LiveServer,
+                                                        media: Media, task: str, tmp_path: Path) -> None:
+    """Real generation (17 frames) on each sub-path through @fal-ai/client, the video as a Blob."""
+    out = run_scenario("example", base=client_server.base, video_path=str(media.control), task=task,
+                       input=sub_path_example(task, "replaced by the Blob", media))
+    assert_current_example_output(out["data"], tmp_path / f"js-{task}.mp4", size=SUB_PATH_SIZES[task])
 
 
 def test_js_queue_calls_streaming_status_and_run(node_modules: Path, client_server: LiveServer,

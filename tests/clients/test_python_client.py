@@ -15,14 +15,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from server.api.background.webhook_signing import public_keys, verify
 from tests.clients.conftest import (
     APP,
+    SUB_PATH_SIZES,
     WebhookReceiver,
     assert_current_example_output,
     assert_video,
     current_full_example,
     failing_input,
     real_input,
+    sub_path_example,
 )
-from tests.server.conftest import LiveServer, Media, data_uri
+from tests.server.conftest import LiveServer, Media
 
 fal_client = pytest.importorskip("fal_client", reason="pip install -e '.[test]' installs fal-client")
 
@@ -85,23 +87,16 @@ def test_fals_current_full_example(fal: ModuleType, media: Media, tmp_path: Path
 
 
 @pytest.mark.parametrize("task", ["depth", "pose", "inpainting", "outpainting", "reframe"])
-def test_fals_current_full_example_is_accepted_on_every_sub_path(fal: ModuleType, media: Media,
-                                                                 task: str) -> None:
-    """Every field of the example through the client to each sub-path: accepted at submit (none refused,
-    none unknown), then failing fast in the worker on a file that is not a video (no generation)."""
-    example = current_full_example(data_uri(media.not_a_video))
-    del example["task"]  # root only
-    if task in ("depth", "pose", "inpainting"):
-        example["preprocess"] = False
-    else:
-        del example["preprocess"]
-    if task == "reframe":
-        del example["ref_image_urls"]
-    extra = {"inpainting": {"mask_video_url": data_uri(media.mask)}, "outpainting": {"expand_left": True}}
-    handle = fal.submit(f"{APP}/{task}", arguments=example | extra.get(task, {}))
+def test_fals_current_full_example_on_every_sub_path(fal: ModuleType, media: Media, task: str,
+                                                     tmp_path: Path) -> None:
+    """Real generation (17 frames) on each sub-path: every field of the example the sub-path has, through
+    the client, none refused and none ignored."""
+    example = sub_path_example(task, fal.upload_file(media.control), media)
+    handle = fal.submit(f"{APP}/{task}", arguments=example)
     events = list(handle.iter_events(with_logs=True, interval=0.1))
-    assert isinstance(events[-1], fal.Completed) and events[-1].error_type == "unsupported_video_format"
+    assert isinstance(events[-1], fal.Completed) and events[-1].error is None, events[-1]
     assert not any("Ignored field" in entry["message"] for entry in events[-1].logs or [])
+    assert_current_example_output(handle.get(), tmp_path / f"{task}.mp4", size=SUB_PATH_SIZES[task])
 
 
 def test_submit_status_result_of_a_failing_request(fal: ModuleType, media: Media) -> None:

@@ -75,10 +75,11 @@ const scenarios = {
     return { requestId: result.requestId, data: result.data, updates: summariseUpdates(updates), queued };
   },
 
-  // fal's current full example on the root endpoint, with the video as a Blob the client uploads.
+  // fal's current full example on the root endpoint (or the sub-path a.task), with the video as a Blob the
+  // client uploads.
   async example(a) {
     const input = { ...a.input, video_url: new Blob([readFileSync(a.video_path)], { type: "video/mp4" }) };
-    const result = await fal.subscribe(APP, { input });
+    const result = await fal.subscribe(a.task ? `${APP}/${a.task}` : APP, { input });
     return { requestId: result.requestId, data: result.data };
   },
 
