@@ -196,3 +196,21 @@ def protocol_app(tmp_path: Path) -> Iterator[ProtocolApp]:
     settings = Settings(data_dir=tmp_path / "data", model="tiny", num_workers=0)
     with TestClient(create_app(settings, run_workers=False, store=store)) as client:
         yield ProtocolApp(client, store)
+
+
+@pytest.fixture
+def echo(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Generation replaced by "output = the conditioning video" in the worker's runner; records every
+    GenerationRequest. Imported here, not at the top: most server tests never load the worker."""
+    import numpy as np
+
+    import server.worker.runner as runner
+
+    seen: list[Any] = []
+
+    def fake_generate(pipe: Any, request: Any, **_: Any) -> np.ndarray:
+        seen.append(request)
+        return np.rint(request.video * 255).astype(np.uint8)
+
+    monkeypatch.setattr(runner, "generate", fake_generate)
+    return seen

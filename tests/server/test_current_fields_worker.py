@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import server.worker.runner as execute
 from pipelines.generate import GenerationRequest
 from pipelines.loader import load_pipeline
 from preprocessors.annotators.registry import AnnotatorConfig, Annotators
@@ -65,19 +64,6 @@ def clip(folder: Path, frames: int, fps: float, bars: int = 0) -> tuple[str, np.
 @pytest.fixture(scope="module")
 def annotators(tmp_path_factory: pytest.TempPathFactory) -> Annotators:
     return Annotators(AnnotatorConfig(root=tmp_path_factory.mktemp("annotators"), device="cpu", tiny=True))
-
-
-@pytest.fixture
-def echo(monkeypatch: pytest.MonkeyPatch) -> list[GenerationRequest]:
-    """Generation replaced by "output = the conditioning video"; records every request."""
-    seen: list[GenerationRequest] = []
-
-    def fake_generate(pipe: Any, request: GenerationRequest, **_: Any) -> np.ndarray:
-        seen.append(request)
-        return np.rint(request.video * 255).astype(np.uint8)
-
-    monkeypatch.setattr(execute, "generate", fake_generate)
-    return seen
 
 
 def executor(tmp_path: Path, annotators: Annotators, sizes: Sizes, pipe: Any = None) -> Executor:

@@ -60,19 +60,6 @@ def make_executor(tmp_path: Path, annotators: Annotators | None, pipe: Any = Non
     return Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes, annotators=annotators)
 
 
-@pytest.fixture
-def echo(monkeypatch: pytest.MonkeyPatch) -> list[GenerationRequest]:
-    """Replace generation by "output = the conditioning video"; records every request."""
-    seen: list[GenerationRequest] = []
-
-    def fake_generate(pipe: Any, request: GenerationRequest, **_: Any) -> np.ndarray:
-        seen.append(request)
-        return np.rint(request.video * 255).astype(np.uint8)
-
-    monkeypatch.setattr(execute, "generate", fake_generate)
-    return seen
-
-
 class Hooks:
     def __init__(self) -> None:
         self.logs: list[str] = []
