@@ -37,20 +37,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CASES = ("issue", "issue-default", "hd", "refs")
 
 
-def _encode(path: Path, rate: Fraction, count: int, width: int, height: int) -> None:
+def encode_moving_bar(path: Path, rate: Fraction, count: int, width: int, height: int) -> None:
+    """`count` distinct frames (a bar moving over a gradient), encoded one at a time: never all in memory."""
     import av
     import numpy as np
 
     x = np.linspace(0, 200, width, dtype=np.float32)
     base = np.broadcast_to(x[None, :, None], (height, width, 3)).astype(np.uint8)
+    bar = max(1, width // 20)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast"}
         for i in range(count):
             rgb = base.copy()
-            left = (i * 7) % (width - 32)
-            rgb[:, left:left + 32] = 255
+            left = (i * 3) % (width - bar)
+            rgb[:, left:left + bar] = 255
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i
             container.mux(stream.encode(frame))
@@ -61,13 +63,13 @@ def make_media(folder: Path) -> None:
     from PIL import Image
 
     if not (folder / "issue.mp4").exists():
-        _encode(folder / "issue.mp4", Fraction(600), 3000, 640, 360)
+        encode_moving_bar(folder / "issue.mp4", Fraction(600), 3000, 640, 360)
     if not (folder / "hd.mp4").exists():
-        _encode(folder / "hd.mp4", Fraction(30), 160, 1920, 1080)
+        encode_moving_bar(folder / "hd.mp4", Fraction(30), 160, 1920, 1080)
     if not (folder / "ref.png").exists():
         Image.new("RGB", (4096, 4096), (200, 40, 40)).save(folder / "ref.png")
     if not (folder / "small.mp4").exists():
-        _encode(folder / "small.mp4", Fraction(16), 81, 640, 360)
+        encode_moving_bar(folder / "small.mp4", Fraction(16), 81, 640, 360)
 
 
 def _uri(path: Path, mime: str) -> str:

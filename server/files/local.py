@@ -12,14 +12,22 @@ from pathlib import Path
 from typing import BinaryIO
 
 from server.files.disk import newest_mtime, tree_size
-from server.files.store import Folder, file_url, is_token, name_from_url_path, safe_name, split_name
+from server.files.store import (
+    Folder,
+    StreamOverPath,
+    file_url,
+    is_token,
+    name_from_url_path,
+    safe_name,
+    split_name,
+)
 
 # Bytes stream into such a temp file next to their destination, renamed into place only when complete;
 # server/api/background/retention.py tells an unfinished upload by it (through Folder.has_complete_file).
 PARTIAL_PREFIX = ".upload-"
 
 
-class LocalFileStore:
+class LocalFileStore(StreamOverPath):
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -28,11 +36,6 @@ class LocalFileStore:
         token = secrets.token_urlsafe(18)
         (self.root / token).mkdir(parents=True)
         return f"{token}/{safe_name(file_name)}"
-
-    @contextmanager
-    def writer(self, name: str) -> Iterator[BinaryIO]:
-        with self.path_writer(name) as tmp, open(tmp, "wb") as out:
-            yield out
 
     @contextmanager
     def path_writer(self, name: str) -> Iterator[Path]:

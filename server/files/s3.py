@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
-from server.files.store import Folder, file_url, is_token, name_from_url_path, safe_name, split_name
+from server.files.store import (
+    Folder,
+    StreamOverPath,
+    file_url,
+    is_token,
+    name_from_url_path,
+    safe_name,
+    split_name,
+)
 
 MARKER = ".reserved"
 CACHE_KEEP_S = 3600.0
@@ -53,7 +61,7 @@ class S3Location:
         return cls(parsed.netloc, prefix + "/" if prefix else "")
 
 
-class S3FileStore:
+class S3FileStore(StreamOverPath):
     def __init__(self, location: S3Location, cache_dir: Path, client: Any = None) -> None:
         import boto3  # optional dependency: pip install 'vace-server[s3]'
 
@@ -67,11 +75,6 @@ class S3FileStore:
         token = secrets.token_urlsafe(18)
         self.client.put_object(Bucket=self.bucket, Key=self._key(f"{token}/{MARKER}"), Body=b"")
         return f"{token}/{safe_name(file_name)}"
-
-    @contextmanager
-    def writer(self, name: str) -> Iterator[BinaryIO]:
-        with self.path_writer(name) as tmp, open(tmp, "wb") as out:
-            yield out
 
     @contextmanager
     def path_writer(self, name: str) -> Iterator[Path]:

@@ -14,7 +14,8 @@ that is not `{token}/{file_name}` with safe characters is simply not found).
 from __future__ import annotations
 
 import re
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -33,6 +34,18 @@ class Folder:
     size: int  # bytes, unfinished writes included
     file_count: int  # files, unfinished writes included
     has_complete_file: bool  # False while nothing has landed (an upload reserved but never finished)
+
+
+class StreamOverPath:
+    """`writer` for stores whose native write is `path_writer` (a temp file moved or uploaded into place)."""
+
+    def path_writer(self, name: str) -> AbstractContextManager[Path]:
+        raise NotImplementedError
+
+    @contextmanager
+    def writer(self, name: str) -> Iterator[BinaryIO]:
+        with self.path_writer(name) as tmp, open(tmp, "wb") as out:
+            yield out
 
 
 class FileStore(Protocol):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.input_memory import encode_moving_bar
 from preprocessors.spatial import resize_cover
 from preprocessors.temporal import fit_length, resample_fps
 from preprocessors.video_io import read_video
@@ -47,24 +48,6 @@ def uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
-def encode(path: Path, rate: Fraction, count: int, width: int, height: int) -> None:
-    """`count` distinct frames (a bar moving over a gradient), encoded one at a time: never all in memory."""
-    x = np.linspace(0, 200, width, dtype=np.float32)
-    base = np.broadcast_to(x[None, :, None], (height, width, 3)).astype(np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
-        for i in range(count):
-            rgb = base.copy()
-            left = (i * 3) % (width - 8)
-            rgb[:, left:left + 8] = 255
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-
-
 def png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (200, 40, 40)).save(buffer, format="PNG")
@@ -75,7 +58,7 @@ def png(width: int, height: int) -> bytes:
 def fast_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """240 fps (the most accepted), 1200 frames of 160x90: 52 MB as RGB, 0.6 MB needed at 5 fps and 64x36."""
     path = tmp_path_factory.mktemp("memory") / "fast.mp4"
-    encode(path, Fraction(240), 1200, 160, 90)
+    encode_moving_bar(path, Fraction(240), 1200, 160, 90)
     return path
 
 
@@ -119,7 +102,7 @@ def test_a_high_rate_clip_holds_only_the_output_frames_at_the_working_size(tmp_p
 @pytest.mark.parametrize("rate", [Fraction(600), Fraction(241), Fraction(1, 2), Fraction(1, 1024)])
 def test_implausible_frame_rates_are_a_422_naming_the_field(tmp_path: Path, rate: Fraction) -> None:
     path = tmp_path / "clip.mp4"
-    encode(path, rate, 12, 16, 16)
+    encode_moving_bar(path, rate, 12, 16, 16)
     reader = make_reader(tmp_path)
     error = refused(lambda: reader.video(uri(path.read_bytes(), "video/mp4"), "mask_video_url"))
     assert (error.field, error.error_type) == ("mask_video_url", "unsupported_video_format")
@@ -130,7 +113,7 @@ def test_implausible_frame_rates_are_a_422_naming_the_field(tmp_path: Path, rate
 @pytest.mark.parametrize("rate", [Fraction(240), Fraction(1), Fraction(30000, 1001)])
 def test_plausible_frame_rates_pass(tmp_path: Path, rate: Fraction) -> None:
     path = tmp_path / "clip.mp4"
-    encode(path, rate, 12, 16, 16)
+    encode_moving_bar(path, rate, 12, 16, 16)
     _, info = make_reader(tmp_path).video(uri(path.read_bytes(), "video/mp4"), "video_url")
     assert info.fps == pytest.approx(float(rate))
 
