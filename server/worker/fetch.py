@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import os
 import tempfile
@@ -101,15 +102,14 @@ class Fetcher:
     def _stream_into(self, client: httpx.Client, url: str, field: str, headers: dict[str, str],
                      out: BinaryIO, watch: Watch) -> None:
         watch.check()
-        target = self.policy.target(url)
+        target = watch.call(functools.partial(self.policy.target, url))
         for _hop in range(MAX_REDIRECTS + 1):
             watch.check()
             response = client.send(target.build_request(client, "GET", headers), stream=True)
             try:
                 if response.status_code in _REDIRECTS and "location" in response.headers:
-                    watch.check()  # the name lookup below cannot be interrupted: do not start it late
-                    next_target = self.policy.target(urllib.parse.urljoin(target.url,
-                                                                          response.headers["location"]))
+                    location = urllib.parse.urljoin(target.url, response.headers["location"])
+                    next_target = watch.call(functools.partial(self.policy.target, location))
                     if next_target.origin != target.origin:
                         headers = strip_credentials(headers)
                     target = next_target

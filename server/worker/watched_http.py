@@ -13,13 +13,15 @@ import errno
 import selectors
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
 
+T = TypeVar("T")
 POLL_S = 0.25  # the longest a blocked socket goes without looking at the watch
 
 
@@ -53,6 +55,28 @@ class Watch:
         if left <= 0:
             raise DeadlineExceeded()
         return left
+
+    def call(self, blocking: Callable[[], T]) -> T:
+        """`blocking()` (a host-name lookup: getaddrinfo cannot be interrupted) on a daemon thread, waited for
+        under the watch: past the deadline or on cancellation the caller goes on and the result is dropped."""
+        done = threading.Event()
+        outcome: list[T] = []
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(blocking())
+            except BaseException as exc:  # handed to the waiting caller
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="watched-call", daemon=True).start()
+        while not done.wait(min(self.check(), POLL_S)):
+            pass
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     def waits(self, timeout: float | None, on_timeout: type[Exception]) -> Iterator[float]:
         """Wait slices until `timeout` (httpx's timeout for one operation) has passed, then `on_timeout`."""

@@ -19,6 +19,7 @@ import pytest
 from server.contract.errors import InputError
 from server.contract.limits import InputLimits
 from server.files.local import LocalFileStore
+from server.outbound import AddressPolicy, IPAddress
 from server.worker.fetch import DownloadCancelled, Fetcher
 from server.worker.inputs import InputReader
 from tests.server.conftest import LiveServer
@@ -254,3 +255,30 @@ def test_a_silent_source_still_fails_at_the_idle_timeout(tmp_path: Path, sources
                                                     tmp_path / "in"))
     assert error.message.endswith("the download timed out"), error.message
     assert 0.5 <= took < 0.5 + 0.8, took
+
+
+class SlowResolver(AddressPolicy):
+    """Stands in for an unresponsive DNS server (the machine's resolver cannot be swapped per test)."""
+
+    def resolve(self, host: str, port: int) -> IPAddress:
+        time.sleep(5.0)
+        return super().resolve(host, port)
+
+
+def test_a_host_name_lookup_that_hangs_ends_at_the_deadline(tmp_path: Path) -> None:
+    """Before: getaddrinfo ran outside the deadline; a dead resolver held the worker for its own timeouts."""
+    slow = fetcher(tmp_path)
+    slow.policy = SlowResolver(("127.0.0.1",))
+    error, took = timed_refusal(lambda: slow.fetch("http://127.0.0.1:9/v.mp4", "video_url", tmp_path / "in"))
+    assert error.error_type == "file_download_error" and "took longer" in error.message
+    assert took < QUICK_S, took
+
+
+def test_a_host_name_lookup_that_hangs_sees_cancellation(tmp_path: Path) -> None:
+    slow = fetcher(tmp_path, deadline_s=30.0)
+    slow.policy = SlowResolver(("127.0.0.1",))
+    started = time.monotonic()
+    with pytest.raises(DownloadCancelled):
+        slow.fetch("http://127.0.0.1:9/v.mp4", "video_url", tmp_path / "in",
+                   should_cancel=cancelled_after(0.5))
+    assert time.monotonic() - started < 0.5 + 0.8
