@@ -86,7 +86,7 @@ def _run(settings: Settings) -> int:
         print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
     limits = HttpLimits(settings.max_header_bytes, settings.header_timeout_s, settings.body_timeout_s,
-                        settings.max_connections)
+                        settings.max_connections, settings.min_body_rate)
     run_server(create_app(settings), limits=limits, host=settings.host, port=settings.port,
                log_level=settings.log_level, access_log=settings.access_log, ssl_certfile=certfile,
                ssl_keyfile=keyfile,

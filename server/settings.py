@@ -196,6 +196,9 @@ class Settings(BaseSettings):
         10.0, description="seconds a connection has to send its request line and headers, else 408")
     body_timeout_s: Annotated[PositiveFloat, Flag("body-timeout")] = Field(
         60.0, description="seconds a request body may send nothing while the server reads it, else 408")
+    min_body_rate: Annotated[PositiveFloat, Flag("min-body-rate")] = Field(
+        1024.0, description="bytes/s a request body must average: it may take --body-timeout plus one "
+                            "second per this many bytes received, else 408")
     max_connections: Annotated[PositiveInt, Flag("max-connections")] = Field(
         1000, description="open HTTP connections; beyond it the longest-idle or half-sent one is closed, "
                           "or the new one gets a 503 when all are busy")

@@ -14,7 +14,10 @@ failed. Here one sweep per second per server closes, with a 408:
   one: after the first byte of its next request; uvicorn closes it after 5 s idle before that), or that
   stays idle that long after a response;
 - a request whose body has sent nothing for `body_timeout_s` while the server was reading it (an app that
-  stops reading, e.g. to write an upload to disk, pauses the clock).
+  stops reading, e.g. to write an upload to disk, pauses the clock), or that has sent less than
+  `min_body_rate` bytes/s on average: it may take `body_timeout_s` plus one second per `min_body_rate` bytes
+  received (Apache mod_reqtimeout's MinRate rule), so one byte every few seconds no longer holds a
+  connection and an upload buffer forever.
 And at most `max_connections` are open: a new one beyond that evicts the connection that has waited longest
 without a request in progress (a half-sent or idle one; a real client's request head arrives within
 milliseconds, so a slowloris attacker evicts its own connections), or, when every connection is busy with a
@@ -39,6 +42,7 @@ class HttpLimits:
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
+    min_body_rate: float = 1024.0  # bytes/s
 
 
 class _Tracked:
@@ -66,6 +70,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes received since the last request head began or the last body ended
         self._in_head = True  # no request head completed since the connection or the last request
         self._refused = False
+        self._body_started = 0.0  # loop time the body's clock started, moved on while the app is not reading
+        self._body_bytes = 0
 
     # -- connection -------------------------------------------------------------------------------------
 
@@ -100,7 +106,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(431, f"Request headers larger than {self.limits.max_header_bytes} bytes")
         elif not self._in_head and self not in self.tracked.receiving and self.cycle is not None \
                 and self.cycle.more_body and not self.cycle.response_complete:
-            self.tracked.receiving[self] = self.loop.time()  # a body is still coming: its clock starts
+            self.tracked.receiving[self] = self._body_started = self.loop.time()  # a body is still coming:
+            self._body_bytes = 0  # its clocks start
 
     # -- parser callbacks -------------------------------------------------------------------------------
 
@@ -126,6 +133,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self in self.tracked.receiving:  # activity: to the back of the line, with a fresh clock
             del self.tracked.receiving[self]
             self.tracked.receiving[self] = self.loop.time()
+        self._body_bytes += len(body)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -170,7 +178,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def _sweep(loop: asyncio.AbstractEventLoop, tracked: _Tracked, limits: HttpLimits) -> None:
-    """Close the connections whose clock ran out: both lines are oldest first, so each stops early."""
+    """Close the connections whose clock ran out. The waiting line is oldest first, so it stops early; a
+    body's average rate needs a look at each one receiving."""
     now = loop.time()
     for protocol, since in list(tracked.waiting.items()):
         if now - since < limits.header_timeout_s:
@@ -178,11 +187,15 @@ def _sweep(loop: asyncio.AbstractEventLoop, tracked: _Tracked, limits: HttpLimit
         protocol._refuse(408 if protocol._head_bytes else None,
                          f"Request headers not received within {limits.header_timeout_s:g} s")
     for protocol, since in list(tracked.receiving.items()):
-        if now - since < limits.body_timeout_s:
-            break
         if protocol.flow.read_paused:  # the app is not reading: not the client's delay
-            del tracked.receiving[protocol]
-            tracked.receiving[protocol] = now
+            protocol._body_started += SWEEP_S
+            if now - since >= limits.body_timeout_s:
+                del tracked.receiving[protocol]
+                tracked.receiving[protocol] = now
             continue
-        protocol._refuse(408, f"Request body stalled: nothing received for {limits.body_timeout_s:g} s")
+        allowed_s = limits.body_timeout_s + protocol._body_bytes / limits.min_body_rate
+        if now - since >= limits.body_timeout_s:
+            protocol._refuse(408, f"Request body stalled: nothing received for {limits.body_timeout_s:g} s")
+        elif now - protocol._body_started > allowed_s:
+            protocol._refuse(408, f"Request body too slow: under {limits.min_body_rate:g} bytes/s on average")
     tracked.sweeper = loop.call_later(SWEEP_S, _sweep, loop, tracked, limits)

@@ -6,6 +6,7 @@ connections. The server runs with short timeouts (flags) so each attack resolves
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ from tests.server.conftest import LiveServer, start_server
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 30
+MIN_BODY_RATE = 8.0  # bytes/s
 CAP = 64 * 1024  # the default --max-header-bytes
 
 
@@ -30,6 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         env.setenv("VACE_HEADER_TIMEOUT_S", str(HEADER_TIMEOUT_S))
         env.setenv("VACE_BODY_TIMEOUT_S", str(BODY_TIMEOUT_S))
         env.setenv("VACE_MAX_CONNECTIONS", str(MAX_CONNECTIONS))
+        env.setenv("VACE_MIN_BODY_RATE", str(MIN_BODY_RATE))
         live = start_server(tmp_path_factory.mktemp("limits") / "data", workers=0)
     yield live
     live.stop()
@@ -179,6 +182,29 @@ def test_a_slow_but_steady_body_is_not_cut(server: LiveServer) -> None:
     assert status_of(answer) == 200 and b'"status":"IN_QUEUE"' in answer
 
 
+def test_a_body_trickled_under_the_minimum_rate_gets_408(server: LiveServer) -> None:
+    """Before: one byte within every body timeout held the connection forever. At 2 bytes/s against a
+    minimum of 8 the allowance (1 s + 1 s per 8 bytes) runs out after about 1.3 s."""
+    sock = connect(server)
+    sock.sendall(b"POST /queue/fal-ai/wan-vace-14b/depth HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    started = time.monotonic()
+    answer = b""
+    sock.settimeout(0.5)
+    try:
+        while time.monotonic() - started < 10 and not answer:
+            sock.sendall(b" ")
+            with contextlib.suppress(TimeoutError):
+                answer = sock.recv(65536)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    answer += read_answer(sock)
+    elapsed = time.monotonic() - started
+    assert status_of(answer) == 408 and b"Request body too slow" in answer, answer
+    assert elapsed < 1.3 + 2 * 1.0 + 2, elapsed  # the allowance, two sweeps, a loaded machine
+    healthy(server)
+
+
 def test_idle_connections_at_the_limit_make_room_for_a_real_request(server: LiveServer) -> None:
     """MAX_CONNECTIONS half-sent connections: a new client still gets its answer, and the oldest
     half-sent connection is the one closed for it."""
@@ -202,10 +228,11 @@ def test_the_limits_are_flags_with_defaults(tmp_path: Path) -> None:
 
     defaults = Settings(data_dir=tmp_path, model="tiny")
     assert (defaults.max_header_bytes, defaults.header_timeout_s, defaults.body_timeout_s,
-            defaults.max_connections) == (CAP, 10.0, 60.0, 1000)
+            defaults.max_connections, defaults.min_body_rate) == (CAP, 10.0, 60.0, 1000, 1024.0)
     args = build_parser().parse_args(["serve", "--max-header-bytes", "1000", "--header-timeout", "2",
-                                      "--body-timeout", "3", "--max-connections", "4"])
+                                      "--body-timeout", "3", "--max-connections", "4",
+                                      "--min-body-rate", "5"])
     given = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     flagged = Settings(data_dir=tmp_path, model="tiny", **field_values(Settings, given))
     assert (flagged.max_header_bytes, flagged.header_timeout_s, flagged.body_timeout_s,
-            flagged.max_connections) == (1000, 2.0, 3.0, 4)
+            flagged.max_connections, flagged.min_body_rate) == (1000, 2.0, 3.0, 4, 5.0)
