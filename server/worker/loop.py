@@ -24,6 +24,7 @@ from server.files.store import FileStore
 from server.jobs.factory import open_settings_job_store
 from server.jobs.model import Job
 from server.jobs.store import WakesWorkers
+from server.local_beat import beat, beat_path
 from server.logs import configure_logging, job_context
 from server.settings import Settings
 from server.worker.failures import failure_of, log_line
@@ -90,6 +91,14 @@ class Worker:
         if self._heartbeat_thread is None:
             self._heartbeat_thread = threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat")
             self._heartbeat_thread.start()
+            # Its own thread: a database write can block for its busy timeout (server/local_beat.py).
+            threading.Thread(target=self._local_beat, daemon=True, name="local-beat").start()
+
+    def _local_beat(self) -> None:
+        path = beat_path(self.settings.data_dir, self.worker_id)
+        beat(path)
+        while not self.stopping.wait(self.heartbeat_s):
+            beat(path)
 
     def serve(self, executor: Executor) -> None:
         self.start_heartbeat()

@@ -108,3 +108,30 @@ def test_a_stopped_worker_is_killed_restarted_and_its_job_requeued(tmp_path: Pat
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stopped_pid, signal.SIGCONT)
         server.stop()
+
+
+def test_a_locked_database_does_not_get_a_healthy_worker_killed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the database beat was the only evidence of life, so a database locked for longer than the
+    stall timeout (the worker's beat blocked in its busy timeout, readers still served in WAL mode) got the
+    healthy worker SIGKILLed. Its local beat file (server/local_beat.py) keeps it alive now."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("VACE_WORKER_STALL_TIMEOUT_S", "2")
+    server = start_server(data_dir, workers=1, timeout=300)
+    store = open_job_store(data_dir / "jobs.sqlite3")
+    try:
+        [worker] = [w for w in store.workers() if w["state"] == "ready"]
+        lock = sqlite3.connect(data_dir / "jobs.sqlite3", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # writers wait; WAL readers (the supervisor) still read
+        try:
+            time.sleep(6.0)  # three stall timeouts, several supervisor checks
+            assert heartbeat_of(data_dir / "jobs.sqlite3", worker["id"]) is not None
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        time.sleep(1.0)
+        os.kill(int(worker["pid"]), 0)  # still the same, living process
+        assert "has sent no heartbeat" not in server.log_text()
+        assert [w["id"] for w in store.workers()] == [worker["id"]]
+    finally:
+        server.stop()

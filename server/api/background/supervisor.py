@@ -13,9 +13,10 @@ one still running after STOP_GRACE_S is killed and its job requeued, again witho
 (our own shutdown is no evidence that the job kills workers).
 
 A worker can also hang with its process alive (SIGSTOPped, or stuck in native code holding the GIL): its
-heartbeat thread (server/worker/loop.py, which beats from before the model loads) goes quiet. One silent
-for `worker_stall_timeout_s` is SIGKILLed and handled like a worker that died: its job is requeued with the
-attempt counted, and a new worker started. A worker is judged only once it has beaten: before that it is
+heartbeat threads (server/worker/loop.py, which beat from before the model loads) go quiet. One whose
+database beat and local beat file (server/local_beat.py) are both silent for `worker_stall_timeout_s` is
+SIGKILLed and handled like a worker that died: its job is requeued with the attempt counted, and a new
+worker started. A worker is judged only once it has beaten: before that it is
 importing torch, which takes minutes on a loaded machine and must not read as a stall (its first beat
 comes before the model loads).
 """
@@ -33,6 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from server.jobs.store import JobStore
+from server.local_beat import beat_path, last_beat, remove_beat
 from server.settings import Settings
 
 log = logging.getLogger("vace.supervisor")
@@ -102,6 +104,7 @@ class Supervisor:
                 log.warning("%s was stopped mid-job; requeued %s", worker_id, ", ".join(requeued))
         for slot in self.slots:
             self.store.remove_worker(slot.worker_id)
+            remove_beat(beat_path(self.settings.data_dir, slot.worker_id))
         self.store.recover_orphans(set(), self.settings.max_attempts)
 
     def _spawn(self, slot: WorkerSlot) -> None:
@@ -130,7 +133,7 @@ class Supervisor:
         for slot in self.slots:
             proc = slot.process
             if proc is not None and proc.poll() is None:
-                if heartbeats is None or not self._stalled(slot, heartbeats.get(slot.worker_id)):
+                if heartbeats is None or not self._stalled(slot, self._last_beat(slot, heartbeats)):
                     continue
                 proc.kill()  # SIGKILL: a stopped process never handles SIGTERM
                 proc.wait()
@@ -138,6 +141,12 @@ class Supervisor:
                 self._on_exit(slot, proc.returncode)
             if time.monotonic() >= slot.next_start and not self._stop.is_set():
                 self._spawn(slot)
+
+    def _last_beat(self, slot: WorkerSlot, heartbeats: dict[str, float]) -> float | None:
+        """The newer of the database's beat and the worker's local one (server/local_beat.py)."""
+        beats = [b for b in (heartbeats.get(slot.worker_id),
+                             last_beat(beat_path(self.settings.data_dir, slot.worker_id))) if b is not None]
+        return max(beats, default=None)
 
     def _stalled(self, slot: WorkerSlot, heartbeat: float | None) -> bool:
         """True for a live worker process whose heartbeat has been silent for too long."""
@@ -154,6 +163,7 @@ class Supervisor:
     def _on_exit(self, slot: WorkerSlot, code: int) -> None:
         log.error("%s exited with code %s; restarting", slot.worker_id, code)
         self.store.remove_worker(slot.worker_id)
+        remove_beat(beat_path(self.settings.data_dir, slot.worker_id))
         live = {s.worker_id for s in self.slots if s.process and s.process.poll() is None}
         self.store.recover_orphans(live, self.settings.max_attempts)
         slot.process = None
