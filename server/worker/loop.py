@@ -26,6 +26,7 @@ from server.jobs.model import Job
 from server.jobs.store import WakesWorkers
 from server.logs import configure_logging, job_context
 from server.settings import Settings
+from server.worker.capacity import worker_capacity
 from server.worker.failures import failure_of, log_line
 from server.worker.fetch import DownloadCancelled, Fetcher
 from server.worker.progress import Progress
@@ -67,7 +68,10 @@ class Worker:
                              self.settings.vae_tiling, self.settings.attention, self.settings.compile,
                              self.settings.data_dir / "compile_cache")
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
-        self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
+        capacity = worker_capacity(pipe, self.settings.device)  # None on a CPU: no limit to publish
+        if capacity is not None:
+            log.info("%s longest video per size (pipeline frames): %s", self.worker_id, capacity)
+        self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir), capacity=capacity)
         files = open_settings_file_store(self.settings)
         self.files = files
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,

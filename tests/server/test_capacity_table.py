@@ -1,0 +1,80 @@
+"""The worker's capacity table (server/worker/capacity.py): the binary search over the 4k+1 grid, the sizes
+`aspect_ratio: auto` can give, and the table built from a `fits` function."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from preprocessors.sizing import RESOLUTION_SIZES, keep_aspect_size
+from server.contract.capacity import FRAME_GRID
+from server.worker.capacity import auto_sizes, capacity_table, largest_fitting_frames, plan_fits
+
+
+def counted(limit: int) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def fits(width: int, height: int, num_frames: int) -> bool:
+        calls.append(num_frames)
+        return num_frames <= limit
+
+    return calls, fits
+
+
+@pytest.mark.parametrize(("limit", "expected"), [
+    (121, 121), (120, 117), (17, 17), (16, 0), (0, 0), (241, 241), (10_000, 241), (18, 17), (240, 237)])
+def test_the_largest_grid_count_that_fits(limit: int, expected: int) -> None:
+    calls, fits = counted(limit)
+    assert largest_fitting_frames(fits, 1280, 720) == expected  # type: ignore[arg-type]
+    assert len(calls) <= math.ceil(math.log2(len(FRAME_GRID) + 1)), "a binary search: 6 calls for 57 counts"
+    assert all((n - 1) % 4 == 0 and 17 <= n <= 241 for n in calls), "only the pipeline's 4k+1 counts"
+
+
+def test_the_grid_is_fals_range_on_4k_plus_1() -> None:
+    assert FRAME_GRID[0] == 17 and FRAME_GRID[-1] == 241 and len(FRAME_GRID) == 57
+    assert all(b - a == 4 for a, b in zip(FRAME_GRID, FRAME_GRID[1:], strict=False))
+
+
+def test_every_size_auto_can_give_is_listed() -> None:
+    """Random inputs (both orientations, ratios up to past the clamp) only ever get listed sizes."""
+    rng = random.Random(7)
+    for resolution, (w, h) in RESOLUTION_SIZES["16:9"].items():
+        sizes = auto_sizes(resolution)
+        assert (w, h) in sizes and (h, w) in sizes
+        assert all(sw * sh <= w * h and sw % 16 == 0 and sh % 16 == 0 for sw, sh in sizes)
+        for _ in range(1500):
+            iw, ih = rng.randint(16, 4000), rng.randint(16, 4000)
+            assert keep_aspect_size(w * h, iw, ih) in sizes, (resolution, iw, ih)
+        for iw in range(100, 700):  # every ratio of a 100-pixel-high input from 1 to 7
+            assert keep_aspect_size(w * h, iw, 100) in sizes, (resolution, iw)
+
+
+def test_the_table_covers_every_preset_and_aspect_ratio() -> None:
+    budget = 832 * 480 * 81  # pixels x frames: 480p 16:9 holds exactly 81 frames
+
+    def fits(width: int, height: int, num_frames: int) -> bool:
+        return width * height * num_frames <= budget
+
+    table = capacity_table(fits)
+    assert set(table) == set(RESOLUTION_SIZES["16:9"])
+    assert all(set(row) == {"16:9", "9:16", "1:1", "auto"} for row in table.values())
+    assert table["480p"]["16:9"] == table["480p"]["9:16"] == 81
+    assert table["480p"]["1:1"] == 137  # 480x480: 140 frames by area, 137 on the grid
+    assert table["720p"]["16:9"] == 33  # 1280x720: 35 by area
+    assert table["240p"]["16:9"] == 241
+    # auto: the most permissive size the input can give, never less than the 16:9 preset it includes.
+    smallest = min(auto_sizes("720p"), key=lambda s: s[0] * s[1])
+    assert table["720p"]["auto"] == largest_fitting_frames(fits, *smallest) >= table["720p"]["16:9"]
+
+
+def test_nothing_fits_and_everything_fits() -> None:
+    assert all(v == 0 for row in capacity_table(lambda w, h, n: False).values() for v in row.values())
+    assert all(v == 241 for row in capacity_table(lambda w, h, n: True).values() for v in row.values())
+
+
+def test_a_cpu_worker_publishes_no_limit() -> None:
+    import torch
+
+    assert plan_fits(torch.nn.Linear(2, 2), "cpu") is None
