@@ -30,6 +30,8 @@ from server.contract.capacity import FRAME_GRID, CapacityTable
 if TYPE_CHECKING:
     import torch
 
+    from pipelines.memory import MemoryPlan, ModelSize
+
 # fits(width, height, num_frames): whether one request of that size and pipeline length fits the worker.
 Fits = Callable[[int, int, int], bool]
 
@@ -97,23 +99,26 @@ def capacity_table(fits: Fits) -> CapacityTable:
 def plan_fits(pipe: torch.nn.Module, device: str | None) -> Fits | None:
     """`fits` for this worker's applied memory plan on `device`, or None without a GPU budget (CPU).
 
-    The one place the capacity's notion of "fits" is defined: the estimated peak of the plan's phases
-    (pipelines/memory.py's `phase_peaks`) within the usable memory the plan was chosen against. That was
-    measured before the weights were placed, so it is rebuilt as the free memory now plus what this
-    process's allocator holds.
+    The usable memory the plan was chosen against was measured before the weights were placed, so it is
+    rebuilt as the free memory now plus what this process's allocator holds.
     """
     import torch
 
     from pipelines.loader import choose_placement
-    from pipelines.memory import ModelSize, phase_peaks, plan_of, usable_bytes
+    from pipelines.memory import ModelSize, plan_of, usable_bytes
 
     target = torch.device(choose_placement(device).device)  # None: the device load_pipeline picked
     if target.type != "cuda":
         return None
     free, total = torch.cuda.mem_get_info(target)
     usable = usable_bytes(free + torch.cuda.memory_reserved(target), total)
-    plan = plan_of(pipe)
-    size = ModelSize.from_pipeline(pipe)
+    return estimate_fits(plan_of(pipe), ModelSize.from_pipeline(pipe), usable)
+
+
+def estimate_fits(plan: MemoryPlan, size: ModelSize, usable: int) -> Fits:
+    """The one place the capacity's notion of "fits" is defined: the estimated peak of the plan's phases
+    (pipelines/memory.py's `phase_peaks`) within `usable` bytes."""
+    from pipelines.memory import phase_peaks
 
     def fits(width: int, height: int, num_frames: int) -> bool:
         peaks = phase_peaks(plan.offload, plan.vae_tiling, size, width * height, num_frames)

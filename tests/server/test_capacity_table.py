@@ -78,3 +78,21 @@ def test_a_cpu_worker_publishes_no_limit() -> None:
     import torch
 
     assert plan_fits(torch.nn.Linear(2, 2), "cpu") is None
+
+
+@pytest.mark.parametrize(("card_gib", "free_gib"), [(80, 79.2), (48, 47.3), (24, 23.4)])
+def test_the_14b_plans_hold_what_they_were_chosen_for(card_gib: int, free_gib: float) -> None:
+    """With pipelines/memory.py's estimate for the 14B model: the plan chosen for 720p/81f holds at least
+    81 frames at 720p; on an 80 GB card (all on the GPU) 720p at 241 frames does not fit (73.4 GiB estimated
+    against 72.8 usable), so it is the one length a submit can be refused for there."""
+    from pipelines.memory import WAN_VACE_14B, GiB, choose_plan, usable_bytes
+    from server.worker.capacity import estimate_fits
+
+    free, total = int(free_gib * GiB), card_gib * GiB
+    plan = choose_plan(free, total, WAN_VACE_14B)
+    table = capacity_table(estimate_fits(plan, WAN_VACE_14B, usable_bytes(free, total)))
+    assert table["720p"]["16:9"] >= 81 and table["720p"]["16:9"] == table["720p"]["9:16"]
+    assert table["480p"]["16:9"] == 241
+    assert all(table[r]["1:1"] >= table[r]["16:9"] and table[r]["auto"] >= table[r]["16:9"] for r in table)
+    if card_gib == 80:
+        assert plan.offload.value == "all_on_gpu" and 81 <= table["720p"]["16:9"] < 241
