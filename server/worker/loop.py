@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from server.contract.capacity import CapacityTable
 from server.contract.errors import cancelled_error
 from server.contract.limits import InputLimits
 from server.files.factory import open_settings_file_store
@@ -33,6 +34,8 @@ from server.worker.progress import Progress
 from server.worker.runner import Executor, JobHooks
 
 if TYPE_CHECKING:
+    from diffusers import WanVACEPipeline
+
     from preprocessors.annotators.registry import Annotators
 
 log = logging.getLogger("vace.worker")
@@ -68,7 +71,7 @@ class Worker:
                              self.settings.vae_tiling, self.settings.attention, self.settings.compile,
                              self.settings.data_dir / "compile_cache")
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
-        capacity = worker_capacity(pipe, self.settings.device)  # None on a CPU: no limit to publish
+        capacity = self.capacity(pipe)
         if capacity is not None:
             log.info("%s longest video per size (pipeline frames): %s", self.worker_id, capacity)
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir), capacity=capacity)
@@ -79,6 +82,11 @@ class Worker:
                           total_timeout_s=self.settings.download_deadline_s)
         return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,
                         limits=InputLimits.from_settings(self.settings))
+
+    def capacity(self, pipe: WanVACEPipeline) -> CapacityTable | None:
+        """The longest video per size this worker holds (server/worker/capacity.py), published with its
+        "ready" state so the API can refuse at submit what fits no worker; None (CPU): no limit."""
+        return worker_capacity(pipe, self.settings.device)
 
     def _annotators(self) -> Annotators:
         """Annotator models are loaded on first use; the configuration (environment) is checked now."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,13 @@ def test_the_14b_plans_hold_what_they_were_chosen_for(card_gib: int, free_gib: f
     assert all(table[r]["1:1"] >= table[r]["16:9"] and table[r]["auto"] >= table[r]["16:9"] for r in table)
     if card_gib == 80:
         assert plan.offload.value == "all_on_gpu" and 81 <= table["720p"]["16:9"] < 241
+
+
+def test_a_worker_group_publishes_no_limit(tmp_path: Path) -> None:
+    """A group's ranks each hold a share of the sequence: one GPU's estimate would refuse what it runs."""
+    from server.settings import Settings
+    from server.worker.group import GroupWorker
+
+    settings = Settings(data_dir=tmp_path / "data", model="tiny", device="cuda", gpus_per_job=2)
+    worker = GroupWorker(settings, "group-0", leader=None)  # type: ignore[arg-type]
+    assert worker.capacity(None) is None  # type: ignore[arg-type]
