@@ -117,12 +117,14 @@ def plan_fits(pipe: torch.nn.Module, device: str | None) -> Fits | None:
 
 def estimate_fits(plan: MemoryPlan, size: ModelSize, usable: int) -> Fits:
     """The one place the capacity's notion of "fits" is defined: the estimated peak of the plan's phases
-    (pipelines/memory.py's `phase_peaks`) within `usable` bytes."""
+    (pipelines/memory.py's `phase_peaks`) within `usable` bytes, with the plan's VAE tiling or with tiling
+    on, which a worker may turn on for one request. The permissive reading on purpose: what this admits and
+    still does not fit is refused by the worker's own check, while what it refuses is refused at submit."""
     from pipelines.memory import phase_peaks
 
     def fits(width: int, height: int, num_frames: int) -> bool:
-        peaks = phase_peaks(plan.offload, plan.vae_tiling, size, width * height, num_frames)
-        return max(peaks.values()) <= usable
+        return any(max(phase_peaks(plan.offload, tiling, size, width * height, num_frames).values()) <= usable
+                   for tiling in {plan.vae_tiling, True})
 
     return fits
 

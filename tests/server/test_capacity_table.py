@@ -107,3 +107,18 @@ def test_a_worker_group_publishes_no_limit(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", model="tiny", device="cuda", gpus_per_job=2)
     worker = GroupWorker(settings, "group-0", leader=None)  # type: ignore[arg-type]
     assert worker.capacity(None) is None  # type: ignore[arg-type]
+
+
+def test_fits_counts_the_vae_tiling_a_worker_may_turn_on() -> None:
+    """A plan without tiling whose untiled VAE decode does not fit still admits the request when tiling makes
+    it fit: the worker may tile that one request, so refusing it at submit would not be certain."""
+    from pipelines.memory import WAN_VACE_14B, MemoryPlan, Offload, phase_peaks
+    from server.worker.capacity import estimate_fits
+
+    area = 1280 * 720
+    tiled = max(phase_peaks(Offload.ALL_ON_GPU, True, WAN_VACE_14B, area, 17).values())
+    untiled = max(phase_peaks(Offload.ALL_ON_GPU, False, WAN_VACE_14B, area, 17).values())
+    assert tiled < untiled
+    fits = estimate_fits(MemoryPlan(Offload.ALL_ON_GPU, False), WAN_VACE_14B, tiled)
+    assert fits(1280, 720, 17)
+    assert not estimate_fits(MemoryPlan(Offload.ALL_ON_GPU, False), WAN_VACE_14B, tiled - 1)(1280, 720, 17)
