@@ -122,3 +122,13 @@ def test_fits_counts_the_vae_tiling_a_worker_may_turn_on() -> None:
     fits = estimate_fits(MemoryPlan(Offload.ALL_ON_GPU, False), WAN_VACE_14B, tiled)
     assert fits(1280, 720, 17)
     assert not estimate_fits(MemoryPlan(Offload.ALL_ON_GPU, False), WAN_VACE_14B, tiled - 1)(1280, 720, 17)
+
+
+def test_the_capacity_script_prints_a_row_per_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.capacity_table import main
+
+    main(["80"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("80 GiB card: all_on_gpu")
+    assert [line.split()[0] for line in lines[2:]] == list(RESOLUTION_SIZES["16:9"])
+    assert lines[-1].split()[1:] == ["237", "237", "241", "241"]  # 720p: 16:9, 9:16, 1:1, auto
