@@ -31,9 +31,13 @@ def error_response(error: JobError, headers: dict[str, str] | None = None) -> JS
     return JSONResponse(error.body, status_code=error.status_code, headers=all_headers)
 
 
-def unprocessable(loc: tuple[str | int, ...], message: str, error_type: str) -> JSONResponse:
+def unprocessable(loc: tuple[str | int, ...], message: str, error_type: str,
+                  ctx: dict[str, Any] | None = None) -> JSONResponse:
     """One field refused, in the form of FastAPI's (and fal's) 422 validation errors."""
-    item = {"loc": list(loc), "msg": message, "type": error_type, "url": ERRORS_DOC_URL + error_type}
+    item: dict[str, Any] = {"loc": list(loc), "msg": message, "type": error_type,
+                            "url": ERRORS_DOC_URL + error_type}
+    if ctx:
+        item["ctx"] = ctx
     return JSONResponse({"detail": [item]}, status_code=422, headers={"X-Fal-Retryable": "false"})
 
 

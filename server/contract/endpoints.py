@@ -120,6 +120,7 @@ class Refusal:
     message: str
     error_type: str
     loc: tuple[str, ...] = ("body",)
+    ctx: dict[str, Any] | None = None  # the figures behind it, as in pydantic's own items (e.g. {"le": 121})
 
 
 def _as_root(task: str, payload: BaseModel) -> WanVACEInput:

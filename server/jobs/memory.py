@@ -6,6 +6,7 @@ what it answers from a real store. One lock serialises every call, which gives c
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -13,6 +14,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+from server.contract.capacity import CapacityTable
 from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
 from server.jobs.memory_telemetry import MemoryTelemetry
 from server.jobs.model import (
@@ -213,10 +215,11 @@ class MemoryJobStore:
     # -- worker registry -------------------------------------------------------------------------------
 
     def set_worker_state(self, worker_id: str, pid: int, state: str, model: str | None = None,
-                         detail: str | None = None) -> None:
+                         detail: str | None = None, capacity: CapacityTable | None = None) -> None:
         with self.lock:
             self.worker_rows[worker_id] = {"id": worker_id, "pid": pid, "state": state, "model": model,
-                                           "detail": detail, "heartbeat": time.time()}
+                                           "detail": detail, "heartbeat": time.time(),
+                                           "capacity": copy.deepcopy(capacity)}
 
     def heartbeat(self, worker_id: str) -> None:
         with self.lock:
@@ -225,7 +228,7 @@ class MemoryJobStore:
 
     def workers(self) -> list[dict[str, Any]]:
         with self.lock:
-            return [dict(self.worker_rows[k]) for k in sorted(self.worker_rows)]
+            return [copy.deepcopy(self.worker_rows[k]) for k in sorted(self.worker_rows)]
 
     def clear_workers(self) -> None:
         with self.lock:

@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 
+from server.contract.capacity import CapacityTable, capacity_json, parse_capacity
 from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
 from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobResult, JobStatus, LogEntry, Status
 from server.jobs.postgres_db import (
@@ -263,12 +264,13 @@ class PostgresJobStore:
     # -- worker registry (/health) -----------------------------------------------------------------
 
     def set_worker_state(self, worker_id: str, pid: int, state: str, model: str | None = None,
-                         detail: str | None = None) -> None:
+                         detail: str | None = None, capacity: CapacityTable | None = None) -> None:
         self.db.execute(
-            "INSERT INTO vace_workers (id, node, pid, state, model, detail, heartbeat)"
-            f" VALUES (%s, %s, %s, %s, %s, %s, {DB_NOW}) ON CONFLICT (id) DO UPDATE SET node = excluded.node,"
-            " pid = excluded.pid, state = excluded.state, model = excluded.model, detail = excluded.detail,"
-            " heartbeat = excluded.heartbeat", (worker_id, self.node, pid, state, model, detail))
+            "INSERT INTO vace_workers (id, node, pid, state, model, detail, heartbeat, capacity)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, {DB_NOW}, %s) ON CONFLICT (id) DO UPDATE SET"
+            " node = excluded.node, pid = excluded.pid, state = excluded.state, model = excluded.model,"
+            " detail = excluded.detail, heartbeat = excluded.heartbeat, capacity = excluded.capacity",
+            (worker_id, self.node, pid, state, model, detail, capacity_json(capacity)))
 
     def heartbeat(self, worker_id: str) -> None:
         """Renew the worker's row and the lease on its running job, then requeue other boxes' jobs
@@ -286,8 +288,9 @@ class PostgresJobStore:
 
     def workers(self) -> list[dict[str, Any]]:
         """Every box's workers, each with its `node`."""
-        return self.db.fetchall("SELECT id, pid, state, model, detail, heartbeat, node FROM vace_workers"
-                                " ORDER BY id")
+        rows = self.db.fetchall("SELECT id, pid, state, model, detail, heartbeat, node, capacity"
+                                " FROM vace_workers ORDER BY id")
+        return [{**row, "capacity": parse_capacity(row["capacity"])} for row in rows]
 
     def clear_workers(self) -> None:
         """This box's rows only: a supervisor starting on one box must not hide another box's workers."""

@@ -72,8 +72,11 @@ CREATE TABLE IF NOT EXISTS vace_workers (
     state      TEXT NOT NULL,
     model      TEXT,
     detail     TEXT,
-    heartbeat  DOUBLE PRECISION NOT NULL  -- DB clock
+    heartbeat  DOUBLE PRECISION NOT NULL,  -- DB clock
+    capacity   TEXT  -- JSON: server/contract/capacity.py's table, NULL for none
 );
+-- Added after the first release: tables created before it gain the column here.
+ALTER TABLE vace_workers ADD COLUMN IF NOT EXISTS capacity TEXT;
 CREATE TABLE IF NOT EXISTS vace_webhook_deliveries (
     job_id        TEXT PRIMARY KEY,
     state         TEXT NOT NULL,          -- pending | delivered | failed

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from server.contract.capacity import CapacityTable, capacity_json, parse_capacity
 from server.contract.errors import JobError, cancelled_error, start_timeout_error, worker_lost_error
 from server.jobs.model import PRIORITIES, CancelOutcome, Job, JobResult, JobStatus, LogEntry, Status
 from server.jobs.sqlite_db import (
@@ -37,6 +38,7 @@ class SqliteJobStore:
 
     def __init__(self, path: Path) -> None:
         self.db = SqliteDatabase(path, SCHEMA, WEBHOOK_SCHEMA, TELEMETRY_SCHEMA)
+        self.db.ensure_column("workers", "capacity", "TEXT")  # files from before capacity tables
         self.path = path
         self._webhooks = SqliteWebhookOutbox(self.db)
         self._retention = SqliteRetentionQueries(self.db)
@@ -244,19 +246,21 @@ class SqliteJobStore:
     # -- worker registry (for /health) ---------------------------------------------------------
 
     def set_worker_state(self, worker_id: str, pid: int, state: str, model: str | None = None,
-                         detail: str | None = None) -> None:
+                         detail: str | None = None, capacity: CapacityTable | None = None) -> None:
         self.db.conn().execute(
-            "INSERT INTO workers (id, pid, state, model, detail, heartbeat) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, state = excluded.state,"
-            " model = excluded.model, detail = excluded.detail, heartbeat = excluded.heartbeat",
-            (worker_id, pid, state, model, detail, time.time()),
+            "INSERT INTO workers (id, pid, state, model, detail, heartbeat, capacity)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pid = excluded.pid,"
+            " state = excluded.state, model = excluded.model, detail = excluded.detail,"
+            " heartbeat = excluded.heartbeat, capacity = excluded.capacity",
+            (worker_id, pid, state, model, detail, time.time(), capacity_json(capacity)),
         )
 
     def heartbeat(self, worker_id: str) -> None:
         self.db.conn().execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (time.time(), worker_id))
 
     def workers(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.conn().execute("SELECT * FROM workers ORDER BY id").fetchall()]
+        rows = self.db.conn().execute("SELECT * FROM workers ORDER BY id").fetchall()
+        return [{**dict(r), "capacity": parse_capacity(r["capacity"])} for r in rows]
 
     def clear_workers(self) -> None:
         self.db.conn().execute("DELETE FROM workers")

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS workers (
     state      TEXT NOT NULL,
     model      TEXT,
     detail     TEXT,
-    heartbeat  REAL NOT NULL
+    heartbeat  REAL NOT NULL,
+    capacity   TEXT  -- JSON: server/contract/capacity.py's table, NULL for none
 );
 """
 
@@ -137,6 +138,19 @@ class SqliteDatabase:
         self._local = threading.local()
         for schema in schemas:
             self.conn().executescript(schema)  # idempotent; executescript manages its own transaction
+
+    def ensure_column(self, table: str, column: str, declaration: str) -> None:
+        """Add a column that files created by an older release lack (CREATE TABLE IF NOT EXISTS keeps their
+        table as it was). Two processes opening an old file together may both try: the loser's duplicate
+        is ignored."""
+        conn = self.conn()
+        if any(row["name"] == column for row in conn.execute(f"PRAGMA table_info({table})")):
+            return
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (autocommit: each statement outside `transaction()` commits alone)."""

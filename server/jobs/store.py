@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from server.contract.capacity import CapacityTable
 from server.contract.errors import JobError
 from server.jobs.model import (
     PRIORITIES,
@@ -185,12 +186,15 @@ class JobStore(Protocol):
     # -- worker registry (/health) ---------------------------------------------------------------------
 
     def set_worker_state(self, worker_id: str, pid: int, state: str, model: str | None = None,
-                         detail: str | None = None) -> None: ...
+                         detail: str | None = None, capacity: CapacityTable | None = None) -> None:
+        """Register or update a worker; every call replaces its capacity (None: no published limit)."""
+        ...
 
     def heartbeat(self, worker_id: str) -> None: ...
 
     def workers(self) -> list[dict[str, Any]]:
-        """One dict per worker (id, pid, state, model, detail, heartbeat), by id."""
+        """One dict per worker (id, pid, state, model, detail, heartbeat, capacity), by id; `capacity` is the
+        table the worker published (server/contract/capacity.py), or None."""
         ...
 
     def clear_workers(self) -> None: ...

@@ -25,12 +25,15 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from server.contract.capacity import CapacityTable
 from server.jobs.model import Job
 from server.settings import Settings
 from server.worker.loop import Worker, _die_with_parent
 from server.worker.runner import Executor
 
 if TYPE_CHECKING:
+    from diffusers import WanVACEPipeline
+
     from pipelines.group_generate import ControlLink, Leader
 
 log = logging.getLogger("vace.worker.group")
@@ -91,6 +94,11 @@ class GroupWorker(Worker):
     def __init__(self, settings: Settings, worker_id: str, leader: Leader) -> None:
         super().__init__(settings, worker_id)
         self.leader = leader
+
+    def capacity(self, pipe: WanVACEPipeline) -> CapacityTable | None:
+        """None: the single-GPU estimate would understate a group, whose ranks each hold a share of the
+        sequence; the API refuses nothing at submit on its account (the per-request check still runs)."""
+        return None
 
     def load(self) -> Executor:
         from pipelines.context_parallel import enable_context_parallel

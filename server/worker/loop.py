@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from server.contract.capacity import CapacityTable
 from server.contract.errors import cancelled_error
 from server.contract.limits import InputLimits
 from server.files.factory import open_settings_file_store
@@ -27,12 +28,15 @@ from server.jobs.store import WakesWorkers
 from server.local_beat import beat, beat_path
 from server.logs import configure_logging, job_context
 from server.settings import Settings
+from server.worker.capacity import worker_capacity
 from server.worker.failures import failure_of, log_line
 from server.worker.fetch import DownloadCancelled, Fetcher
 from server.worker.progress import Progress
 from server.worker.runner import Executor, JobHooks
 
 if TYPE_CHECKING:
+    from diffusers import WanVACEPipeline
+
     from preprocessors.annotators.registry import Annotators
 
 log = logging.getLogger("vace.worker")
@@ -68,7 +72,10 @@ class Worker:
                              self.settings.vae_tiling, self.settings.attention, self.settings.compile,
                              self.settings.data_dir / "compile_cache")
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
-        self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
+        capacity = self.capacity(pipe)
+        if capacity is not None:
+            log.info("%s longest video per size (pipeline frames): %s", self.worker_id, capacity)
+        self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir), capacity=capacity)
         files = open_settings_file_store(self.settings)
         self.files = files
         fetcher = Fetcher(files, self.settings.work_dir, self.settings.max_input_bytes,
@@ -76,6 +83,11 @@ class Worker:
                           total_timeout_s=self.settings.download_deadline_s)
         return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,
                         limits=InputLimits.from_settings(self.settings))
+
+    def capacity(self, pipe: WanVACEPipeline) -> CapacityTable | None:
+        """The longest video per size this worker holds (server/worker/capacity.py), published with its
+        "ready" state so the API can refuse at submit what fits no worker; None (CPU): no limit."""
+        return worker_capacity(pipe, self.settings.device)
 
     def _annotators(self) -> Annotators:
         """Annotator models are loaded on first use; the configuration (environment) is checked now."""

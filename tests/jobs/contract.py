@@ -328,6 +328,20 @@ class JobStoreContract:
         store.clear_workers()
         assert store.workers() == []
 
+    def test_worker_capacity_is_published_with_its_state(self, store: JobStore) -> None:
+        """server/contract/capacity.py's table round-trips; every registration replaces it (a restarted
+        worker's old table never lingers), and heartbeats keep it."""
+        table = {"720p": {"16:9": 121, "9:16": 121, "1:1": 201, "auto": 125}, "480p": {"16:9": 0}}
+        store.set_worker_state("w1", 10, "loading", "tiny")
+        assert store.workers()[0]["capacity"] is None
+        store.set_worker_state("w1", 10, "ready", "tiny", capacity=table)
+        store.heartbeat("w1")
+        assert store.workers()[0]["capacity"] == table
+        store.workers()[0]["capacity"]["720p"]["16:9"] = 1  # a caller's copy: the store is unchanged
+        assert store.workers()[0]["capacity"] == table
+        store.set_worker_state("w1", 11, "loading", "tiny")
+        assert store.workers()[0]["capacity"] is None
+
     # -- webhook outbox --------------------------------------------------------------------------------
 
     def test_outbox_enqueues_each_completed_webhook_job_once(self, store: JobStore) -> None:

@@ -212,3 +212,18 @@ def test_the_input_reaper_keeps_files_of_active_jobs_only(db_url: str, tmp_path:
     assert got(store, running.id).input == {}
     assert reaper.reap() == 1
     assert not (tmp_path / "files" / jobs[0][1]).exists() and (tmp_path / "files" / jobs[1][1]).is_dir()
+
+
+def test_a_database_from_before_capacity_tables_gains_the_column(db_url: str) -> None:
+    """vace_workers created by an older release (no `capacity`) is altered when a store opens it."""
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE vace_workers (id TEXT PRIMARY KEY, node TEXT NOT NULL,"
+                     " pid INTEGER NOT NULL, state TEXT NOT NULL, model TEXT, detail TEXT,"
+                     " heartbeat DOUBLE PRECISION NOT NULL)")
+        conn.execute("INSERT INTO vace_workers VALUES ('w0', 'box-a', 1, 'loading', NULL, NULL, 0)")
+    store = open_store(db_url, "box-a")
+    assert [(w["id"], w["capacity"]) for w in store.workers()] == [("w0", None)]
+    store.set_worker_state("w0", 1, "ready", capacity={"720p": {"auto": 125}})
+    assert open_store(db_url, "box-b").workers()[0]["capacity"] == {"720p": {"auto": 125}}

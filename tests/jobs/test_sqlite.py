@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -91,3 +92,18 @@ def test_rows_written_before_inputs_had_their_own_table_still_run(tmp_path: Path
     assert store.complete(job.id, "w1", {})
     assert store.get(job.id).input == {}  # type: ignore[union-attr]
     assert not store.retention.references('"old"')
+
+
+def test_a_file_from_before_capacity_tables_gains_the_column(tmp_path: Path) -> None:
+    """A jobs file written by an older release (workers without `capacity`) opens, and publishes."""
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE workers (id TEXT PRIMARY KEY, pid INTEGER NOT NULL, state TEXT NOT NULL,"
+                " model TEXT, detail TEXT, heartbeat REAL NOT NULL)")
+    old.execute("INSERT INTO workers VALUES ('w0', 1, 'ready', 'tiny', NULL, 0)")
+    old.commit()
+    old.close()
+    store = open_job_store(path)
+    assert [(w["id"], w["capacity"]) for w in store.workers()] == [("w0", None)]
+    store.set_worker_state("w1", 2, "ready", capacity={"720p": {"16:9": 81}})
+    assert open_job_store(path).workers()[1]["capacity"] == {"720p": {"16:9": 81}}

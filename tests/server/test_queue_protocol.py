@@ -31,6 +31,9 @@ def test_health_and_docs(live_server: LiveServer) -> None:
         assert health.status_code == 200
         assert health.json()["status"] == "ok"
         assert health.json()["workers"][0]["state"] == "ready"
+        # A CPU worker has no GPU budget: it publishes no capacity, and nothing is refused on memory grounds.
+        assert health.json()["workers"][0]["capacity"] is None
+        assert client.get("/readyz").json()["capacity"] is None
         assert client.get("/docs").status_code == 200
         spec = client.get("/openapi.json").json()
     for endpoint in ("", "/depth", "/pose", "/inpainting", "/outpainting", "/reframe"):

@@ -22,7 +22,9 @@ from starlette.types import Scope
 
 from server.api.background.input_reaper import InputReaper
 from server.api.responses import EncodableJSONResponse, error_response, unprocessable
+from server.api.routes.service import HEARTBEAT_STALE_S
 from server.api.urls import absolute_urls, public_base, scope_base
+from server.contract.capacity import CapacityTable, capacity_refusal, live_capacities
 from server.contract.endpoints import (
     APP_ID,
     ENDPOINTS,
@@ -101,7 +103,7 @@ def result_response(job: JobResult, base: str) -> JSONResponse:
 
 def refusal_response(refusal: Refusal) -> JSONResponse:
     """A submit-time refusal in the form of FastAPI's (and fal's) 422 validation errors."""
-    return unprocessable(refusal.loc, refusal.message, refusal.error_type)
+    return unprocessable(refusal.loc, refusal.message, refusal.error_type, refusal.ctx)
 
 
 def lone_surrogate(value: Any, loc: tuple[str | int, ...] = ("body",)) -> tuple[str | int, ...] | None:
@@ -178,7 +180,10 @@ class QueueApi:
 
     def _enqueue(self, request: Request, endpoint: Endpoint, payload: BaseModel, webhook: str | None,
                  priority: str | None, start_timeout: str | None) -> Job | JSONResponse:
-        refusal = submit_refusal(task_of(endpoint.id, payload), payload, self.limits)
+        task = task_of(endpoint.id, payload)
+        refusal = submit_refusal(task, payload, self.limits)
+        if refusal is None:
+            refusal = capacity_refusal(task, payload, self._live_capacities)
         if refusal is None and webhook is not None:
             refusal = self._webhook_refusal(webhook)
         if refusal is not None:
@@ -222,6 +227,11 @@ class QueueApi:
             self.store.add_log(job.id, f"Ignored field(s) not in {endpoint.id}'s schema: "
                                f"{', '.join(ignored)}", "WARN")
         return job
+
+    def _live_capacities(self) -> list[CapacityTable | None]:
+        """What each live worker published (server/contract/capacity.py); read only for requests that fix
+        their size and length."""
+        return live_capacities(self.store.workers(), time.time(), HEARTBEAT_STALE_S)
 
     def _webhook_refusal(self, url: str) -> Refusal | None:
         """A webhook URL the deliveries would refuse (malformed, or an address the SSRF policy refuses),

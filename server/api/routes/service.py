@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from server.api.background.webhook_signing import JWKS_ROUTE
 from server.api.metrics import CONTENT_TYPE_LATEST, Metrics
+from server.contract.capacity import merged_capacity
 from server.contract.endpoints import ENDPOINTS
 from server.files.store import FILES_ROUTE, FileStore
 from server.jobs.store import JobStore
@@ -40,8 +41,11 @@ def service_router(store: JobStore, files: FileStore, published_keys: dict[str, 
     def readiness() -> JSONResponse:
         """Readiness: 200 once a worker has its model loaded and is alive; 503 before that."""
         ready = ready_workers(store)
-        return JSONResponse({"status": "ready" if ready else "starting", "ready_workers": len(ready)},
-                            status_code=200 if ready else 503)
+        # The longest video per size any ready worker holds (server/contract/capacity.py); null: no limit
+        # is known (a CPU worker, or none ready).
+        capacity = merged_capacity([w.get("capacity") for w in ready])
+        return JSONResponse({"status": "ready" if ready else "starting", "ready_workers": len(ready),
+                             "capacity": capacity}, status_code=200 if ready else 503)
 
     @router.get("/metrics", tags=["server"], response_class=Response)
     def prometheus_metrics() -> Response:
@@ -57,6 +61,7 @@ def service_router(store: JobStore, files: FileStore, published_keys: dict[str, 
             "status": "ok" if ready else "starting",
             # "node" (the box) from a store shared by several (server/jobs/postgres.py).
             "workers": [{"id": w["id"], "state": w["state"], "model": w["model"], "detail": w["detail"],
+                         "capacity": w.get("capacity"),
                          **({"node": w["node"]} if "node" in w else {})} for w in workers],
             "queued": store.count_queued(),
         }
