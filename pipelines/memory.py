@@ -181,7 +181,8 @@ def step_cache_bytes(size: ModelSize, tokens: int, cfg: bool = True) -> int:
 
 
 def vae_activation_bytes(frame_area: int, num_frames: int, tiled: bool) -> int:
-    pixels = min(frame_area, VAE_TILE_PIXELS) if tiled else frame_area
+    tiled = tiled and frame_area > VAE_TILE_PIXELS  # a frame within one tile is decoded whole
+    pixels = VAE_TILE_PIXELS if tiled else frame_area
     copies = VAE_TILED_VIDEO_COPIES if tiled else VAE_UNTILED_VIDEO_COPIES
     decoded_video = num_frames * 3 * frame_area * FP32_BYTES
     return pixels * VAE_BYTES_PER_PIXEL + copies * decoded_video

@@ -62,11 +62,15 @@ def too_large(request: WanVACEInput, shape: RequestShape, fit: RequestFit, fits:
         advice.append(f"num_frames to {max_frames} or fewer at {resolution}")
     if max_resolution is not None:
         advice.append(f"resolution to {max_resolution} at {shape.num_frames} frames")
-    remedy = " or ".join(advice) if advice else "num_frames and resolution (no smaller size fits either)"
+    if advice:
+        remedy = f"Reduce {' or '.join(advice)}."
+    else:
+        remedy = ("No shorter or smaller request fits either: the model and its memory plan leave no room on "
+                  "this server's GPU (tell its operator).")
     refs = f" and {shape.reference_images} reference image(s)" if shape.reference_images else ""
     message = (f"This request ({shape.num_frames} frames at {resolution}{refs}) needs an estimated "
                f"{fit.peak / GiB:.1f} GiB of GPU memory; this server has {fit.usable / GiB:.1f} GiB for it, "
-               f"even with {', '.join(fit.fixes) or 'its current memory plan'}. Reduce {remedy}.")
+               f"even with {', '.join(fit.fixes) or 'its current memory plan'}. {remedy}")
     ctx = {"num_frames": shape.num_frames, "resolution": resolution, "max_num_frames": max_frames,
            "max_resolution": max_resolution, "estimated_gib": round(fit.peak / GiB, 1),
            "usable_gib": round(fit.usable / GiB, 1)}
