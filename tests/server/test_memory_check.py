@@ -19,6 +19,7 @@ from diffusers import WanVACEPipeline
 from pipelines.loader import load_pipeline
 from pipelines.memory import WAN_VACE_14B, GiB, MemoryPlan, Offload, RequestShape, plan_of, request_peak
 from pipelines.request_memory import GpuMemory, model_size_of
+from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.sizing import target_size
 from preprocessors.video_io import read_video, write_mp4
 from server.contract.endpoints import APP_ID, ENDPOINTS
@@ -27,6 +28,7 @@ from server.files.local import LocalFileStore
 from server.worker.failures import failure_of
 from server.worker.fetch import Fetcher
 from server.worker.memory_check import TOO_LARGE, check_request_memory, request_shape
+from server.worker.models import RequestModels, free_gpu_for_generation
 from server.worker.runner import Executor, JobHooks
 from tests.server.test_execute_equivalence import job, tiny_sizes, uri
 
@@ -164,3 +166,19 @@ def test_a_request_that_fits_runs_and_logs_the_decision(tiny_pipe: WanVACEPipeli
     assert len(generated) == 1 and out.frames.shape == (5, 48, 96, 3)
     (decision,) = [line for line in logs if line.startswith("GPU memory for ")]
     assert decision.startswith("GPU memory for 96x48 x 5 frames: fits as is: estimated peak")
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_annotators_leave_the_gpu_under_all_on_gpu_only_when_the_check_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drop: bool) -> None:
+    registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu"))
+    monkeypatch.setattr(Annotators, "_uses_gpu", lambda self: True)  # as on a GPU worker
+    registry._loaded["midas"] = object()  # a loaded depth model, as _get leaves it
+    registry._gpu_bytes["midas"] = 2 * GiB
+    assert registry.gpu_bytes() == 2 * GiB
+    logs: list[str] = []
+    hooks = JobHooks(logs.append, lambda: False)
+    free_gpu_for_generation(_pipe(RESIDENT), RequestModels(), registry, hooks, drop=drop)
+    assert registry.loaded() == ([] if drop else ["midas"])
+    assert registry.gpu_bytes() == (0 if drop else 2 * GiB)
+    assert any(line == "Freed the GPU memory of midas for generation" for line in logs) is drop
