@@ -1,9 +1,10 @@
 """The models a request needs beyond the pipeline, and their GPU choreography around generation.
 
 Everything is loaded before any work, so a model the operator has not installed fails the job at once with
-a 422 naming `vace download --annotators`. Under an offloading memory plan (pipelines/memory.py) the 14B
-model needs the GPU memory the annotators hold: they are dropped before denoising and the ones still needed
-are loaded again after it, from local files.
+a 422 naming `vace download --annotators`. Under an offloading memory plan (pipelines/memory.py), or when
+a request's memory check needs their room (memory_check.py), the 14B model needs the GPU memory the
+annotators hold: they are dropped before denoising and the ones still needed are loaded again after it,
+from local files.
 """
 
 from __future__ import annotations

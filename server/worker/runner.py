@@ -2,7 +2,8 @@
 
 `Executor._generate` reads top to bottom in numbered steps; each step is one call into the module that
 owns it: server/contract/endpoints.py (the stored input), tasks.py (what the task does), models.py (the
-models it needs and their GPU memory), inputs.py (fetch, probe, decode, fit in time), safety.py,
+models it needs and their GPU memory), inputs.py (fetch, probe, decode, fit in time), memory_check.py (the
+request's GPU peak against the card), safety.py,
 pipelines/generate.py (the diffusers pipeline), publish.py (encode, store, fal's output).
 """
 
