@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,7 @@ TILING = "VAE tiling for this request"
 ANNOTATORS = "annotators dropped from the GPU before generation"
 TEXT_ENCODER = "text encoder sent back to RAM for this request"
 _SIZE_ATTR = "_vace_model_size"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +164,21 @@ def request_memory(pipe: Any, fit: RequestFit | None) -> Iterator[None]:
     try:
         yield
     finally:
-        set_plan(pipe, plan)
         if tile:
             pipe.vae.disable_tiling()
         if home is not None:
-            pipe.text_encoder.to(home)
+            plan = _bring_back(pipe, home, plan)
+        set_plan(pipe, plan)
+
+
+def _bring_back(pipe: Any, home: torch.device, plan: MemoryPlan) -> MemoryPlan:
+    """The evicted text encoder back on the GPU; if the card has no room now (a job that failed out of
+    memory may still hold its tensors), it stays in RAM and the plan swaps it per request from now on."""
+    try:
+        pipe.text_encoder.to(home)
+        return plan
+    except torch.cuda.OutOfMemoryError:
+        pipe.text_encoder.to("cpu")  # whatever part had moved
+        log.warning("No GPU memory to bring the text encoder back after a job: it stays in RAM from now on")
+        reason = f"{plan.reason}; text encoder moved to RAM after a job (no room left)"
+        return dataclasses.replace(plan, text_encoder_resident=False, reason=reason)

@@ -240,14 +240,17 @@ def test_tiling_is_for_this_request_only(tiny: WanVACEPipeline) -> None:
 class FakeEncoder:
     """A text encoder whose device moves are recorded (no GPU here)."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, room: bool = True) -> None:
         self.device = torch.device(device)
         self.moves: list[str] = []
+        self.room = room  # False: moving to the GPU runs out of memory
 
     def parameters(self) -> Iterator[Any]:
         yield SimpleNamespace(device=self.device)
 
     def to(self, device: Any) -> FakeEncoder:
+        if not self.room and torch.device(device).type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB")
         self.device = torch.device(device)
         self.moves.append(str(self.device))
         return self
@@ -277,3 +280,19 @@ def test_a_resident_encoder_is_not_moved_by_encoding(tiny: WanVACEPipeline,
     monkeypatch.setattr(tiny, "encode_prompt", lambda **kwargs: events.append(("encode",)) or ("e", "n"))
     encode_prompts(tiny, "a", "b", MemoryPlan(Offload.ALL_ON_GPU, False, text_encoder_resident=True))
     assert events == [("encode",)]
+
+
+def test_no_room_to_bring_the_encoder_back_leaves_it_swapped_per_request() -> None:
+    encoder = FakeEncoder("cuda:0")
+    pipe = SimpleNamespace(text_encoder=encoder, vae=None)
+    resident = MemoryPlan(Offload.ALL_ON_GPU, False, "plan", text_encoder_resident=True)
+    set_plan(pipe, resident)
+    fit = request_fit(H100.usable, WAN_VACE_14B, resident, RequestShape(P720, 161))
+    with pytest.raises(torch.cuda.OutOfMemoryError), request_memory(pipe, fit):
+        settle_text_encoder(pipe)
+        encoder.room = False  # the failed job still holds the card
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    # The original error surfaces; the encoder is wholly in RAM and the plan now swaps it for each encode.
+    assert encoder.device == torch.device("cpu")
+    reason = "plan; text encoder moved to RAM after a job (no room left)"
+    assert plan_of(pipe) == dataclasses.replace(resident, text_encoder_resident=False, reason=reason)
