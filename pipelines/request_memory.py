@@ -116,6 +116,17 @@ def request_fits(usable: int, size: ModelSize, plan: MemoryPlan, shape: RequestS
     return request_fit(usable, size, plan, shape, annotator_bytes).fits
 
 
+def fits_on_card(pipe: Any, gpu: GpuMemory) -> Callable[[int, int], bool]:
+    """`fits(frame_area, num_frames)` for fal's default request (step cache on, CFG, no reference images) on
+    this worker's card, every fix allowed (annotators can always be dropped): what a capacity table needs."""
+    size, plan, usable = model_size_of(pipe), plan_of(pipe), gpu.usable
+
+    def fits(frame_area: int, num_frames: int) -> bool:
+        return request_fits(usable, size, plan, RequestShape(frame_area, num_frames))
+
+    return fits
+
+
 def largest_num_frames(fits: Callable[[int, int], bool], frame_area: int, up_to: int) -> int | None:
     """The largest 4k+1 frame count at most `up_to` that fits at `frame_area`; None when not even 1 does."""
     frames = (up_to - 1) // 4 * 4 + 1

@@ -42,6 +42,7 @@ from pipelines.request_memory import (
     TEXT_ENCODER,
     TILING,
     GpuMemory,
+    fits_on_card,
     largest_num_frames,
     read_gpu_memory,
     request_fit,
@@ -205,6 +206,13 @@ def test_request_fits_is_a_fits_callable_for_capacity_tables() -> None:
     assert largest_num_frames(fits, P480, 241) == 241
     assert largest_num_frames(lambda area, frames: False, P480, 241) is None
     assert largest_num_frames(fits, P720, 83) == 81  # rounded down to the 4k+1 grid
+
+
+def test_fits_on_card_reads_the_pipeline_plan_and_size() -> None:
+    pipe = SimpleNamespace(_vace_model_size=WAN_VACE_14B, _vace_memory_plan=RESIDENT)
+    fits = fits_on_card(pipe, H100)
+    assert fits(P720, 81) and fits(P720, 161) and not fits(P720, 241) and fits(P480, 241)
+    assert largest_num_frames(fits, P720, 241) == 197
 
 
 def test_usable_counts_this_process_reservation() -> None:
