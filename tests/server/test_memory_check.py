@@ -182,3 +182,18 @@ def test_annotators_leave_the_gpu_under_all_on_gpu_only_when_the_check_says_so(
     assert registry.loaded() == ([] if drop else ["midas"])
     assert registry.gpu_bytes() == (0 if drop else 2 * GiB)
     assert any(line == "Freed the GPU memory of midas for generation" for line in logs) is drop
+
+
+def test_the_registry_counts_what_each_annotator_added_on_the_gpu(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import preprocessors.annotators.registry as registry_module
+
+    # torch's CUDA counter before and after each load
+    allocated = iter([5 * GiB, 7 * GiB, 7 * GiB, 7 * GiB + GiB // 2])
+    monkeypatch.setattr(registry_module, "_cuda_allocated", lambda: next(allocated))
+    registry = Annotators(AnnotatorConfig(root=tmp_path, device="cpu"))
+    for name in ("depth-x", "pose-x"):
+        registry._get(SimpleNamespace(folder=name, load=lambda folder, config: object()))
+    assert registry.gpu_bytes() == 2 * GiB + GiB // 2
+    del registry._loaded["depth-x"]
+    assert registry.gpu_bytes() == GiB // 2
