@@ -16,8 +16,18 @@ import numpy as np
 import pytest
 from diffusers import WanVACEPipeline
 
+from pipelines import memory
 from pipelines.loader import load_pipeline
-from pipelines.memory import WAN_VACE_14B, GiB, MemoryPlan, Offload, RequestShape, plan_of, request_peak
+from pipelines.memory import (
+    WAN_VACE_14B,
+    GiB,
+    MemoryPlan,
+    Offload,
+    RequestShape,
+    plan_of,
+    request_peak,
+    set_plan,
+)
 from pipelines.request_memory import GpuMemory, model_size_of
 from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.sizing import target_size
@@ -112,10 +122,11 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> str:
     return uri(path.read_bytes(), "video/mp4")
 
 
-def _card_for(pipe: WanVACEPipeline, spare: int) -> GpuMemory:
-    """A 4 GiB card whose usable memory is the tiny request's estimated peak plus `spare` bytes."""
+def _card_for(pipe: WanVACEPipeline, spare: int, plan: MemoryPlan | None = None) -> GpuMemory:
+    """A 4 GiB card whose usable memory is the tiny request's estimated peak under `plan` (default: the
+    pipeline's) plus `spare` bytes."""
     shape = RequestShape(96 * 48, 5, step_cache=False, cfg=False)  # what the runner derives for the payload
-    peak = request_peak(model_size_of(pipe), plan_of(pipe), shape)
+    peak = request_peak(model_size_of(pipe), plan or plan_of(pipe), shape)
     total = 4 * GiB
     return GpuMemory(free=peak + spare + GiB, total=total)  # usable = free - max(1 GiB, 8% of 4 GiB)
 
@@ -129,7 +140,7 @@ def _run(pipe: WanVACEPipeline, tmp_path: Path, video: str, card: GpuMemory) -> 
     generated: list[Any] = []
 
     def recording(*args: Any, **kwargs: Any) -> np.ndarray:
-        generated.append(args[1])
+        generated.append((args[1], plan_of(args[0])))  # the request, and the plan in force while it runs
         return real(*args, **kwargs)
 
     executor.generate = recording
@@ -166,6 +177,28 @@ def test_a_request_that_fits_runs_and_logs_the_decision(tiny_pipe: WanVACEPipeli
     assert len(generated) == 1 and out.frames.shape == (5, 48, 96, 3)
     (decision,) = [line for line in logs if line.startswith("GPU memory for ")]
     assert decision.startswith("GPU memory for 96x48 x 5 frames: fits as is: estimated peak")
+
+
+def test_a_request_that_needs_the_encoder_room_runs_without_it_and_gets_it_back(
+        tiny_pipe: WanVACEPipeline, tmp_path: Path, video: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The 1 GiB allowed for the text encoder's activations dwarfs the tiny model: without it, the tiny model's
+    # peak is its denoising, as the 14B's is, so the resident encoder's bytes decide whether it fits.
+    monkeypatch.setattr(memory, "TEXT_ENCODER_ACTIVATION_BYTES", 0)
+    loaded = plan_of(tiny_pipe)
+    resident = dataclasses.replace(loaded, text_encoder_resident=True)
+    set_plan(tiny_pipe, resident)  # as apply_plan leaves a card with room for the encoder
+    try:
+        # Room for the request only once the text encoder is in RAM.
+        card = _card_for(tiny_pipe, 0, dataclasses.replace(resident, text_encoder_resident=False))
+        out, logs, generated = _run(tiny_pipe, tmp_path, video, card)
+        assert out.frames.shape == (5, 48, 96, 3)
+        ((_, during),) = generated
+        assert not during.text_encoder_resident  # so generate() sends it to RAM after the prompts
+        assert plan_of(tiny_pipe) == resident  # and the job's change is undone
+        (decision,) = [line for line in logs if line.startswith("GPU memory for ")]
+        assert "fits with text encoder sent back to RAM for this request" in decision
+    finally:
+        set_plan(tiny_pipe, loaded)
 
 
 @pytest.mark.parametrize("drop", [False, True])
