@@ -13,6 +13,7 @@ import torch
 from diffusers import WanVACEPipeline
 from PIL import Image
 
+from pipelines.memory import settle_text_encoder
 from pipelines.prompt_cache import cached_prompt_embeds
 from pipelines.schedulers import SAMPLERS, build_scheduler
 from pipelines.step_cache import StepCache
@@ -202,6 +203,7 @@ def generate(
         prompt_embeds, negative_embeds = cached_prompt_embeds(
             pipe, req.prompt, req.negative_prompt, do_classifier_free_guidance=req.guidance_scale > 1.0
         )
+        settle_text_encoder(pipe)  # a request that needs its room has it back in RAM, cached prompts or not
         with torch.inference_mode(), cache if cache is not None else nullcontext(), \
                 _instrumented(pipe, on_phase, on_encode):
             out = pipe(

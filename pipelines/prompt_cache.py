@@ -2,9 +2,9 @@
 
 The negative prompt rarely changes (fal's default is a fixed text), and clients often resubmit a prompt with
 another seed or video. Each text's embedding is cached on its own, in a small LRU stored on the pipeline
-itself (so the key's model is the loaded one): under all_on_gpu a full hit also saves moving umt5-xxl's
-10.6 GiB to the GPU and back (pipelines/memory.py's encode_prompts). An entry is one (1, 512, 4096)
-embedding, 4 MiB in bf16, on the device the pipeline runs on.
+itself (so the key's model is the loaded one): under all_on_gpu with the text encoder kept in RAM, a full hit
+also saves moving umt5-xxl's 10.6 GiB to the GPU and back (pipelines/memory.py's encode_prompts). An entry
+is one (1, 512, 4096) embedding, 4 MiB in bf16, on the device the pipeline runs on.
 """
 
 from __future__ import annotations

@@ -133,4 +133,5 @@ def model_size(models: ModelSet, transformer: torch.nn.Module, vae: torch.nn.Mod
         dim=models.transformer["num_attention_heads"] * models.transformer["attention_head_dim"],
         ffn_dim=models.transformer["ffn_dim"],
         num_vace_layers=len(models.transformer["vace_layers"]),
+        transformer_top_level_params=count(transformer) - sum(count(b) for b in blocks),
     )

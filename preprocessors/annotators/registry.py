@@ -117,6 +117,7 @@ class Annotators:
     def __init__(self, config: AnnotatorConfig) -> None:
         self.config = config
         self._loaded: dict[str, Any] = {}
+        self._gpu_bytes: dict[str, int] = {}  # what each loaded model added to torch's CUDA allocations
 
     def folder(self, name: str) -> Path:
         """The model's folder, built first in tiny mode; raises AnnotatorNotFoundError when absent."""
@@ -154,6 +155,11 @@ class Annotators:
         """Sub-folder names (catalog.py) of the models loaded now."""
         return list(self._loaded)
 
+    def gpu_bytes(self) -> int:
+        """GPU bytes the loaded models hold, as torch's allocator counted them while each loaded (0 on a CPU;
+        onnxruntime's own allocations are outside torch's and already missing from the card's free memory)."""
+        return sum(self._gpu_bytes.get(name, 0) for name in self._loaded)
+
     def offload(self) -> list[str]:
         """Free the GPU memory the annotators hold, e.g. before the 14B pipeline runs under a tight plan.
 
@@ -183,7 +189,17 @@ class Annotators:
         name = model.folder
         if name not in self._loaded:
             # Raises AnnotatorNotFoundError with the download command; nothing is cached then.
+            before = _cuda_allocated()
             annotator = model.load(self.folder(name), self.config)
             log.info("Loaded annotator %s from %s", name, self.config.root)
             self._loaded[name] = annotator
+            self._gpu_bytes[name] = max(0, _cuda_allocated() - before)
         return self._loaded[name]
+
+
+def _cuda_allocated() -> int:
+    """Bytes torch's CUDA allocator hands out now (0 without CUDA): the per-request memory check
+    (pipelines/request_memory.py) counts the annotators left on the GPU from this."""
+    import torch
+
+    return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0

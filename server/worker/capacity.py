@@ -96,40 +96,31 @@ def capacity_table(fits: Fits) -> CapacityTable:
     return table
 
 
-def plan_fits(pipe: torch.nn.Module, device: str | None) -> Fits | None:
-    """`fits` for this worker's applied memory plan on `device`, or None without a GPU budget (CPU).
+def plan_fits(pipe: torch.nn.Module) -> Fits | None:
+    """`fits` for this worker's applied memory plan on its card, or None without a GPU budget (CPU)."""
+    from pipelines.memory import plan_of
+    from pipelines.request_memory import model_size_of, read_gpu_memory
 
-    The usable memory the plan was chosen against was measured before the weights were placed, so it is
-    rebuilt as the free memory now plus what this process's allocator holds.
-    """
-    import torch
-
-    from pipelines.loader import choose_placement
-    from pipelines.memory import ModelSize, plan_of, usable_bytes
-
-    target = torch.device(choose_placement(device).device)  # None: the device load_pipeline picked
-    if target.type != "cuda":
-        return None
-    free, total = torch.cuda.mem_get_info(target)
-    usable = usable_bytes(free + torch.cuda.memory_reserved(target), total)
-    return estimate_fits(plan_of(pipe), ModelSize.from_pipeline(pipe), usable)
+    gpu = read_gpu_memory(pipe)
+    return None if gpu is None else estimate_fits(plan_of(pipe), model_size_of(pipe), gpu.usable)
 
 
 def estimate_fits(plan: MemoryPlan, size: ModelSize, usable: int) -> Fits:
-    """The one place the capacity's notion of "fits" is defined: the estimated peak of the plan's phases
-    (pipelines/memory.py's `phase_peaks`) within `usable` bytes, with the plan's VAE tiling or with tiling
-    on, which a worker may turn on for one request. The permissive reading on purpose: what this admits and
-    still does not fit is refused by the worker's own check, while what it refuses is refused at submit."""
-    from pipelines.memory import phase_peaks
+    """The one place the capacity's notion of "fits" is defined: the worker's own per-request check
+    (pipelines/request_memory.py's `request_fits`, every fix allowed: VAE tiling, annotators dropped, the text
+    encoder sent to RAM) for the most permissive request of that size, `acceleration: none` (no step cache
+    residuals). What this admits and a request's own settings do not fit is refused by the worker before any
+    work; what it refuses, no request of that size can fit, so refusing it at submit is certain."""
+    from pipelines.memory import RequestShape
+    from pipelines.request_memory import request_fits
 
     def fits(width: int, height: int, num_frames: int) -> bool:
-        return any(max(phase_peaks(plan.offload, tiling, size, width * height, num_frames).values()) <= usable
-                   for tiling in {plan.vae_tiling, True})
+        return request_fits(usable, size, plan, RequestShape(width * height, num_frames, step_cache=False))
 
     return fits
 
 
-def worker_capacity(pipe: torch.nn.Module, device: str | None) -> CapacityTable | None:
+def worker_capacity(pipe: torch.nn.Module) -> CapacityTable | None:
     """The table this worker publishes, or None (no limit) without a GPU budget."""
-    fits = plan_fits(pipe, device)
+    fits = plan_fits(pipe)
     return None if fits is None else capacity_table(fits)

@@ -87,7 +87,7 @@ class Worker:
     def capacity(self, pipe: WanVACEPipeline) -> CapacityTable | None:
         """The longest video per size this worker holds (server/worker/capacity.py), published with its
         "ready" state so the API can refuse at submit what fits no worker; None (CPU): no limit."""
-        return worker_capacity(pipe, self.settings.device)
+        return worker_capacity(pipe)
 
     def _annotators(self) -> Annotators:
         """Annotator models are loaded on first use; the configuration (environment) is checked now."""

@@ -1,9 +1,10 @@
 """The models a request needs beyond the pipeline, and their GPU choreography around generation.
 
 Everything is loaded before any work, so a model the operator has not installed fails the job at once with
-a 422 naming `vace download --annotators`. Under an offloading memory plan (pipelines/memory.py) the 14B
-model needs the GPU memory the annotators hold: they are dropped before denoising and the ones still needed
-are loaded again after it, from local files.
+a 422 naming `vace download --annotators`. Under an offloading memory plan (pipelines/memory.py), or when
+a request's memory check needs their room (memory_check.py), the 14B model needs the GPU memory the
+annotators hold: they are dropped before denoising and the ones still needed are loaded again after it,
+from local files.
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ def load_interpolator(request: WanVACEInput, annotators: Annotators) -> Interpol
 
 
 def free_gpu_for_generation(pipe: WanVACEPipeline, models: RequestModels, annotators: Annotators,
-                            hooks: JobHooks) -> RequestModels:
-    """Under an offloading memory plan, drop the annotators (a no-op on a CPU worker) and this job's
-    references to them, or nothing would be freed; returns what to load again after generation."""
-    if plan_of(pipe).offload is Offload.ALL_ON_GPU:
+                            hooks: JobHooks, *, drop: bool = False) -> RequestModels:
+    """Under an offloading memory plan, or when this request's memory check needs their room (`drop`,
+    pipelines/request_memory.py), drop the annotators (a no-op on a CPU worker) and this job's references
+    to them, or nothing would be freed; returns what to load again after generation."""
+    if plan_of(pipe).offload is Offload.ALL_ON_GPU and not drop:
         return models
     after = RequestModels(reload_interpolator=models.interpolator is not None,
                           reload_checker=models.checker is not None)

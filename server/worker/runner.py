@@ -2,7 +2,8 @@
 
 `Executor._generate` reads top to bottom in numbered steps; each step is one call into the module that
 owns it: server/contract/endpoints.py (the stored input), tasks.py (what the task does), models.py (the
-models it needs and their GPU memory), inputs.py (fetch, probe, decode, fit in time), safety.py,
+models it needs and their GPU memory), inputs.py (fetch, probe, decode, fit in time), memory_check.py (the
+request's GPU peak against the card), safety.py,
 pipelines/generate.py (the diffusers pipeline), publish.py (encode, store, fal's output).
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.generate import GenerationCancelled, GenerationRequest, generate
+from pipelines.request_memory import GpuMemory, RequestFit, read_gpu_memory, request_memory
 from pipelines.schedulers import default_flow_shift
 from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.interpolation.timeline import Timeline
@@ -31,6 +33,7 @@ from server.jobs.model import Job
 from server.worker.fetch import Fetcher
 from server.worker.frame_images import read_frame_images
 from server.worker.inputs import InputReader, fit_input, with_concrete_resolution
+from server.worker.memory_check import check_request_memory, request_shape
 from server.worker.models import (
     RequestModels,
     free_gpu_for_generation,
@@ -72,6 +75,8 @@ class Executor:
         # A worker group's rank 0 swaps in its group-wide generate (server/worker/group.py).
         self.generate: GenerateFn = generate
         self.latent_preview: LatentPreview | None = None  # fitted across this worker's jobs
+        # The card's memory as the per-request check reads it; None on a CPU worker (nothing to check).
+        self.gpu_memory: Callable[[Any], GpuMemory | None] = read_gpu_memory
 
     def _preview_fit(self, hooks: JobHooks) -> LatentPreview | None:
         if hooks.preview_every <= 0 or hooks.store_preview is None:
@@ -123,6 +128,11 @@ class Executor:
         request = with_concrete_resolution(request, fitted.info)
         _check_cancel(hooks)
 
+        # 3b. This request's own GPU peak against the card, before any GPU work: the cheapest fix, or a 422.
+        info = fitted.info
+        fit = self._fit_memory(request, fitted, *self.sizes(request.resolution, request.aspect_ratio,
+                                                            info.width, info.height), hooks)
+
         # 4. The inputs' safety, then the prompt (expanded if asked).
         if models.checker is not None:
             with progress.phase("input_safety"):
@@ -153,15 +163,20 @@ class Executor:
             acceleration=request.acceleration,
         )
         hooks.log(f"Sampler {request.sampler}, flow shift {shift:g}")
-        models = free_gpu_for_generation(self.pipe, models, self.annotators, hooks)
+        # The exact size is known now (outpainting's canvas, reframe's aspect): checked again, still before
+        # any VAE or denoising work.
+        fit = self._fit_memory(request, fitted, conditioned.width, conditioned.height, hooks, fit)
+        models = free_gpu_for_generation(self.pipe, models, self.annotators, hooks,
+                                         drop=fit is not None and fit.offload_annotators)
         previews = Previews.for_job(self._preview_fit(hooks), hooks, job.id)
         try:
-            output = self.generate(self.pipe, generation, on_step=progress.denoise_step,
-                                   should_cancel=hooks.should_cancel, on_log=hooks.log,
-                                   on_phase=progress.enter,
-                                   on_encode=previews.observe if previews else None,
-                                   on_latents=previews.publish if previews else None,
-                                   latents_every=hooks.preview_every if previews else 0)
+            with request_memory(self.pipe, fit):
+                output = self.generate(self.pipe, generation, on_step=progress.denoise_step,
+                                       should_cancel=hooks.should_cancel, on_log=hooks.log,
+                                       on_phase=progress.enter,
+                                       on_encode=previews.observe if previews else None,
+                                       on_latents=previews.publish if previews else None,
+                                       latents_every=hooks.preview_every if previews else 0)
         except BaseException:
             progress.close("stopped")
             raise
@@ -200,6 +215,25 @@ class Executor:
                       f"between each pair: {timeline.output_frames} frames at {timeline.output_fps:g} fps")
         return conditioned
 
+    def _fit_memory(self, request: WanVACEInput, fitted: FittedInput, width: int, height: int,
+                    hooks: JobHooks, previous: RequestFit | None = None) -> RequestFit | None:
+        """pipelines/request_memory.py's decision for this request at `width` x `height`, logged when it is
+        new; raises InputError (a 422) when nothing fits. A no-op on a CPU worker."""
+        gpu = self.gpu_memory(self.pipe)
+        if gpu is None:
+            return None
+        frames = pipeline_num_frames(fitted.generated.num_frames)
+        shape = request_shape(request, width, height, frames, len(fitted.references))
+        info = fitted.info
+
+        def size_at(preset: str) -> tuple[int, int]:
+            return self.sizes(preset, request.aspect_ratio, info.width, info.height)
+
+        # A refusal raises InputError here: the worker loop writes its message to the job's logs as an ERROR.
+        fit = check_request_memory(self.pipe, gpu, request, shape, size_at, self.annotators.gpu_bytes())
+        if fit is not None and (previous is None or fit.fixes != previous.fixes):
+            hooks.log(f"GPU memory for {width}x{height} x {frames} frames: {fit.describe()}")
+        return fit
 
     @staticmethod
     def _frame_images(request: WanVACEInput, fitted: FittedInput, conditioned: Conditioned,
