@@ -76,6 +76,15 @@ def test_the_public_format_loads_through_diffusers_into_every_main_block(
     assert not any(hasattr(m, "lora_A") for m in fast.transformer.vace_blocks.modules())
 
 
+def test_the_extra_keys_some_public_files_carry_load_too(tiny_model_dir: Path, tmp_path: Path,
+                                                         plain: WanVACEPipeline) -> None:
+    path = write_wan_lora(tmp_path / "with_biases.safetensors", plain.transformer, extras=True)
+    pipe = load_pipeline(tiny_model_dir, device="cpu", fast_lora=path)
+    assert installed(pipe).layers == 30  # type: ignore[union-attr]
+    bias = wan_lora_tensors(plain.transformer, extras=True)["diffusion_model.blocks.2.ffn.2.diff_b"]
+    torch.testing.assert_close(pipe.transformer.blocks[2].ffn.net[2].lora_B[ADAPTER_NAME].bias, bias)
+
+
 def test_eligible_requests_use_it_and_others_are_bit_identical_to_no_lora(
     fast: WanVACEPipeline, plain: WanVACEPipeline
 ) -> None:

@@ -27,9 +27,11 @@ WAN_TO_DIFFUSERS = {
 
 
 def wan_lora_tensors(transformer: nn.Module, rank: int = 4, alpha: float = 2.0, seed: int = 0,
-                     num_blocks: int | None = None, scale: float = 1.0) -> dict[str, torch.Tensor]:
+                     num_blocks: int | None = None, scale: float = 1.0,
+                     extras: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of a random LoRA over every main block (or `num_blocks` of them, counted on past the
-    model's own to make a file for a bigger model)."""
+    model's own to make a file for a bigger model). `extras` adds what some of the public files carry as
+    well: a `diff_b` bias delta per layer and `diff` deltas of the q/k norms (which diffusers drops)."""
     generator = torch.Generator().manual_seed(seed)
     blocks = list(transformer.blocks)  # type: ignore[union-attr]
     tensors: dict[str, torch.Tensor] = {}
@@ -42,6 +44,12 @@ def wan_lora_tensors(transformer: nn.Module, rank: int = 4, alpha: float = 2.0, 
             up = torch.randn(linear.out_features, rank, generator=generator)
             tensors[f"{key}.lora_down.weight"], tensors[f"{key}.lora_up.weight"] = down * scale, up * scale
             tensors[f"{key}.alpha"] = torch.tensor(alpha)
+            if extras:
+                tensors[f"{key}.diff_b"] = torch.randn(linear.out_features, generator=generator) * scale
+        if extras:
+            for norm in ("norm_q", "norm_k"):
+                width = block.get_submodule(f"attn1.{norm}").weight.shape[0]
+                tensors[f"diffusion_model.blocks.{i}.self_attn.{norm}.diff"] = torch.zeros(width)
     return tensors
 
 
