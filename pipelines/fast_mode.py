@@ -21,6 +21,7 @@ and the last, so 4 steps could lose the third).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections.abc import Callable
@@ -74,6 +75,9 @@ def check_fast_lora_file(path: Path, strength: float = 1.0) -> Path:
     if path.suffix != ".safetensors":
         # Pickled .pt/.bin files can run code when loaded; the public LoRAs ship as safetensors.
         raise FastLoraError(f"--fast-lora {path}: must be a .safetensors file")
+    if importlib.util.find_spec("peft") is None:  # diffusers' LoRA loader runs on peft's layers
+        raise FastLoraError("--fast-lora needs the peft package: pip install 'peft>=0.17,<0.22' "
+                            "(pyproject.toml)")
     return path
 
 

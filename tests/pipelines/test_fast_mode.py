@@ -187,6 +187,17 @@ def test_a_missing_file_fails_before_the_weights_load(
         load_pipeline(tiny_model_dir, device="cpu", fast_lora=pickle, fast_lora_strength=0.0)
 
 
+def test_without_peft_the_message_says_what_to_install(
+    tiny_model_dir: Path, lora_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "peft" else find_spec(name, *args))
+    _refused(tiny_model_dir, lora_file, "--fast-lora needs the peft package: pip install 'peft>=0.17,<0.22'")
+
+
 def test_an_unreadable_file_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a safetensors file at all")
