@@ -13,6 +13,7 @@ import torch
 from diffusers import WanVACEPipeline
 from PIL import Image
 
+from pipelines.fast_mode import use_for_request
 from pipelines.memory import settle_text_encoder
 from pipelines.prompt_cache import cached_prompt_embeds
 from pipelines.schedulers import SAMPLERS, build_scheduler
@@ -169,7 +170,10 @@ def generate(
     if should_cancel is not None and should_cancel():
         raise GenerationCancelled("cancelled before start")
 
-    policy = policy_for(req.acceleration)
+    # An installed distillation LoRA is on for this request or off (pipelines/fast_mode.py); in fast mode
+    # every one of its few steps is computed.
+    fast = use_for_request(pipe, req.num_inference_steps, req.guidance_scale, on_log)
+    policy = None if fast else policy_for(req.acceleration)
     cache = None if policy is None else StepCache(pipe.transformer, policy, req.num_inference_steps)
 
     def step_end(p: WanVACEPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:

@@ -13,6 +13,7 @@ from diffusers import AutoencoderKLWan, WanVACEPipeline
 from pipelines.attention import apply_attention, parse_attention, select_for_device
 from pipelines.compile import compile_blocks, parse_compile, should_compile, use_persistent_cache
 from pipelines.download import verify_model_dir
+from pipelines.fast_mode import check_fast_lora_file, install_fast_lora
 from pipelines.memory import (
     AUTO,
     MemoryPlan,
@@ -108,16 +109,22 @@ def load_pipeline(
     attention: str = AUTO,
     compile: str = AUTO,
     compile_cache_dir: Path | None = None,
+    *,
+    fast_lora: Path | None = None,
+    fast_lora_strength: float = 1.0,
 ) -> WanVACEPipeline:
     """Load a WanVACEPipeline from a local folder, with per-component dtypes and a memory plan for the device.
 
     `memory_plan`: auto|all_on_gpu|model_offload|group_offload|sequential_offload; `vae_tiling`: auto|on|off;
     `attention`: auto|native|cudnn|flash3|sage (pipelines/attention.py); `compile`: auto|on|off
-    (pipelines/compile.py), its kernels kept in `compile_cache_dir`. Bad values raise ValueError, and an
-    attention backend that cannot run here AttentionBackendError, before any weights are read.
+    (pipelines/compile.py), its kernels kept in `compile_cache_dir`; `fast_lora`: a distillation LoRA file
+    for fast mode (pipelines/fast_mode.py). Bad values raise ValueError, an attention backend that cannot run
+    here AttentionBackendError, and a missing LoRA file FastLoraError, before any weights are read.
     """
     parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling), parse_attention(attention)
     parse_compile(compile)
+    if fast_lora is not None:
+        check_fast_lora_file(fast_lora, fast_lora_strength)
     model_dir = check_model_dir(model_dir)
     placement = choose_placement(device)
     # Before the weights: an unusable --attention fails in seconds, and the timing has the GPU to itself.
@@ -132,6 +139,8 @@ def load_pipeline(
         model_dir, vae=vae, dtype=placement.transformer_dtype, local_files_only=True
     )
     apply_attention(pipe.transformer, selection)
+    if fast_lora is not None:  # before offload hooks and compile, which then see its layers from the start
+        install_fast_lora(pipe, fast_lora, fast_lora_strength)
     pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
     install_zero_input_cache(pipe.vae)  # depth/pose jobs skip re-encoding their constant all-zero stream
     pipe = apply_memory_plan(pipe, placement, memory_plan, vae_tiling)

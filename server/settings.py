@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     compile: Annotated[Compile, Flag("compile")] = Field(
         "auto", description="regional torch.compile of the transformer blocks; auto: on for CUDA without "
                             "block offload, off on a CPU (kernels cached under <data-dir>/compile_cache)")
+    # pipelines/fast_mode.py: loaded once at the worker's start; a file that does not load stops the start.
+    fast_lora: Annotated[Path | None, Flag("fast-lora", metavar="FILE")] = Field(
+        None, description="a step-distillation LoRA (.safetensors, e.g. a 4-step Wan 14B one) for fast mode: "
+                          "requests with num_inference_steps <= 8 and guidance_scale <= 1 run with it, all "
+                          "others without")
+    fast_lora_strength: Annotated[PositiveFloat, Flag("fast-lora-strength")] = Field(
+        1.0, description="the --fast-lora LoRA's scale")
     api_keys: Annotated[NameList, Flag("api-key", repeat=True)] = Field(
         (), repr=False, description="require `Authorization: Key <key>` (repeatable; also VACE_API_KEYS)")
     # Hostnames or CIDRs that input URLs and webhooks may reach although private/loopback (SSRF guard).
@@ -302,6 +309,15 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         """Relative to the directory `vace serve` started in, whatever a worker's own directory."""
+        return path if path.is_absolute() else path.resolve()
+
+    @field_validator("fast_lora")
+    @classmethod
+    def _absolute_file(cls, path: Path | None) -> Path | None:
+        """Relative to the directory `vace serve` started in, as --model (weights/loras/x.safetensors)."""
+        if path is None:
+            return None
+        path = path.expanduser()
         return path if path.is_absolute() else path.resolve()
 
     @field_validator("model")
