@@ -151,10 +151,14 @@ def vae_activation_bytes(frame_area: int, num_frames: int, tiled: bool) -> int:
 
 
 def phase_peaks(
-    offload: Offload, vae_tiling: bool, size: ModelSize, frame_area: int, num_frames: int
+    offload: Offload, vae_tiling: bool, size: ModelSize, frame_area: int, num_frames: int,
+    *, transformer_bytes_per_param: float = BF16_BYTES,
 ) -> dict[str, int]:
-    """Estimated GPU bytes in each phase of a request (prompt encoding, VAE, denoising) under a plan."""
-    dit = size.transformer_params * BF16_BYTES
+    """Estimated GPU bytes in each phase of a request (prompt encoding, VAE, denoising) under a plan.
+
+    `transformer_bytes_per_param`: 2 for bf16; less with FP8 block weights (pipelines/fp8.py says how much).
+    """
+    dit = int(size.transformer_params * transformer_bytes_per_param)
     te = size.text_encoder_params * BF16_BYTES
     vae = size.vae_params * FP32_BYTES
     act = transformer_activation_bytes(size, num_tokens(frame_area, num_frames))
@@ -171,8 +175,8 @@ def phase_peaks(
     # one group; leaf-level moves one module at a time. Two units are resident: the running one and the one
     # being prefetched on the side stream.
     if offload is Offload.GROUP_OFFLOAD:
-        unit, te_peak = size.transformer_block_params * BF16_BYTES, te + te_act
-    else:
+        unit, te_peak = int(size.transformer_block_params * transformer_bytes_per_param), te + te_act
+    else:  # the largest leaf may be one FP8 leaves in bf16 (the 14B's, time_proj, is): counted at 2 B
         unit, te_peak = size.transformer_leaf_params * BF16_BYTES, te_act
     return {"encode": vae + te_peak, "vae": vae + vae_act, "denoise": vae + 2 * unit + act}
 
@@ -189,6 +193,7 @@ def choose_plan(
     *,
     num_frames: int = REFERENCE_NUM_FRAMES,
     offload: Offload | None = None,
+    transformer_bytes_per_param: float = BF16_BYTES,
 ) -> MemoryPlan:
     """The fastest plan whose estimated peak fits, preferring no VAE tiling within a plan.
 
@@ -201,12 +206,14 @@ def choose_plan(
     candidates = [offload] if offload is not None else list(Offload)
     for candidate in candidates:
         for tiling in (False, True):
-            need = max(phase_peaks(candidate, tiling, model_params, area, num_frames).values())
+            need = max(phase_peaks(candidate, tiling, model_params, area, num_frames,
+                                   transformer_bytes_per_param=transformer_bytes_per_param).values())
             if need <= usable:
                 reason = _reason(candidate, tiling, need, usable, area, num_frames)
                 return MemoryPlan(candidate, tiling, reason)
     last = candidates[-1]
-    need = max(phase_peaks(last, True, model_params, area, num_frames).values())
+    need = max(phase_peaks(last, True, model_params, area, num_frames,
+                           transformer_bytes_per_param=transformer_bytes_per_param).values())
     reason = _reason(last, True, need, usable, area, num_frames) + " (does not fit the estimate: may run OOM)"
     return MemoryPlan(last, True, reason)
 
@@ -238,6 +245,7 @@ def plan_for_device(
     memory_plan: str = AUTO,
     vae_tiling: str = AUTO,
     frame_area: int | None = None,
+    transformer_bytes_per_param: float = BF16_BYTES,
 ) -> MemoryPlan:
     """Resolve the flags into a plan for `device`, measuring free memory on CUDA."""
     offload, tiling = parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling)
@@ -247,7 +255,8 @@ def plan_for_device(
             log.warning("--memory-plan %s ignored on %s: everything stays in RAM", offload.value, device)
         return MemoryPlan(Offload.ALL_ON_GPU, bool(tiling), "everything in RAM (no GPU memory to plan)")
     free, total = torch.cuda.mem_get_info(torch.device(device))
-    plan = choose_plan(free, total, model_params, frame_area, offload=offload)
+    plan = choose_plan(free, total, model_params, frame_area, offload=offload,
+                       transformer_bytes_per_param=transformer_bytes_per_param)
     if tiling is not None and tiling != plan.vae_tiling:
         forced = f"{plan.reason}; VAE tiling forced {'on' if tiling else 'off'}"
         plan = MemoryPlan(plan.offload, tiling, forced)

@@ -65,7 +65,7 @@ class Worker:
         started = time.monotonic()
         pipe = load_pipeline(model_dir, self.settings.device, self.settings.memory_plan,
                              self.settings.vae_tiling, self.settings.attention, self.settings.compile,
-                             self.settings.data_dir / "compile_cache")
+                             self.settings.data_dir / "compile_cache", fp8=self.settings.fp8)
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
         self.store.set_worker_state(self.worker_id, self.pid, "ready", str(model_dir))
         files = open_settings_file_store(self.settings)
