@@ -122,7 +122,11 @@ def unavailable_reason(device: torch.device | str) -> str | None:
     device = torch.device(device)
     if device.type != "cuda":
         return f"FP8 needs a CUDA GPU of compute capability 8.9 or newer (device is {device})"
-    return capability_reason(torch.cuda.get_device_capability(device), _version_of, _import_error)
+    try:
+        capability = torch.cuda.get_device_capability(device)
+    except Exception as exc:  # noqa: BLE001 - under `auto` a failed check means bf16, not a failed start
+        return f"could not read the compute capability of {device}: {type(exc).__name__}: {exc}"[:300]
+    return capability_reason(capability, _version_of, _import_error)
 
 
 def capability_reason(

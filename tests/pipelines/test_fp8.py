@@ -199,6 +199,13 @@ def test_a_cpu_has_no_fp8() -> None:
     assert fp8._import_error() is None  # torchao 0.18 imports with this torch (pyproject's bounds)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a CUDA driver")
+def test_a_gpu_that_cannot_be_queried_is_a_reason_not_a_crash() -> None:
+    """Under `auto` a failed check means bf16 (tests/pipelines/test_loader.py fakes a CUDA placement)."""
+    reason = fp8.unavailable_reason("cuda:0") or ""
+    assert reason.startswith("could not read the compute capability of cuda:0: RuntimeError")
+
+
 # ---------------------------------------------------------------- real torchao quantization (on a CPU)
 
 
