@@ -44,3 +44,20 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     assert code == 2 and settings == []
     err = capsys.readouterr().err
     assert "fp8" in err and all(f"'{name}'" in err for name in ("auto", "on", "off"))
+
+
+def test_a_worker_asked_for_fp8_where_it_cannot_run_does_not_start(tmp_path: Path) -> None:
+    """The real worker process, as the supervisor starts it: the reason is its recorded state, before any
+    weight is read (as an unusable --attention)."""
+    import subprocess
+    import sys
+
+    from server.jobs.factory import open_settings_job_store
+
+    settings = Settings(data_dir=tmp_path, model="tiny", device="cpu", fp8="on")
+    proc = subprocess.run([sys.executable, "-m", "server.worker", "--worker-id", "w-fp8",
+                           "--settings", settings.to_json()], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    (worker,) = open_settings_job_store(settings).workers()
+    assert worker["state"] == "failed"
+    assert "--fp8 on cannot be used: FP8 needs a CUDA GPU" in worker["detail"]
