@@ -4,10 +4,11 @@ What is quantized: every `nn.Linear` inside the repeated blocks (`blocks`, `vace
 projections, the FFN and the VACE blocks' hint projections, 98.6% of the 14B's parameters. Each weight is
 stored as float8_e4m3 with one fp32 scale per output row, and each activation is scaled per row on the fly
 (torchao `Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`). What stays bf16, and why:
-the patch embeddings (Conv3d, not a GEMM), the time and text embedders (a handful of rows per forward: an
-FP8 GEMM gains nothing there, and the time modulation they produce scales every block, so its error would
-reach every layer), the output head `proj_out` (its error lands on the prediction unaveraged) and the norms
-and modulation tables (not matrix multiplies; diffusers keeps them in fp32).
+the patch embeddings (Conv3d, not a GEMM), the time and text embedders (they see one timestep or 512 prompt
+tokens per forward, against 75,600 video tokens in each block linear at 720p: FP8 would gain nothing there,
+and the time modulation they produce scales every block, so its error would reach every layer), the output
+head `proj_out` (its error lands on the prediction unaveraged) and the norms and modulation tables (not
+matrix multiplies; diffusers keeps them in fp32).
 
 Why `auto` is cautious. On one H100 (benchmarks/results/gpu_check_h100-80gb-hbm3_2026-11-26.json, P5/P6)
 the FP8 GEMM alone ran at 1.17-1.24 PFLOP/s against 780 TFLOP/s in bf16, but with the activation quantized
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -50,7 +50,6 @@ FP8_BYTES = 1
 # Counted on the meta device from the published config (tests/pipelines/test_fp8.py checks it): FP8 block
 # linears with their row scales, everything else in bf16. 17.34 B params -> 16.4 GiB instead of 32.3 GiB.
 WAN_VACE_14B_BYTES_PER_PARAM = 1.0145
-log = logging.getLogger(__name__)
 
 
 class Fp8Error(RuntimeError):
