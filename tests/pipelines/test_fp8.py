@@ -231,7 +231,7 @@ def test_quantization_replaces_exactly_the_listed_weights_and_stays_close_to_bf1
         out = transformer(**x)[0].float()
     rel_err = float((out - reference).norm() / reference.norm())
     # gpu_check P6 measured 2.4% at a toy model's output with the same row-wise scheme on an H100.
-    assert torch.isfinite(out).all() and 0.005 < rel_err < 0.06, rel_err
+    assert torch.isfinite(out).all() and 0.005 < rel_err < 0.04, rel_err
 
 
 @pytest.mark.usefixtures("fp8_on_cpu")
