@@ -14,9 +14,14 @@ COPY preprocessors ./preprocessors
 # DWPose runs on onnxruntime: the GPU build replaces the CPU one (both provide the same module, so the CPU
 # package would shadow it and pose detection would fall back to the CPU with a warning).
 # The [postgres,s3] extras: the same image runs API replicas and `vace worker` boxes past one machine.
+# torchao (--fp8) comes with the project; its 0.18 release is built for torch >= 2.11. If it does not import
+# with the base image's torch, it is removed so that diffusers (which imports it when present) still loads,
+# and the worker reports FP8 as unavailable ("package torchao is not installed") instead of failing.
 RUN pip install '.[postgres,s3]' \
  && pip uninstall -y onnxruntime \
- && pip install "onnxruntime-gpu>=1.20,<2"
+ && pip install "onnxruntime-gpu>=1.20,<2" \
+ && (python -c "from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow; \
+from diffusers import WanVACEPipeline" || pip uninstall -y torchao)
 
 VOLUME ["/weights", "/data"]
 EXPOSE 8000

@@ -14,6 +14,7 @@ from pipelines.attention import apply_attention, parse_attention, select_for_dev
 from pipelines.compile import compile_blocks, parse_compile, should_compile, use_persistent_cache
 from pipelines.download import verify_model_dir
 from pipelines.fast_mode import check_fast_lora_file, install_fast_lora
+from pipelines.fp8 import apply_fp8, bytes_per_param, check_requested, choose, parse_fp8, unavailable_reason
 from pipelines.memory import (
     AUTO,
     MemoryPlan,
@@ -88,17 +89,28 @@ def resolve_model(model: str, data_dir: Path) -> Path:
 
 
 def apply_memory_plan(
-    pipe: WanVACEPipeline, placement: Placement, memory_plan: str = AUTO, vae_tiling: str = AUTO
+    pipe: WanVACEPipeline, placement: Placement, memory_plan: str = AUTO, vae_tiling: str = AUTO,
+    fp8: str = "off",
 ) -> WanVACEPipeline:
     """Decide where the weights live during a run (see pipelines/memory.py) and put them there.
 
     `memory_plan` and `vae_tiling` are the --memory-plan and --vae-tiling values; "auto" sizes the plan from
-    the free memory of `placement.device` and the loaded model's own parameter counts.
+    the free memory of `placement.device` and the loaded model's own parameter counts. `fp8` (--fp8) is
+    decided with the plan, since FP8 weights change what fits (pipelines/fp8.py), and applied before it.
     """
     size = ModelSize.from_pipeline(pipe)
-    plan: MemoryPlan = plan_for_device(placement.device, size, memory_plan, vae_tiling)
-    log.info("Memory plan on %s: %s", placement.device, plan.reason)
-    return apply_plan(pipe, plan, placement.device)
+
+    def plan_with(transformer_bytes_per_param: float) -> MemoryPlan:
+        return plan_for_device(placement.device, size, memory_plan, vae_tiling,
+                               transformer_bytes_per_param=transformer_bytes_per_param)
+
+    unavailable = unavailable_reason(placement.device) if fp8 != "off" else None
+    choice = choose(fp8, unavailable, plan_with, bytes_per_param(pipe.transformer))
+    layers = apply_fp8(pipe.transformer, choice, placement.device)
+    log.info("FP8 transformer on %s: %s%s", placement.device, choice.summary,
+             f"; {layers} block linears quantized" if choice.enabled else "")
+    log.info("Memory plan on %s: %s", placement.device, choice.plan.reason)
+    return apply_plan(pipe, choice.plan, placement.device)
 
 
 def load_pipeline(
@@ -109,6 +121,7 @@ def load_pipeline(
     attention: str = AUTO,
     compile: str = AUTO,
     compile_cache_dir: Path | None = None,
+    fp8: str = AUTO,
     *,
     fast_lora: Path | None = None,
     fast_lora_strength: float = 1.0,
@@ -117,16 +130,18 @@ def load_pipeline(
 
     `memory_plan`: auto|all_on_gpu|model_offload|group_offload|sequential_offload; `vae_tiling`: auto|on|off;
     `attention`: auto|native|cudnn|flash3|sage (pipelines/attention.py); `compile`: auto|on|off
-    (pipelines/compile.py), its kernels kept in `compile_cache_dir`; `fast_lora`: a distillation LoRA file
-    for fast mode (pipelines/fast_mode.py). Bad values raise ValueError, an attention backend that cannot run
-    here AttentionBackendError, and a missing LoRA file FastLoraError, before any weights are read.
+    (pipelines/compile.py), its kernels kept in `compile_cache_dir`; `fp8`: auto|on|off (pipelines/fp8.py);
+    `fast_lora`: a distillation LoRA file for fast mode (pipelines/fast_mode.py). Bad values raise ValueError,
+    an attention backend that cannot run here AttentionBackendError, `fp8="on"` where FP8 cannot run
+    Fp8Error, and a missing LoRA file FastLoraError, before any weights are read.
     """
     parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling), parse_attention(attention)
-    parse_compile(compile)
+    parse_compile(compile), parse_fp8(fp8)
     if fast_lora is not None:
         check_fast_lora_file(fast_lora, fast_lora_strength)
     model_dir = check_model_dir(model_dir)
     placement = choose_placement(device)
+    check_requested(fp8, unavailable_reason(placement.device) if fp8 == "on" else None)
     # Before the weights: an unusable --attention fails in seconds, and the timing has the GPU to itself.
     selection = select_for_device(attention, placement.device, placement.transformer_dtype,
                                   *attention_heads(model_dir))
@@ -143,7 +158,8 @@ def load_pipeline(
         install_fast_lora(pipe, fast_lora, fast_lora_strength)
     pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
     install_zero_input_cache(pipe.vae)  # depth/pose jobs skip re-encoding their constant all-zero stream
-    pipe = apply_memory_plan(pipe, placement, memory_plan, vae_tiling)
+    # FP8 is applied inside, before the weights are placed; compiling comes after both (pipelines/fp8.py).
+    pipe = apply_memory_plan(pipe, placement, memory_plan, vae_tiling, fp8)
     compiled, reason = should_compile(compile, placement.device, plan_of(pipe))
     if compiled:
         cache = use_persistent_cache(compile_cache_dir) if compile_cache_dir is not None else None

@@ -151,6 +151,8 @@ class MemoryPlan:
     # all_on_gpu only: umt5-xxl stays on the GPU between requests instead of moving in and out for each
     # encode (0.21 s in, 6.5-7.9 s back out on the H100: gpu_check_h100-80gb-hbm3_2026-11-26.json, P7).
     text_encoder_resident: bool = False
+    # 2 for bf16 weights; less when the transformer's block linears are FP8 (pipelines/fp8.py).
+    transformer_bytes_per_param: float = BF16_BYTES
 
 
 _PLAN_ATTR = "_vace_memory_plan"
@@ -215,13 +217,15 @@ def phase_peaks(
     cfg: bool = True,
     text_encoder_resident: bool = False,
     annotator_bytes: int = 0,
+    transformer_bytes_per_param: float = BF16_BYTES,
 ) -> dict[str, int]:
     """Estimated GPU bytes in each phase of a request (prompt encoding, VAE, denoising) under a plan.
 
     `annotator_bytes`: annotators left on the GPU through generation. The step cache's residuals live from
     the first denoising step through the VAE decode, so they count in both of those phases.
+    `transformer_bytes_per_param`: 2 for bf16; less with FP8 block weights (pipelines/fp8.py says how much).
     """
-    dit = size.transformer_params * BF16_BYTES + TRANSFORMER_EXTRA_BYTES
+    dit = int(size.transformer_params * transformer_bytes_per_param) + TRANSFORMER_EXTRA_BYTES
     te = size.text_encoder_params * BF16_BYTES
     vae = size.vae_params * FP32_BYTES
     tokens = num_tokens(frame_area, num_frames, reference_images)
@@ -245,9 +249,9 @@ def phase_peaks(
     # on the side stream, and at block level the group of the modules outside the blocks, onloaded for the
     # whole forward (0.44 GiB for 14B; without it the estimate was 7% under the H100's measurement).
     if offload is Offload.GROUP_OFFLOAD:
-        block = size.transformer_block_params * BF16_BYTES
+        block = int(size.transformer_block_params * transformer_bytes_per_param)
         units, te_peak = 2 * block + size.transformer_top_level_params * BF16_BYTES, te + te_act
-    else:
+    else:  # the largest leaf may be one FP8 leaves in bf16 (the 14B's, time_proj, is): counted at 2 B
         units, te_peak = 3 * size.transformer_leaf_params * BF16_BYTES, te_act
     return {"encode": held + vae + te_peak, "vae": held + vae + vae_act,
             "denoise": held + vae + units + act + cache}
@@ -259,7 +263,7 @@ def request_peak(size: ModelSize, plan: MemoryPlan, shape: RequestShape, *, anno
         plan.offload, plan.vae_tiling, size, shape.frame_area, shape.num_frames,
         reference_images=shape.reference_images, step_cache=shape.step_cache, cfg=shape.cfg,
         text_encoder_resident=plan.offload is Offload.ALL_ON_GPU and plan.text_encoder_resident,
-        annotator_bytes=annotator_bytes,
+        annotator_bytes=annotator_bytes, transformer_bytes_per_param=plan.transformer_bytes_per_param,
     ).values())
 
 
@@ -275,6 +279,7 @@ def choose_plan(
     *,
     num_frames: int = REFERENCE_NUM_FRAMES,
     offload: Offload | None = None,
+    transformer_bytes_per_param: float = BF16_BYTES,
 ) -> MemoryPlan:
     """The fastest plan whose estimated peak fits, preferring no VAE tiling within a plan.
 
@@ -286,13 +291,14 @@ def choose_plan(
     shape = RequestShape(DEFAULT_FRAME_AREA if frame_area is None else frame_area, num_frames)
     usable = usable_bytes(free_bytes, total_bytes)
     candidates = [offload] if offload is not None else list(Offload)
-    last = MemoryPlan(candidates[-1], True)
+    last = MemoryPlan(candidates[-1], True, transformer_bytes_per_param=transformer_bytes_per_param)
     for candidate in candidates:
         # all_on_gpu with the text encoder resident first: it saves a 7 s swap per request.
         residency = (True, False) if candidate is Offload.ALL_ON_GPU else (False,)
         for tiling in (False, True):
             for resident in residency:
-                plan = MemoryPlan(candidate, tiling, text_encoder_resident=resident)
+                plan = MemoryPlan(candidate, tiling, text_encoder_resident=resident,
+                                  transformer_bytes_per_param=transformer_bytes_per_param)
                 need = request_peak(model_params, plan, shape)
                 if need <= usable:
                     return dataclasses.replace(plan, reason=_reason(plan, need, usable, shape))
@@ -332,6 +338,7 @@ def plan_for_device(
     memory_plan: str = AUTO,
     vae_tiling: str = AUTO,
     frame_area: int | None = None,
+    transformer_bytes_per_param: float = BF16_BYTES,
 ) -> MemoryPlan:
     """Resolve the flags into a plan for `device`, measuring free memory on CUDA."""
     offload, tiling = parse_memory_plan(memory_plan), parse_vae_tiling(vae_tiling)
@@ -341,7 +348,8 @@ def plan_for_device(
             log.warning("--memory-plan %s ignored on %s: everything stays in RAM", offload.value, device)
         return MemoryPlan(Offload.ALL_ON_GPU, bool(tiling), "everything in RAM (no GPU memory to plan)")
     free, total = torch.cuda.mem_get_info(torch.device(device))
-    plan = choose_plan(free, total, model_params, frame_area, offload=offload)
+    plan = choose_plan(free, total, model_params, frame_area, offload=offload,
+                       transformer_bytes_per_param=transformer_bytes_per_param)
     if tiling is not None and tiling != plan.vae_tiling:
         forced = f"{plan.reason}; VAE tiling forced {'on' if tiling else 'off'}"
         plan = dataclasses.replace(plan, vae_tiling=tiling, reason=forced)

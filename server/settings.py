@@ -31,6 +31,7 @@ MemoryPlan = Literal["auto", "all_on_gpu", "model_offload", "group_offload", "se
 VaeTiling = Literal["auto", "on", "off"]
 Attention = Literal["auto", "native", "cudnn", "flash3", "sage"]  # pipelines/attention.py's choices
 Compile = Literal["auto", "on", "off"]  # pipelines/compile.py's choices
+Fp8 = Literal["auto", "on", "off"]  # pipelines/fp8.py's choices
 DepthModel = Literal["midas", "depth-anything-v2"]
 PoseModel = Literal["dwpose", "openpose"]
 SafetyMissing = Literal["warn", "refuse"]
@@ -41,6 +42,7 @@ MEMORY_PLANS: tuple[str, ...] = get_args(MemoryPlan)
 VAE_TILING: tuple[str, ...] = get_args(VaeTiling)
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(Attention)
 COMPILE_MODES: tuple[str, ...] = get_args(Compile)
+FP8_MODES: tuple[str, ...] = get_args(Fp8)
 DEFAULT_ANNOTATORS_DIR = Path("weights") / "annotators"
 
 # Input caps (server/contract/limits.py's InputLimits). Inputs are checked from the probe (header and first
@@ -132,6 +134,12 @@ class Settings(BaseSettings):
                           "others without")
     fast_lora_strength: Annotated[PositiveFloat, Flag("fast-lora-strength")] = Field(
         1.0, description="the --fast-lora LoRA's scale")
+    # pipelines/fp8.py: `on` where FP8 cannot run stops the worker's start with the reason.
+    fp8: Annotated[Fp8, Flag("fp8")] = Field(
+        "auto", description="FP8 (torchao row-wise float8) weights and activations for the transformer "
+                            "blocks' linear layers; auto: on only on a GPU that supports it (compute "
+                            "capability 8.9+, torchao) when it lets a faster memory plan fit than bf16 "
+                            "(e.g. all_on_gpu on a 48 GB card)")
     api_keys: Annotated[NameList, Flag("api-key", repeat=True)] = Field(
         (), repr=False, description="require `Authorization: Key <key>` (repeatable; also VACE_API_KEYS)")
     # Hostnames or CIDRs that input URLs and webhooks may reach although private/loopback (SSRF guard).

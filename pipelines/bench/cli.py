@@ -11,7 +11,8 @@ from typing import Any
 
 DEFAULT_OUT = Path("benchmarks") / "results"
 DESCRIPTION = ("Time the Wan2.1 VACE 14B transformer (random weights) and VAE on this GPU, per attention "
-               "backend, with regional compile and memory plans; write JSON and a projected job-time table.")
+               "backend, with regional compile, memory plans and FP8; write JSON and a projected job-time "
+               "table.")
 DEFAULT_BUDGET_S = 270.0
 
 

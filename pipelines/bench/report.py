@@ -39,6 +39,15 @@ def modes(record: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
         elif name == "compile" and res.get("compiled_forward_s") is not None:
             found.setdefault(f"{res['backend']}+compile", {})[res["shape"]] = {
                 "forward_s": res["compiled_forward_s"], "peak_gib": res.get("peak_gib")}
+        elif name.startswith("fp8_forward_"):
+            found.setdefault(f"fp8/{res['backend']}", {})[name.removeprefix("fp8_forward_")] = {
+                "forward_s": res["forward_s"], "peak_gib": res.get("peak_gib")}
+        elif name == "fp8_compile" and res.get("compiled_forward_s") is not None:
+            found.setdefault(f"fp8/{res['backend']}+compile", {})[res["shape"]] = {
+                "forward_s": res["compiled_forward_s"], "peak_gib": res.get("peak_gib")}
+        elif name == "fp8_memory" and res.get("forward_s") is not None:
+            found.setdefault(f"all_on_gpu/fp8/{res['backend']}", {})[res["shape"]] = {
+                "forward_s": res["forward_s"], "peak_gib": res.get("peak_gib")}
         elif name == "memory_plans":
             for plan, figures in res.items():
                 if isinstance(figures, dict) and figures.get("forward_s") is not None:

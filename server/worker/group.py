@@ -147,7 +147,7 @@ def _follow(settings: Settings, link: ControlLink) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pipe = load_pipeline(resolve_model(settings.model, settings.data_dir), settings.device,
                          settings.memory_plan, settings.vae_tiling, settings.attention, settings.compile,
-                         settings.data_dir / "compile_cache", fast_lora=settings.fast_lora,
+                         settings.data_dir / "compile_cache", fp8=settings.fp8, fast_lora=settings.fast_lora,
                          fast_lora_strength=settings.fast_lora_strength)
     enable_context_parallel(pipe, link.world_size)
     runs = follow(pipe, link, on_run=lambda req, outcome: log.info("rank %d: %s", link.rank, outcome))

@@ -70,7 +70,8 @@ class Worker:
         started = time.monotonic()
         pipe = load_pipeline(model_dir, self.settings.device, self.settings.memory_plan,
                              self.settings.vae_tiling, self.settings.attention, self.settings.compile,
-                             self.settings.data_dir / "compile_cache", fast_lora=self.settings.fast_lora,
+                             self.settings.data_dir / "compile_cache", fp8=self.settings.fp8,
+                             fast_lora=self.settings.fast_lora,
                              fast_lora_strength=self.settings.fast_lora_strength)
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
         capacity = self.capacity(pipe)

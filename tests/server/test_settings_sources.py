@@ -140,12 +140,12 @@ def test_every_flag_is_in_help_and_in_the_readme_table(capsys: pytest.CaptureFix
     readme = README.read_text()
     table = readme[readme.index("`vace serve` options"):]
     table = table[:table.index("\n\n", table.index("| option"))]
-    documented = set(re.findall(r"--[a-z][a-z-]*", table))
+    documented = set(re.findall(r"--[a-z][a-z0-9-]*", table))
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
     serve_help = capsys.readouterr().out
     flags = {f"--{flag.name}" for _, flag in flagged_fields(Settings).values()}
-    assert flags <= set(re.findall(r"--[a-z][a-z-]*", serve_help))
+    assert flags <= set(re.findall(r"--[a-z][a-z0-9-]*", serve_help))
     assert flags == documented, "README's options table and Settings disagree"
     # Fields that are not flags are internal tuning (environment or config file only).
     unflagged = set(Settings.model_fields) - set(flagged_fields(Settings))
