@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan, WanVACEPipeline
+from diffusers import AutoencoderKLWan, WanVACEPipeline, WanVACETransformer3DModel
 
 from pipelines.attention import apply_attention, parse_attention, select_for_device
 from pipelines.compile import compile_blocks, parse_compile, should_compile, use_persistent_cache
@@ -25,6 +25,7 @@ from pipelines.memory import (
 )
 from pipelines.tiny import ensure_tiny_pipeline
 from pipelines.vae_cache import install_zero_input_cache
+from pipelines.weights_placement import placement_kwargs, size_from_configs
 
 PIPELINE_CLASS = "WanVACEPipeline"
 TINY_MODEL = "tiny"
@@ -87,15 +88,18 @@ def resolve_model(model: str, data_dir: Path) -> Path:
 
 
 def apply_memory_plan(
-    pipe: WanVACEPipeline, placement: Placement, memory_plan: str = AUTO, vae_tiling: str = AUTO
+    pipe: WanVACEPipeline, placement: Placement, memory_plan: str = AUTO, vae_tiling: str = AUTO,
+    plan: MemoryPlan | None = None,
 ) -> WanVACEPipeline:
     """Decide where the weights live during a run (see pipelines/memory.py) and put them there.
 
     `memory_plan` and `vae_tiling` are the --memory-plan and --vae-tiling values; "auto" sizes the plan from
-    the free memory of `placement.device` and the loaded model's own parameter counts.
+    the free memory of `placement.device` and the loaded model's own parameter counts. A `plan` chosen before
+    the weights were read (loaded straight to the GPU: pipelines/weights_placement.py) is applied as it is.
     """
-    size = ModelSize.from_pipeline(pipe)
-    plan: MemoryPlan = plan_for_device(placement.device, size, memory_plan, vae_tiling)
+    if plan is None:
+        size = ModelSize.from_pipeline(pipe)
+        plan = plan_for_device(placement.device, size, memory_plan, vae_tiling)
     log.info("Memory plan on %s: %s", placement.device, plan.reason)
     return apply_plan(pipe, plan, placement.device)
 
@@ -124,17 +128,29 @@ def load_pipeline(
     selection = select_for_device(attention, placement.device, placement.transformer_dtype,
                                   *attention_heads(model_dir))
     log.info("Attention backend on %s: %s (%s)", placement.device, selection.backend, selection.reason)
+    # On CUDA the plan is chosen before the weights, from the configs, so that under all_on_gpu the
+    # transformer and VAE load straight onto the GPU (pipelines/weights_placement.py); on a CPU as before.
+    plan = None
+    if placement.device.startswith("cuda"):
+        plan = plan_for_device(placement.device, size_from_configs(model_dir), memory_plan, vae_tiling)
+    direct = placement_kwargs(plan, placement.device)
     # Loaded on its own so it keeps float32 while the rest of the pipeline follows transformer_dtype.
     vae = AutoencoderKLWan.from_pretrained(
-        model_dir, subfolder="vae", dtype=placement.vae_dtype, local_files_only=True
+        model_dir, subfolder="vae", dtype=placement.vae_dtype, local_files_only=True, **direct
     )
+    components = {"vae": vae}
+    if direct:
+        components["transformer"] = WanVACETransformer3DModel.from_pretrained(
+            model_dir, subfolder="transformer", dtype=placement.transformer_dtype, local_files_only=True,
+            **direct,
+        )
     pipe = WanVACEPipeline.from_pretrained(
-        model_dir, vae=vae, dtype=placement.transformer_dtype, local_files_only=True
+        model_dir, **components, dtype=placement.transformer_dtype, local_files_only=True
     )
     apply_attention(pipe.transformer, selection)
     pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
     install_zero_input_cache(pipe.vae)  # depth/pose jobs skip re-encoding their constant all-zero stream
-    pipe = apply_memory_plan(pipe, placement, memory_plan, vae_tiling)
+    pipe = apply_memory_plan(pipe, placement, memory_plan, vae_tiling, plan)
     compiled, reason = should_compile(compile, placement.device, plan_of(pipe))
     if compiled:
         cache = use_persistent_cache(compile_cache_dir) if compile_cache_dir is not None else None

@@ -15,6 +15,7 @@ from pipelines.loader import (
     load_pipeline,
     resolve_model,
 )
+from pipelines.memory import MemoryPlan, Offload
 
 
 def _assert_actionable(err: ModelNotFoundError, path: Path) -> None:
@@ -103,6 +104,10 @@ def test_load_for_cuda_uses_bf16_with_float32_vae(
         return pipe
 
     monkeypatch.setattr(loader, "apply_memory_plan", record)
+    # No GPU memory to measure: a plan whose weights load into RAM (tests/pipelines/test_weights_placement.py
+    # covers all_on_gpu's direct load).
+    monkeypatch.setattr(loader, "plan_for_device",
+                        lambda *args: MemoryPlan(Offload.GROUP_OFFLOAD, False, "faked"))
     _no_attention_probe(monkeypatch)
     pipe = load_pipeline(tiny_model_dir, device="cuda:0")
     assert seen == [Placement("cuda:0", torch.bfloat16, torch.float32)]
