@@ -18,7 +18,7 @@ from diffusers import WanVACEPipeline
 
 from pipelines.cfg_truncation import configured_fraction
 from pipelines.compile import compile_blocks
-from pipelines.compile_warmup import WarmupShape, is_compiled, parse_warmup, warm_up
+from pipelines.compile_warmup import DEFAULT_WARMUP, WarmupShape, is_compiled, parse_warmup, warm_up
 from pipelines.generate import GenerationRequest, generate
 from pipelines.loader import load_pipeline
 from server.settings import Settings
@@ -46,7 +46,8 @@ def test_parse_refuses(value: str, message: str) -> None:
 
 
 def test_the_settings_default_parses() -> None:
-    assert parse_warmup(Settings().compile_warmup) == parse_warmup("480p,720p")
+    assert Settings().compile_warmup == DEFAULT_WARMUP
+    assert parse_warmup(DEFAULT_WARMUP) == (WarmupShape(832, 480, 81), WarmupShape(1280, 720, 81))
 
 
 class Graphs:
