@@ -1,6 +1,7 @@
 """--cfg-truncation (pipelines/cfg_truncation.py): the last steps skip the unconditional pass (tiny model)."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,7 +116,21 @@ def test_with_the_step_cache(pipe: WanVACEPipeline, monkeypatch: pytest.MonkeyPa
         real_exit(self, *exc)
 
     monkeypatch.setattr(StepCache, "__exit__", spy_exit)
-    cached, cut = Run(pipe, 0.0, acceleration="regular"), Run(pipe, 0.5, acceleration="regular")
+    reused_branches: list[int] = []  # per reused call, the branch whose residual it added
+    real_at_body_output = StepCache._at_body_output
+
+    def spy_at_body_output(self: StepCache, module: Any, args: tuple[Any, ...]) -> Any:
+        if self._reusing is not None:
+            reused_branches.append(self._reusing)
+        return real_at_body_output(self, module, args)
+
+    monkeypatch.setattr(StepCache, "_at_body_output", spy_at_body_output)
+    cached = Run(pipe, 0.0, acceleration="regular")
+    assert reused_branches == [0, 1, 0, 1, 0, 1]  # steps 3, 4, 5 with CFG: each branch its own residual
+    reused_branches.clear()
+    cut = Run(pipe, 0.5, acceleration="regular")
+    # Step 3 (guided) reuses both; steps 4 and 5 (cut) call once and add the conditional residual.
+    assert reused_branches == [0, 1, 0, 0]
     # Steps 1-2 are the cache's warm-up, 6 is the last; 3-5 are reused: 3 steps computed.
     assert cached.logs == ["step cache: 3 of 6 steps computed (6 of 12 transformer forwards, reused steps 3, "
                            "4, 5) (acceleration regular)"]
