@@ -6,9 +6,9 @@ transformer with random weights built on the GPU, as `vace bench` does; ~35 GB).
 Each run is a fresh process, as a restarted worker is: it loads the model, compiles the blocks with inductor
 (pipelines/compile.py's settings) and runs pipelines/compile_warmup.py's warm-up with TORCHINDUCTOR_CACHE_DIR
 pointing at one folder, empty for the first run. It prints the seconds of each run's warm-up per shape,
-inductor's FX graph cache hits and misses, and the seconds of one more forward per shape after the warm-up
-with the number of graphs it compiled (0: the first request of that shape would not compile). Figures
-measured so far are in the README's "Compile" paragraph.
+inductor's FX graph cache hits and misses, and then, per shape, the seconds of a whole 2-step request
+(`--full-size`: of one more forward) with the number of graphs it compiled (0: the warm-up covered it).
+Figures measured so far are in the README's "Compile" paragraph.
 """
 
 from __future__ import annotations
@@ -39,12 +39,25 @@ def _full_size_pipe(device: str) -> Any:
                            vae_scale_factor_temporal=4, vae_scale_factor_spatial=8)
 
 
+def _request(shape: Any) -> Any:
+    import numpy as np
+
+    from pipelines.generate import GenerationRequest
+
+    frames, size = shape.num_frames, (shape.height, shape.width)
+    video = np.random.default_rng(0).random((frames, *size, 3), dtype=np.float32)
+    return GenerationRequest("a cat", "blurry", video, np.ones((frames, *size), dtype=np.float32), [],
+                             shape.width, shape.height, num_inference_steps=2, guidance_scale=5.0, seed=0,
+                             acceleration="regular")
+
+
 def child(model: str, device: str, shapes: str, data_dir: Path, full_size: bool) -> None:
     import torch
     from torch._dynamo.utils import counters
 
     from pipelines.compile import compile_blocks
     from pipelines.compile_warmup import denoise_inputs, parse_warmup, warm_up
+    from pipelines.generate import generate
     from pipelines.loader import load_pipeline, resolve_model
 
     if full_size:
@@ -60,8 +73,11 @@ def child(model: str, device: str, shapes: str, data_dir: Path, full_size: bool)
     for shape in parsed:
         graphs = counters["stats"]["unique_graphs"]
         started = time.monotonic()
-        with torch.inference_mode():
-            pipe.transformer(**denoise_inputs(pipe, shape))
+        if full_size:  # no VAE or text encoder: one more forward as the denoising loop calls it
+            with torch.inference_mode():
+                pipe.transformer(**denoise_inputs(pipe, shape))
+        else:  # a whole request of that shape, CFG and the step cache included
+            generate(pipe, _request(shape))
         if pipe._execution_device.type == "cuda":
             torch.cuda.synchronize(pipe._execution_device)
         new_graphs = counters["stats"]["unique_graphs"] - graphs
@@ -93,10 +109,10 @@ def main() -> None:
             result = json.loads(out.strip().splitlines()[-1])
             label = "cold cache" if run == 1 else "from the cache"
             timings = ", ".join(f"{shape} {s:.1f} s" for shape, s in result["seconds"].items())
-            after = ", ".join(f"{shape} {s:.2f} s ({n} new graphs)"
+            after = ", ".join(f"{shape} {s:.2f} s ({n} graphs compiled)"
                               for shape, (s, n) in result["after"].items())
             print(f"run {run} ({label}): warm-up {timings}; FX graph cache {result['fxgraph_cache_hit']} "
-                  f"hits, {result['fxgraph_cache_miss']} misses; next forward {after}")
+                  f"hits, {result['fxgraph_cache_miss']} misses; then {after}")
 
 
 if __name__ == "__main__":
