@@ -11,8 +11,8 @@ outside them. The same settings as the measurement: `fullgraph=False` (attention
 may break the graph), `dynamic=False` (one graph per shape; each new resolution or length compiles once).
 Compiled kernels persist in TORCHINDUCTOR_CACHE_DIR (inductor's FX graph and AOTAutograd caches and Triton's
 kernels, all on by default in torch 2.14), set under the data dir unless the operator set it, so a restarted
-worker loads them instead of compiling again. Nothing is warmed up at load: the first request of each shape
-pays the compilation.
+worker loads them instead of compiling again. The worker runs the compiled transformer once per common shape
+before it reports ready (pipelines/compile_warmup.py); other shapes compile on their first request.
 """
 
 from __future__ import annotations

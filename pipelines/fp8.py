@@ -83,16 +83,18 @@ def repeated_blocks(transformer: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield f"{container}.{index}", block
 
 
-def is_quantizable(module: nn.Module) -> bool:
-    """A linear layer whose GEMM the FP8 kernel can run (both dimensions multiples of 16)."""
+def is_quantizable(module: nn.Module, name: str = "") -> bool:
+    """A linear layer whose GEMM the FP8 kernel can run (both dimensions multiples of 16). A fast-mode LoRA's
+    own low-rank layers (peft's `lora_A`/`lora_B`, pipelines/fast_mode.py) stay in bf16: they are small, and
+    switched on and off per request."""
     return (isinstance(module, nn.Linear) and module.in_features % ALIGNMENT == 0
-            and module.out_features % ALIGNMENT == 0)
+            and module.out_features % ALIGNMENT == 0 and ".lora_" not in f".{name}")
 
 
 def quantizable_linears(transformer: nn.Module) -> list[str]:
     """Qualified names of the linears FP8 replaces: those inside the repeated blocks that are aligned."""
     return [f"{prefix}.{name}" for prefix, block in repeated_blocks(transformer)
-            for name, module in block.named_modules() if is_quantizable(module)]
+            for name, module in block.named_modules() if is_quantizable(module, name)]
 
 
 def weight_bytes(transformer: nn.Module) -> int:
@@ -100,8 +102,8 @@ def weight_bytes(transformer: nn.Module) -> int:
     the rest (biases, embedders, head, norms) at 2 B as the bf16 estimate counts them (works on meta)."""
     total = sum(p.numel() for p in transformer.parameters()) * BF16_BYTES
     for _, block in repeated_blocks(transformer):
-        for module in block.modules():
-            if is_quantizable(module):
+        for name, module in block.named_modules():
+            if is_quantizable(module, name):
                 total -= module.weight.numel() * (BF16_BYTES - FP8_BYTES)
                 total += module.out_features * FP32_BYTES
     return total
@@ -244,11 +246,11 @@ def quantize_transformer(transformer: nn.Module, device: torch.device | str, kee
             origin = next(block.parameters()).device
             block.to(target)
             for name, module in block.named_modules():
-                if is_quantizable(module) and module.weight.dtype != torch.bfloat16:
+                if is_quantizable(module, name) and module.weight.dtype != torch.bfloat16:
                     raise Fp8Error(f"FP8 row-wise quantization starts from bf16 weights; {prefix}.{name} is "
                                    f"{module.weight.dtype}")
-                count += is_quantizable(module)
-            quantize_(block, config, filter_fn=lambda module, fqn: is_quantizable(module))
+                count += is_quantizable(module, name)
+            quantize_(block, config, filter_fn=lambda module, fqn: is_quantizable(module, fqn))
             if not keep_on_device:
                 block.to(origin)
     return count

@@ -13,6 +13,7 @@ import torch
 from diffusers import WanVACEPipeline
 from PIL import Image
 
+from pipelines.cfg_truncation import CfgTruncation, configured_fraction, counted_calls
 from pipelines.fast_mode import use_for_request
 from pipelines.memory import settle_text_encoder
 from pipelines.prompt_cache import cached_prompt_embeds
@@ -156,6 +157,7 @@ def generate(
     on_encode: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     on_latents: Callable[[int, torch.Tensor], None] | None = None,
     latents_every: int = 0,
+    cfg_truncation: float | None = None,
 ) -> np.ndarray:
     """Generate a video; returns uint8 frames of shape (F, H, W, 3).
 
@@ -165,6 +167,8 @@ def generate(
     on_phase(name) is called as the run enters "text_encode", "vae_encode", "denoise" and "vae_decode";
     on_encode(video, latents) sees each VAE encode (pipelines/preview.py fits its colours from them);
     on_latents(step, latents) gets the current latents every `latents_every` steps and after the last.
+    cfg_truncation: the share of last steps without the unconditional pass (pipelines/cfg_truncation.py);
+    None takes the worker's setting stored on `pipe`.
     """
     req.validate()
     if should_cancel is not None and should_cancel():
@@ -175,10 +179,15 @@ def generate(
     fast = use_for_request(pipe, req.num_inference_steps, req.guidance_scale, on_log)
     policy = None if fast else policy_for(req.acceleration)
     cache = None if policy is None else StepCache(pipe.transformer, policy, req.num_inference_steps)
+    fraction = configured_fraction(pipe) if cfg_truncation is None else cfg_truncation
+    truncation = CfgTruncation(fraction, req.num_inference_steps, req.guidance_scale > 1.0)
+    calls = [0]
 
     def step_end(p: WanVACEPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         if cache is not None:
             cache.end_step()
+        if truncation.after_step(p, step) and cache is not None:
+            cache.drop_branch(1)  # the unconditional residual: no call will read it again
         if on_step is not None:
             on_step(step + 1, p.num_timesteps)
         done = step + 1
@@ -209,7 +218,8 @@ def generate(
         )
         settle_text_encoder(pipe)  # a request that needs its room has it back in RAM, cached prompts or not
         with torch.inference_mode(), cache if cache is not None else nullcontext(), \
-                _instrumented(pipe, on_phase, on_encode):
+                _instrumented(pipe, on_phase, on_encode), \
+                counted_calls(pipe.transformer) if truncation.unguided_steps else nullcontext(calls) as calls:
             out = pipe(
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,
@@ -232,8 +242,10 @@ def generate(
         raise
     finally:
         pipe.scheduler = loaded
-        if cache is not None:
-            summary = f"{cache.stats.summary()} (acceleration {req.acceleration})"
+        summaries = [] if cache is None else [f"{cache.stats.summary()} (acceleration {req.acceleration})"]
+        if truncation.unguided_steps:
+            summaries.append(truncation.summary(calls[0]))
+        for summary in summaries:
             log.info(summary)
             if on_log is not None:
                 on_log(summary)

@@ -8,13 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan, WanVACEPipeline
+from diffusers import AutoencoderKLWan, WanVACEPipeline, WanVACETransformer3DModel
 
 from pipelines.attention import apply_attention, parse_attention, select_for_device
 from pipelines.compile import compile_blocks, parse_compile, should_compile, use_persistent_cache
 from pipelines.download import verify_model_dir
 from pipelines.fast_mode import check_fast_lora_file, install_fast_lora
-from pipelines.fp8 import apply_fp8, bytes_per_param, check_requested, choose, parse_fp8, unavailable_reason
+from pipelines.fp8 import (
+    Fp8Choice,
+    apply_fp8,
+    bytes_per_param,
+    check_requested,
+    choose,
+    parse_fp8,
+    unavailable_reason,
+)
 from pipelines.memory import (
     AUTO,
     MemoryPlan,
@@ -27,6 +35,7 @@ from pipelines.memory import (
 )
 from pipelines.tiny import ensure_tiny_pipeline
 from pipelines.vae_cache import install_zero_input_cache
+from pipelines.weights_placement import meta_pipeline, placement_kwargs
 
 PIPELINE_CLASS = "WanVACEPipeline"
 TINY_MODEL = "tiny"
@@ -88,29 +97,24 @@ def resolve_model(model: str, data_dir: Path) -> Path:
     return check_model_dir(Path(model))
 
 
-def apply_memory_plan(
-    pipe: WanVACEPipeline, placement: Placement, memory_plan: str = AUTO, vae_tiling: str = AUTO,
+def choose_memory_plan(
+    placement: Placement, models: torch.nn.Module, memory_plan: str = AUTO, vae_tiling: str = AUTO,
     fp8: str = "off",
-) -> WanVACEPipeline:
-    """Decide where the weights live during a run (see pipelines/memory.py) and put them there.
-
-    `memory_plan` and `vae_tiling` are the --memory-plan and --vae-tiling values; "auto" sizes the plan from
-    the free memory of `placement.device` and the loaded model's own parameter counts. `fp8` (--fp8) is
-    decided with the plan, since FP8 weights change what fits (pipelines/fp8.py), and applied before it.
-    """
-    size = ModelSize.from_pipeline(pipe)
+) -> Fp8Choice:
+    """Decide where the weights live during a run (see pipelines/memory.py) together with --fp8, since FP8
+    weights change what fits (pipelines/fp8.py). `models` holds the transformer, VAE and text encoder (loaded,
+    or on the meta device); `memory_plan` and `vae_tiling` are the --memory-plan and --vae-tiling values;
+    "auto" sizes the plan from the free memory of `placement.device`."""
+    size, fp8_bytes_per_param = ModelSize.from_pipeline(models), bytes_per_param(models.transformer)
 
     def plan_with(transformer_bytes_per_param: float) -> MemoryPlan:
         return plan_for_device(placement.device, size, memory_plan, vae_tiling,
                                transformer_bytes_per_param=transformer_bytes_per_param)
 
     unavailable = unavailable_reason(placement.device) if fp8 != "off" else None
-    choice = choose(fp8, unavailable, plan_with, bytes_per_param(pipe.transformer))
-    layers = apply_fp8(pipe.transformer, choice, placement.device)
-    log.info("FP8 transformer on %s: %s%s", placement.device, choice.summary,
-             f"; {layers} block linears quantized" if choice.enabled else "")
+    choice = choose(fp8, unavailable, plan_with, fp8_bytes_per_param)
     log.info("Memory plan on %s: %s", placement.device, choice.plan.reason)
-    return apply_plan(pipe, choice.plan, placement.device)
+    return choice
 
 
 def load_pipeline(
@@ -146,20 +150,41 @@ def load_pipeline(
     selection = select_for_device(attention, placement.device, placement.transformer_dtype,
                                   *attention_heads(model_dir))
     log.info("Attention backend on %s: %s (%s)", placement.device, selection.backend, selection.reason)
+    # On CUDA the plan (and FP8, which changes what fits) is chosen before the weights, from the configs, so
+    # that under all_on_gpu the transformer and VAE load straight onto the GPU
+    # (pipelines/weights_placement.py); on a CPU after loading, as before.
+    choice = None
+    if placement.device.startswith("cuda"):
+        choice = choose_memory_plan(placement, meta_pipeline(model_dir), memory_plan, vae_tiling, fp8)
+    # An FP8 transformer loads into RAM and is quantized block by block on the GPU (pipelines/fp8.py): its
+    # whole bf16 copy on the card could need more than the FP8 plan leaves.
+    fp8_first = choice is not None and choice.enabled
+    direct = {} if fp8_first else placement_kwargs(choice.plan if choice else None, placement.device)
     # Loaded on its own so it keeps float32 while the rest of the pipeline follows transformer_dtype.
     vae = AutoencoderKLWan.from_pretrained(
-        model_dir, subfolder="vae", dtype=placement.vae_dtype, local_files_only=True
+        model_dir, subfolder="vae", dtype=placement.vae_dtype, local_files_only=True, **direct
     )
+    components = {"vae": vae}
+    if direct:
+        components["transformer"] = WanVACETransformer3DModel.from_pretrained(
+            model_dir, subfolder="transformer", dtype=placement.transformer_dtype, local_files_only=True,
+            **direct,
+        )
     pipe = WanVACEPipeline.from_pretrained(
-        model_dir, vae=vae, dtype=placement.transformer_dtype, local_files_only=True
+        model_dir, **components, dtype=placement.transformer_dtype, local_files_only=True
     )
     apply_attention(pipe.transformer, selection)
     if fast_lora is not None:  # before offload hooks and compile, which then see its layers from the start
         install_fast_lora(pipe, fast_lora, fast_lora_strength)
     pipe.set_progress_bar_config(disable=True)  # progress is reported through generate()'s on_step
     install_zero_input_cache(pipe.vae)  # depth/pose jobs skip re-encoding their constant all-zero stream
-    # FP8 is applied inside, before the weights are placed; compiling comes after both (pipelines/fp8.py).
-    pipe = apply_memory_plan(pipe, placement, memory_plan, vae_tiling, fp8)
+    if choice is None:
+        choice = choose_memory_plan(placement, pipe, memory_plan, vae_tiling, fp8)
+    # FP8 before the weights are placed; compiling comes after both (pipelines/fp8.py).
+    layers = apply_fp8(pipe.transformer, choice, placement.device)
+    log.info("FP8 transformer on %s: %s%s", placement.device, choice.summary,
+             f"; {layers} block linears quantized" if choice.enabled else "")
+    pipe = apply_plan(pipe, choice.plan, placement.device)
     compiled, reason = should_compile(compile, placement.device, plan_of(pipe))
     if compiled:
         cache = use_persistent_cache(compile_cache_dir) if compile_cache_dir is not None else None

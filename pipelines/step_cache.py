@@ -105,6 +105,10 @@ class StepCache:
         self._step += 1
         self._branch = 0
 
+    def drop_branch(self, branch: int) -> None:
+        """Free a branch's residual that no later call reads (CFG truncation ends the unconditional calls)."""
+        self._residuals.pop(branch, None)
+
     @property
     def stats(self) -> CacheStats:
         reused = tuple(step + 1 for step, computed in enumerate(self.decider.decisions) if not computed)

@@ -140,6 +140,16 @@ class Settings(BaseSettings):
                             "blocks' linear layers; auto: on only on a GPU that supports it (compute "
                             "capability 8.9+, torchao) when it lets a faster memory plan fit than bf16 "
                             "(e.g. all_on_gpu on a 48 GB card)")
+    # pipelines/compile_warmup.py parses and explains it (the API process cannot import it: torch).
+    compile_warmup: Annotated[str, Flag("compile-warmup")] = Field(
+        "480p,720p", pattern=r"^\s*(none|[0-9a-zA-Z]+(\s*,\s*[0-9a-zA-Z]+)*)\s*$",
+        description="shapes the compiled transformer runs once at load, before the worker is ready: presets "
+                    "(480p: 16:9 at 81 frames) or WIDTHxHEIGHT[xFRAMES], comma-separated, or none")
+    # pipelines/cfg_truncation.py; off until a measurement with real weights shows the quality holds.
+    cfg_truncation: Annotated[float, Flag("cfg-truncation")] = Field(
+        0.0, ge=0.0, lt=1.0, allow_inf_nan=False,
+        description="share of the last denoising steps run without the unconditional pass (guidance 1 "
+                    "there): 0.2 saves half of the forwards of the last 20% of steps; 0 = off")
     api_keys: Annotated[NameList, Flag("api-key", repeat=True)] = Field(
         (), repr=False, description="require `Authorization: Key <key>` (repeatable; also VACE_API_KEYS)")
     # Hostnames or CIDRs that input URLs and webhooks may reach although private/loopback (SSRF guard).

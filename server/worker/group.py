@@ -137,6 +137,7 @@ def _lead(settings: Settings, worker_id: str, link: ControlLink) -> int:
 
 
 def _follow(settings: Settings, link: ControlLink) -> int:
+    from pipelines.cfg_truncation import configure_cfg_truncation
     from pipelines.context_parallel import enable_context_parallel
     from pipelines.group_generate import follow
     from pipelines.loader import load_pipeline, resolve_model
@@ -149,6 +150,7 @@ def _follow(settings: Settings, link: ControlLink) -> int:
                          settings.memory_plan, settings.vae_tiling, settings.attention, settings.compile,
                          settings.data_dir / "compile_cache", fp8=settings.fp8, fast_lora=settings.fast_lora,
                          fast_lora_strength=settings.fast_lora_strength)
+    configure_cfg_truncation(pipe, settings.cfg_truncation)  # the leader's, so the ranks call the same passes
     enable_context_parallel(pipe, link.world_size)
     runs = follow(pipe, link, on_run=lambda req, outcome: log.info("rank %d: %s", link.rank, outcome))
     log.info("rank %d: stopping after %d runs", link.rank, runs)

@@ -74,6 +74,7 @@ class Worker:
                              fast_lora=self.settings.fast_lora,
                              fast_lora_strength=self.settings.fast_lora_strength)
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
+        configure_model_run(pipe, self.settings)
         capacity = self.capacity(pipe)
         if capacity is not None:
             log.info("%s longest video per size (pipeline frames): %s", self.worker_id, capacity)
@@ -212,6 +213,21 @@ def gpu_memory_stats(device: str | None) -> dict[str, int]:
     index = torch.cuda.current_device() if index is None else index
     return {"gpu_memory_bytes": int(torch.cuda.memory_allocated(index)),
             "gpu_memory_peak_bytes": int(torch.cuda.max_memory_allocated(index))}
+
+
+def configure_model_run(pipe: object, settings: Settings) -> None:
+    """Before the worker reports ready: the operator's CFG truncation, and the compiled transformer run once
+    per --compile-warmup shape so the first request of those shapes does not compile
+    (pipelines/compile_warmup.py)."""
+    from pipelines.cfg_truncation import configure_cfg_truncation
+    from pipelines.compile_warmup import parse_warmup, warm_up
+
+    configure_cfg_truncation(pipe, settings.cfg_truncation)
+    if settings.gpus_per_job > 1:
+        # A group's ranks run the transformer together under context parallelism, enabled after this.
+        log.info("No compile warm-up in a group of %d GPUs", settings.gpus_per_job)
+        return
+    warm_up(pipe, parse_warmup(settings.compile_warmup))
 
 
 def _die_with_parent() -> None:

@@ -328,3 +328,18 @@ def test_the_per_request_check_counts_the_plans_fp8_weights() -> None:
         assert plan.transformer_bytes_per_param == bytes_per_param
         fitted[bytes_per_param] = request_fit(usable_bytes(free, total), WAN_VACE_14B, plan, shape).fits
     assert fitted == {2.0: False, WAN_VACE_14B_BYTES_PER_PARAM: True}
+
+
+def test_a_fast_mode_loras_own_layers_are_not_quantized() -> None:
+    """peft wraps each adapted linear: its base layer is quantized, its low-rank lora_A/lora_B (switched per
+    request, pipelines/fast_mode.py) stay bf16."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    transformer = _bench_tiny()
+    before = fp8.quantizable_linears(transformer)
+    config = LoraConfig(r=16, target_modules=["to_q", "to_k"])
+    inject_adapter_in_model(config, transformer, adapter_name="fast")
+    names = fp8.quantizable_linears(transformer)
+    assert not any(".lora_" in name for name in names)
+    wrapped = {name.removesuffix(".base_layer") for name in names if name.endswith(".base_layer")}
+    assert wrapped and {name for name in names if not name.endswith(".base_layer")} | wrapped == set(before)

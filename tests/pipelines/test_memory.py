@@ -9,6 +9,7 @@ CUDA streams, torch.cuda.mem_get_info. Those paths are checked with spies on the
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from types import SimpleNamespace
 from typing import Any
 
@@ -306,8 +307,12 @@ def test_group_offload_calls_diffusers(
         "offload_type": level,
         "num_blocks_per_group": per_group,
         "use_stream": True,
+        "non_blocking": True,
+        "record_stream": True,
         "exclude_modules": ["vae"],
     })]
+    # Every option is one the installed diffusers takes (a spy would accept any name).
+    assert set(calls[0][2]) <= set(inspect.signature(WanVACEPipeline.enable_group_offload).parameters)
 
 
 def _run(pipe: WanVACEPipeline, **prompts: Any) -> torch.Tensor:
