@@ -158,6 +158,7 @@ def generate(
     on_latents: Callable[[int, torch.Tensor], None] | None = None,
     latents_every: int = 0,
     cfg_truncation: float | None = None,
+    on_forwards: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Generate a video; returns uint8 frames of shape (F, H, W, 3).
 
@@ -168,7 +169,8 @@ def generate(
     on_encode(video, latents) sees each VAE encode (pipelines/preview.py fits its colours from them);
     on_latents(step, latents) gets the current latents every `latents_every` steps and after the last.
     cfg_truncation: the share of last steps without the unconditional pass (pipelines/cfg_truncation.py);
-    None takes the worker's setting stored on `pipe`.
+    None takes the worker's setting stored on `pipe`. on_forwards(computed, called) after a finished run:
+    the transformer calls that ran its blocks, of all the pipeline made (the step cache reused the others').
     """
     req.validate()
     if should_cancel is not None and should_cancel():
@@ -181,7 +183,7 @@ def generate(
     cache = None if policy is None else StepCache(pipe.transformer, policy, req.num_inference_steps)
     fraction = configured_fraction(pipe) if cfg_truncation is None else cfg_truncation
     truncation = CfgTruncation(fraction, req.num_inference_steps, req.guidance_scale > 1.0)
-    calls = [0]
+    calls = [0]  # the transformer's calls, counted while the pipeline runs
 
     def step_end(p: WanVACEPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         if cache is not None:
@@ -219,7 +221,7 @@ def generate(
         settle_text_encoder(pipe)  # a request that needs its room has it back in RAM, cached prompts or not
         with torch.inference_mode(), cache if cache is not None else nullcontext(), \
                 _instrumented(pipe, on_phase, on_encode), \
-                counted_calls(pipe.transformer) if truncation.unguided_steps else nullcontext(calls) as calls:
+                counted_calls(pipe.transformer) as calls:
             out = pipe(
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,
@@ -235,6 +237,9 @@ def generate(
                 output_type="np",
                 callback_on_step_end=step_end,
             )
+        if on_forwards is not None:
+            reused = 0 if cache is None else cache.stats.forwards_skipped
+            on_forwards(calls[0] - reused, calls[0])
     except GenerationCancelled:
         # The exception skipped the pipeline's end-of-call cleanup: reset step caches and offload hooks,
         # so the next job starts from a clean state.

@@ -79,10 +79,12 @@ class Leader:
                  on_phase: Callable[[str], None] | None = None,
                  on_encode: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
                  on_latents: Callable[[int, torch.Tensor], None] | None = None,
-                 latents_every: int = 0) -> np.ndarray:
-        # Phases, previews and the VAE-encode hook run on rank 0 only: its pipeline holds the whole latents.
+                 latents_every: int = 0,
+                 on_forwards: Callable[[int, int], None] | None = None) -> np.ndarray:
+        # Phases, previews, the VAE-encode hook and the forward count run on rank 0 only: its pipeline holds
+        # the whole latents.
         hooks: dict[str, Any] = {"on_phase": on_phase, "on_encode": on_encode, "on_latents": on_latents,
-                                 "latents_every": latents_every}
+                                 "latents_every": latents_every, "on_forwards": on_forwards}
         req.validate()  # a bad request fails here, before any other rank is involved
         refusal = request_refusal(pipe, req.num_frames, req.height, req.width, len(req.reference_images))
         if refusal is not None:

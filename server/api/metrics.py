@@ -57,6 +57,9 @@ class Metrics:
                                   ["endpoint", "resolution"], buckets=DURATION_BUCKETS, registry=r)
         self.step = Histogram("vace_step_seconds", "Seconds per denoising step", ["endpoint", "resolution"],
                               buckets=STEP_BUCKETS, registry=r)
+        self.forwards = Counter("vace_transformer_forwards", "Transformer forwards of finished jobs: "
+                                "computed, or reused from the step cache (acceleration)",
+                                ["endpoint", "outcome"], registry=r)
         self.worker_state = Gauge("vace_worker_state", "1 for each worker's current state",
                                   ["worker", "state"], registry=r)
         self.gpu_in_use = Gauge("vace_worker_gpu_memory_bytes", "GPU memory allocated by the worker",
@@ -100,6 +103,8 @@ class Metrics:
                     self.duration.labels(endpoint, resolution).observe(took)
             for seconds in _step_seconds(done.progress):
                 self.step.labels(endpoint, resolution).observe(seconds)
+            for outcome, count in _forwards(done.progress).items():
+                self.forwards.labels(endpoint, outcome).inc(count)
         _prune(self._seen_submitted, self._submitted_cursor - LOOKBACK_S)
         _prune(self._seen_finished, self._finished_cursor - LOOKBACK_S)
 
@@ -156,6 +161,14 @@ def _step_seconds(progress: dict[str, Any] | None) -> list[float]:
     if not isinstance(values, list):
         return []
     return [float(v) for v in values if isinstance(v, int | float) and v >= 0]
+
+
+def _forwards(progress: dict[str, Any] | None) -> dict[str, int]:
+    """The transformer forwards a worker counted for the job (server/worker/progress.py), by outcome."""
+    values = (progress or {}).get("forwards")
+    if not isinstance(values, dict):
+        return {}
+    return {k: v for k, v in values.items() if k in ("computed", "reused") and isinstance(v, int) and v >= 0}
 
 
 def _prune(seen: dict[str, float], before: float) -> None:

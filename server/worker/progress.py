@@ -63,6 +63,7 @@ class Progress:
         self._step_mark: float | None = None
         self.durations: dict[str, float] = {}
         self.preview_url: str | None = None
+        self.forwards: dict[str, int] | None = None  # transformer forwards: computed, and reused by the cache
         self._fraction = 0.0
 
     def attach_log(self, log_line: Callable[[str], None]) -> None:
@@ -118,6 +119,10 @@ class Progress:
         self._line(f"Denoising step {done}/{total} ({now - self._phase_started:.1f}s)")
         self.inner(done, total)
 
+    def count_forwards(self, computed: int, called: int) -> None:
+        """generate()'s on_forwards: kept for the final progress, which /metrics counts."""
+        self.forwards = {"computed": computed, "reused": called - computed}
+
     def set_preview(self, url: str, step: int) -> None:
         self.preview_url = url
         self._line(f"Preview after step {step}: {url}")
@@ -166,6 +171,8 @@ class Progress:
         if done:
             body["step_seconds"] = [round(s, 4) for s in self.step_seconds]
             body["phase_seconds"] = {k: round(v, 3) for k, v in self.durations.items()}
+            if self.forwards is not None:
+                body["forwards"] = self.forwards
         return body
 
     def _emit(self, force: bool = False, done: bool = False) -> None:

@@ -176,7 +176,8 @@ class Executor:
                                        on_phase=progress.enter,
                                        on_encode=previews.observe if previews else None,
                                        on_latents=previews.publish if previews else None,
-                                       latents_every=hooks.preview_every if previews else 0)
+                                       latents_every=hooks.preview_every if previews else 0,
+                                       on_forwards=progress.count_forwards)
         except BaseException:
             progress.close("stopped")
             raise

@@ -40,6 +40,7 @@ class Run:
         self.latents: dict[int, torch.Tensor] = {}
         self.steps: list[int] = []
         self.calls = 0
+        self.forwards: list[tuple[int, int]] = []  # generate()'s on_forwards(computed, called)
 
         def count(*_: object) -> None:
             self.calls += 1
@@ -49,7 +50,8 @@ class Run:
             self.frames = generate(
                 pipe, small_request(**overrides), cfg_truncation=fraction,
                 on_log=self.logs.append, on_step=lambda done, _total: self.steps.append(done),
-                on_latents=lambda step, lat: self.latents.__setitem__(step, lat.clone()), latents_every=1)
+                on_latents=lambda step, lat: self.latents.__setitem__(step, lat.clone()), latents_every=1,
+                on_forwards=lambda computed, called: self.forwards.append((computed, called)))
         finally:
             handle.remove()
 
@@ -137,6 +139,7 @@ def test_with_the_step_cache(pipe: WanVACEPipeline, monkeypatch: pytest.MonkeyPa
     assert cut.logs[0] == ("step cache: 3 of 6 steps computed (5 of 9 transformer forwards, reused steps 3, "
                            "4, 5) (acceleration regular)")
     assert cut.calls == 9
+    assert cached.forwards == [(6, 12)] and cut.forwards == [(5, 9)]  # what /metrics counts
     assert residuals == [{0, 1}, {0}]
     for step in range(1, 4):
         assert torch.equal(cut.latents[step], cached.latents[step]), step

@@ -38,7 +38,8 @@ def run_as_worker(store: JobStore, job_id: str, steps: list[float] | None = None
     job = store.claim("w1")
     assert job is not None and job.id == job_id
     if steps is not None:
-        store.telemetry.set_progress(job_id, {"phase": "done", "step_seconds": steps})
+        store.telemetry.set_progress(job_id, {"phase": "done", "step_seconds": steps,
+                                              "forwards": {"computed": 4, "reused": 2}})
 
 
 def test_metrics_count_submitted_done_failed_cancelled_and_queue_depth(protocol_app: ProtocolApp) -> None:
@@ -69,6 +70,8 @@ def test_metrics_count_submitted_done_failed_cancelled_and_queue_depth(protocol_
     again = app.client.get("/metrics").text
     assert value(again, "vace_requests_completed_total", endpoint="depth") == 1
     assert value(again, "vace_step_seconds_count", endpoint="depth", resolution="480p") == 3
+    assert value(again, "vace_transformer_forwards_total", endpoint="depth", outcome="computed") == 4
+    assert value(again, "vace_transformer_forwards_total", endpoint="depth", outcome="reused") == 2
 
 
 def test_worker_states_and_gpu_memory_come_from_the_store(protocol_app: ProtocolApp) -> None:

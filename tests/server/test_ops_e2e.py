@@ -86,6 +86,8 @@ def test_vace_run_against_the_server_leaves_phases_previews_metrics_and_json_log
     assert value(text, "vace_requests_completed_total", endpoint="depth") >= 1
     assert value(text, "vace_step_seconds_count", endpoint="depth", resolution="240p") >= 2
     assert value(text, "vace_job_duration_seconds_count", endpoint="depth", resolution="240p") >= 1
+    # 2 steps with CFG: 4 forwards, all computed (the step cache never reuses the first or the last step).
+    assert value(text, "vace_transformer_forwards_total", endpoint="depth", outcome="computed") >= 4
 
     lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     job_lines = [line for line in lines if line["job_id"] == request_id]
