@@ -9,6 +9,21 @@ FORWARDS_PER_STEP = 2  # classifier-free guidance: a conditional and an uncondit
 # VACE encodes its two conditioning streams (inactive and reactive) and decodes once; the all-zero stream is
 # cached for depth/pose (pipelines/vae_cache.py), so 2 encodes is the worst case, as projected here.
 VAE_ENCODES = 2
+# Forwards one 30-step job computes per `acceleration` mode, for the projections against the targets.
+# The step cache's real hit rate needs real weights (random ones say nothing about how latents evolve), so
+# `regular` assumes half the forwards computed: the low end of the 2.0-3.2x that TeaCache and MagCache publish
+# for Wan 14B, and LightX2V's 671 -> 344 s with TeaCache (../shared/docs/gpu-notes.md). To check with real
+# weights: the job log's "step cache: N of 30 steps computed" at 720p, and PSNR against `none`.
+REGULAR_COMPUTED_SHARE = 0.5
+FAST_STEPS = 4  # fast mode: a 4-step distillation LoRA, no CFG (pipelines/fast_mode.py)
+ACCELERATION_FORWARDS = {
+    "none": STEPS * FORWARDS_PER_STEP,
+    "regular": round(STEPS * FORWARDS_PER_STEP * REGULAR_COMPUTED_SHARE),
+    "fast": FAST_STEPS,
+}
+# The targets on one H100 80GB, seconds per job: (acceleration, shape) -> target.
+TARGETS_S = {("regular", "720p"): 300.0, ("none", "720p"): 600.0, ("regular", "480p"): 75.0,
+             ("fast", "720p"): 45.0}
 FORMULA = (f"{STEPS * FORWARDS_PER_STEP} x forward_s + {VAE_ENCODES} x vae_encode_s + vae_decode_s "
            "(VAE measured at 720p, tiled for group_offload; other sizes scaled by pixel count)")
 
@@ -71,6 +86,8 @@ def projections(record: dict[str, Any]) -> dict[str, Any]:
                 "job_s": round(forwards + (vae or 0.0), 2),
                 "includes_vae": vae is not None,
                 "peak_gib": figures.get("peak_gib"),
+                "acceleration_job_s": {name: round(count * figures["forward_s"] + (vae or 0.0), 2)
+                                       for name, count in ACCELERATION_FORWARDS.items()},
             }
         out["modes"][mode] = rows
     return out
@@ -87,6 +104,19 @@ def table(record: dict[str, Any]) -> str:
             peak = "-" if row["peak_gib"] is None else f"{row['peak_gib']:.1f}"
             lines.append(f"{mode:<26} {label:<6} {row['forward_s']:>10.3f} {vae:>7} {row['job_s']:>8.1f} "
                          f"{row['job_s'] / 60:>8.1f} {peak:>9}")
+    lines.append(f"Per acceleration (forwards: {ACCELERATION_FORWARDS}; regular assumes "
+                 f"{REGULAR_COMPUTED_SHARE:.0%} computed, unmeasured); job s, * = meets the issue's target")
+    lines.append(f"{'mode':<26} {'shape':<6} " + " ".join(f"{name:>10}" for name in ACCELERATION_FORWARDS))
+    for mode, rows in proj["modes"].items():
+        for label, row in sorted(rows.items()):
+            jobs = row.get("acceleration_job_s") or {}
+            cells = []
+            for name in ACCELERATION_FORWARDS:
+                target = TARGETS_S.get((name, label))
+                seconds = jobs.get(name)
+                mark = "*" if target is not None and seconds is not None and seconds <= target else " "
+                cells.append("-".rjust(10) if seconds is None else f"{seconds:>9.1f}{mark}")
+            lines.append(f"{mode:<26} {label:<6} " + " ".join(cells))
     phases = record.get("phases", {})
     skipped = [f"{n} ({p.get('reason')})" for n, p in phases.items() if p.get("status") == "skipped"]
     errors = [f"{n} ({p.get('error', '')[:160]})" for n, p in phases.items() if p.get("status") == "error"]

@@ -186,7 +186,9 @@ def test_projection_uses_tiled_decode_for_group_offload() -> None:
     }
     modes = report.projections(record)["modes"]
     assert modes["cudnn"] == {"720p": {"forward_s": 16.0, "forwards_s": 960.0, "vae_s": 16.0,
-                                       "job_s": 976.0, "includes_vae": True, "peak_gib": 47.0}}
+                                       "job_s": 976.0, "includes_vae": True, "peak_gib": 47.0,
+                                       "acceleration_job_s": {"none": 976.0, "regular": 496.0,
+                                                              "fast": 80.0}}}
     tiled_480p = (2 * 5.0 + 13.0) * 480 * 832 / (720 * 1280)
     assert modes["group_offload/cudnn"]["480p"]["vae_s"] == pytest.approx(tiled_480p, abs=0.01)
     assert "errors: forward_480p_cudnn (OutOfMemoryError)" in report.table(record)
@@ -196,7 +198,18 @@ def test_projection_without_vae_says_so() -> None:
     record = {"shapes": {}, "phases": {"forward_720p_native": {"status": OK, "results": {"forward_s": 2.0}}}}
     row = report.projections(record)["modes"]["native"]["720p"]
     assert row == {"forward_s": 2.0, "forwards_s": 120.0, "vae_s": None, "job_s": 120.0,
-                   "includes_vae": False, "peak_gib": None}
+                   "includes_vae": False, "peak_gib": None,
+                   "acceleration_job_s": {"none": 120.0, "regular": 60.0, "fast": 8.0}}
+
+
+def test_the_table_marks_the_issues_targets() -> None:
+    record = {"shapes": {}, "phases": {"forward_480p_native": {"status": OK, "results": {"forward_s": 2.0}},
+                                       "forward_720p_native": {"status": OK, "results": {"forward_s": 6.0}}}}
+    lines = report.table(record).splitlines()
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in lines[lines.index(next(
+        line for line in lines if line.startswith("Per acceleration"))) + 2:] if line.startswith("native")}
+    assert rows[("native", "480p")] == ["120.0", "60.0*", "8.0"]  # regular: 75 s target at 480p
+    assert rows[("native", "720p")] == ["360.0*", "180.0*", "24.0*"]
 
 
 def test_vace_bench_is_the_same_run(tmp_path: Path) -> None:
