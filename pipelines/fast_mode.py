@@ -81,6 +81,15 @@ def check_fast_lora_file(path: Path, strength: float = 1.0) -> Path:
     return path
 
 
+def lora_file_params(path: Path) -> int:
+    """Parameters the LoRA file holds, from its safetensors header (no tensor is read): what the memory plan
+    adds to the transformer when it is chosen before the weights (pipelines/loader.py)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())  # noqa: SIM118 - safe_open is no dict
+
+
 def install_fast_lora(pipe: Any, path: Path, strength: float = 1.0) -> FastLora:
     """Load the LoRA at `path` into `pipe`'s transformer, switched off; raises FastLoraError saying why not.
 

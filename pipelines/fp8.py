@@ -261,13 +261,6 @@ def is_quantized(module: nn.Module) -> bool:
     return weight is not None and type(weight).__name__ == "Float8Tensor"
 
 
-def loaded_bytes_per_param(transformer: nn.Module) -> float:
-    """The estimate's `transformer_bytes_per_param` for a loaded transformer, read from the model itself
-    (FP8 if its block linears were quantized, else bf16), for checks made after load (e.g. per request)."""
-    quantized = any(is_quantized(m) for _, block in repeated_blocks(transformer) for m in block.modules())
-    return bytes_per_param(transformer) if quantized else float(BF16_BYTES)
-
-
 def apply_fp8(transformer: nn.Module, choice: Fp8Choice, device: str) -> int:
     """Quantize as `choice` says (before apply_plan); returns the number of FP8 linears (0 when off)."""
     if not choice.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from diffusers import AutoencoderKLWan, WanVACEPipeline, WanVACETransformer3DMod
 from pipelines.attention import apply_attention, parse_attention, select_for_device
 from pipelines.compile import compile_blocks, parse_compile, should_compile, use_persistent_cache
 from pipelines.download import verify_model_dir
-from pipelines.fast_mode import check_fast_lora_file, install_fast_lora
+from pipelines.fast_mode import check_fast_lora_file, install_fast_lora, lora_file_params
 from pipelines.fp8 import (
     Fp8Choice,
     apply_fp8,
@@ -99,13 +100,15 @@ def resolve_model(model: str, data_dir: Path) -> Path:
 
 def choose_memory_plan(
     placement: Placement, models: torch.nn.Module, memory_plan: str = AUTO, vae_tiling: str = AUTO,
-    fp8: str = "off",
+    fp8: str = "off", extra_transformer_params: int = 0,
 ) -> Fp8Choice:
     """Decide where the weights live during a run (see pipelines/memory.py) together with --fp8, since FP8
     weights change what fits (pipelines/fp8.py). `models` holds the transformer, VAE and text encoder (loaded,
-    or on the meta device); `memory_plan` and `vae_tiling` are the --memory-plan and --vae-tiling values;
-    "auto" sizes the plan from the free memory of `placement.device`."""
+    or on the meta device, which lacks a fast-mode LoRA's `extra_transformer_params`); `memory_plan` and
+    `vae_tiling` are the --memory-plan and --vae-tiling values; "auto" sizes the plan from the free memory of
+    `placement.device`."""
     size, fp8_bytes_per_param = ModelSize.from_pipeline(models), bytes_per_param(models.transformer)
+    size = dataclasses.replace(size, transformer_params=size.transformer_params + extra_transformer_params)
 
     def plan_with(transformer_bytes_per_param: float) -> MemoryPlan:
         return plan_for_device(placement.device, size, memory_plan, vae_tiling,
@@ -155,7 +158,9 @@ def load_pipeline(
     # (pipelines/weights_placement.py); on a CPU after loading, as before.
     choice = None
     if placement.device.startswith("cuda"):
-        choice = choose_memory_plan(placement, meta_pipeline(model_dir), memory_plan, vae_tiling, fp8)
+        lora_params = 0 if fast_lora is None else lora_file_params(fast_lora)
+        choice = choose_memory_plan(placement, meta_pipeline(model_dir), memory_plan, vae_tiling, fp8,
+                                    lora_params)
     # An FP8 transformer loads into RAM and is quantized block by block on the GPU (pipelines/fp8.py): its
     # whole bf16 copy on the card could need more than the FP8 plan leaves.
     fp8_first = choice is not None and choice.enabled

@@ -107,7 +107,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif not self._in_head and self not in self.tracked.receiving and self.cycle is not None \
                 and self.cycle.more_body and not self.cycle.response_complete:
             self.tracked.receiving[self] = self._body_started = self.loop.time()  # a body is still coming:
-            self._body_bytes = 0  # its clocks start
+            # its clocks start (the bytes that came with the head are already counted, on_headers_complete)
 
     # -- parser callbacks -------------------------------------------------------------------------------
 
@@ -120,6 +120,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:  # a request pipelined behind a refused one, in the same read
             return
         self._in_head = False
+        self._body_bytes = 0
         self.tracked.waiting.pop(self, None)
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.limits.max_header_bytes:  # a head that arrived whole within one read

@@ -100,19 +100,36 @@ class GroupWorker(Worker):
         sequence; the API refuses nothing at submit on its account (the per-request check still runs)."""
         return None
 
+    def fp8_setting(self) -> str:
+        return group_fp8(self.settings.fp8)
+
     def load(self) -> Executor:
         from pipelines.context_parallel import enable_context_parallel
 
         executor = super().load()
         enable_context_parallel(executor.pipe, self.leader.link.world_size)
-        executor.generate = self.leader.generate
-        return executor
+        return lead_executor(executor, self.leader)
 
     def run_job(self, executor: Executor, job: Job) -> None:
         super().run_job(executor, job)
         if self.leader.broken:
             log.error("%s: a run across the group failed; restarting the group", self.worker_id)
             self.stopping.set()
+
+
+def lead_executor(executor: Executor, leader: Leader) -> Executor:
+    """Rank 0's executor: generation runs across the group. The per-request memory check is one GPU's
+    arithmetic, and its fixes (VAE tiling, the text encoder sent to RAM) would change rank 0's pipeline only,
+    while each rank holds a share of the sequence: a group runs none, as it publishes no capacity."""
+    executor.generate = leader.generate
+    executor.gpu_memory = lambda _pipe: None
+    return executor
+
+
+def group_fp8(setting: str) -> str:
+    """--fp8 for every rank of a group: they must run the same weights, and `auto` decides from each GPU's own
+    free memory, so in a group it is off (FP8 there only with an explicit `--fp8 on`)."""
+    return "off" if setting == "auto" else setting
 
 
 def _lead(settings: Settings, worker_id: str, link: ControlLink) -> int:
@@ -148,8 +165,8 @@ def _follow(settings: Settings, link: ControlLink) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pipe = load_pipeline(resolve_model(settings.model, settings.data_dir), settings.device,
                          settings.memory_plan, settings.vae_tiling, settings.attention, settings.compile,
-                         settings.data_dir / "compile_cache", fp8=settings.fp8, fast_lora=settings.fast_lora,
-                         fast_lora_strength=settings.fast_lora_strength)
+                         settings.data_dir / "compile_cache", fp8=group_fp8(settings.fp8),
+                         fast_lora=settings.fast_lora, fast_lora_strength=settings.fast_lora_strength)
     configure_cfg_truncation(pipe, settings.cfg_truncation)  # the leader's, so the ranks call the same passes
     enable_context_parallel(pipe, link.world_size)
     runs = follow(pipe, link, on_run=lambda req, outcome: log.info("rank %d: %s", link.rank, outcome))

@@ -37,6 +37,7 @@ from server.worker.runner import Executor, JobHooks
 if TYPE_CHECKING:
     from diffusers import WanVACEPipeline
 
+    from pipelines.compile_warmup import WarmupShape
     from preprocessors.annotators.registry import Annotators
 
 log = logging.getLogger("vace.worker")
@@ -61,20 +62,22 @@ class Worker:
 
     def load(self) -> Executor:
         # Imported here so that `--help` and failures to start stay cheap and torch-free.
+        from pipelines.compile_warmup import parse_warmup
         from pipelines.loader import load_pipeline, resolve_model
 
         self.store.set_worker_state(self.worker_id, self.pid, "loading", self.settings.model)
         self.start_heartbeat()  # loading takes minutes: the supervisor must see this process is alive
         annotators = self._annotators()  # a bad VACE_* setting fails the start, before the model loads
+        warmup = parse_warmup(self.settings.compile_warmup)  # likewise a bad --compile-warmup
         model_dir = resolve_model(self.settings.model, self.settings.data_dir)
         started = time.monotonic()
         pipe = load_pipeline(model_dir, self.settings.device, self.settings.memory_plan,
                              self.settings.vae_tiling, self.settings.attention, self.settings.compile,
-                             self.settings.data_dir / "compile_cache", fp8=self.settings.fp8,
+                             self.settings.data_dir / "compile_cache", fp8=self.fp8_setting(),
                              fast_lora=self.settings.fast_lora,
                              fast_lora_strength=self.settings.fast_lora_strength)
         log.info("%s loaded %s in %.1fs", self.worker_id, model_dir, time.monotonic() - started)
-        configure_model_run(pipe, self.settings)
+        configure_model_run(pipe, self.settings, warmup)
         capacity = self.capacity(pipe)
         if capacity is not None:
             log.info("%s longest video per size (pipeline frames): %s", self.worker_id, capacity)
@@ -86,6 +89,10 @@ class Worker:
                           total_timeout_s=self.settings.download_deadline_s)
         return Executor(pipe, fetcher, files, self.settings.work_dir, annotators=annotators,
                         limits=InputLimits.from_settings(self.settings))
+
+    def fp8_setting(self) -> str:
+        """--fp8 as this worker loads with it (a group decides it the same way on every rank)."""
+        return self.settings.fp8
 
     def capacity(self, pipe: WanVACEPipeline) -> CapacityTable | None:
         """The longest video per size this worker holds (server/worker/capacity.py), published with its
@@ -215,19 +222,19 @@ def gpu_memory_stats(device: str | None) -> dict[str, int]:
             "gpu_memory_peak_bytes": int(torch.cuda.max_memory_allocated(index))}
 
 
-def configure_model_run(pipe: object, settings: Settings) -> None:
+def configure_model_run(pipe: object, settings: Settings, warmup: tuple[WarmupShape, ...]) -> None:
     """Before the worker reports ready: the operator's CFG truncation, and the compiled transformer run once
-    per --compile-warmup shape so the first request of those shapes does not compile
-    (pipelines/compile_warmup.py)."""
+    per --compile-warmup shape (parsed before the model loads) so the first request of those shapes does not
+    compile (pipelines/compile_warmup.py)."""
     from pipelines.cfg_truncation import configure_cfg_truncation
-    from pipelines.compile_warmup import parse_warmup, warm_up
+    from pipelines.compile_warmup import warm_up
 
     configure_cfg_truncation(pipe, settings.cfg_truncation)
     if settings.gpus_per_job > 1:
         # A group's ranks run the transformer together under context parallelism, enabled after this.
         log.info("No compile warm-up in a group of %d GPUs", settings.gpus_per_job)
         return
-    warm_up(pipe, parse_warmup(settings.compile_warmup))
+    warm_up(pipe, warmup)
 
 
 def _die_with_parent() -> None:

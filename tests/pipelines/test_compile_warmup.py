@@ -109,7 +109,7 @@ def test_the_worker_configures_the_loaded_model(compiled: tuple[WanVACEPipeline,
     """What Worker.load() runs between loading and reporting ready: the truncation and the warm-up; in a group
     of GPUs no warm-up (the ranks run the transformer together)."""
     pipe, graphs = compiled
-    configure_model_run(pipe, Settings(compile_warmup="32x32x5", cfg_truncation=0.25, gpus_per_job=2))
+    configure_model_run(pipe, Settings(cfg_truncation=0.25, gpus_per_job=2), parse_warmup("32x32x5"))
     assert configured_fraction(pipe) == 0.25 and graphs.count == 0
-    configure_model_run(pipe, Settings(compile_warmup="32x32x5"))
+    configure_model_run(pipe, Settings(), parse_warmup("32x32x5"))
     assert configured_fraction(pipe) == 0.0 and graphs.count > 0

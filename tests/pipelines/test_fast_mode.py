@@ -227,3 +227,17 @@ def test_a_lora_of_other_widths_is_refused(tiny_model_dir: Path, tmp_path: Path)
                for key, value in wan_lora_tensors(model).items()}
     save_file(tensors, str(other))
     _refused(tiny_model_dir, other, r"wider.safetensors: does not fit this model \(.*size mismatch")
+
+
+def test_the_files_parameters_are_what_the_loaded_layers_add(
+    fast: WanVACEPipeline, lora_file: Path, plain: WanVACEPipeline
+) -> None:
+    """The memory plan is chosen before the weights on a GPU, from the configs, which have no LoRA: it adds
+    the file's parameters, read from its header, which are those peft's layers add (alphas aside)."""
+    from pipelines.fast_mode import lora_file_params
+
+    added = sum(p.numel() for p in fast.transformer.parameters()) - sum(
+        p.numel() for p in plain.transformer.parameters())
+    lora = installed(fast)
+    assert lora is not None and added > 0
+    assert lora_file_params(lora_file) == added + lora.layers  # and one scalar alpha per adapted layer

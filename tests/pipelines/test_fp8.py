@@ -212,7 +212,6 @@ def test_a_gpu_that_cannot_be_queried_is_a_reason_not_a_crash() -> None:
 @pytest.mark.usefixtures("fp8_on_cpu")
 def test_quantization_replaces_exactly_the_listed_weights_and_stays_close_to_bf16() -> None:
     transformer, x = _bench_tiny(), _inputs()
-    assert fp8.loaded_bytes_per_param(transformer) == 2.0  # not quantized yet
     with torch.inference_mode():
         reference = transformer(**x)[0].float()
     count = fp8.quantize_transformer(transformer, "cpu", keep_on_device=True)
@@ -226,7 +225,7 @@ def test_quantization_replaces_exactly_the_listed_weights_and_stays_close_to_bf1
                 assert module.weight.scale.shape == (module.out_features, 1)
             else:  # as loaded: bf16, or fp32 for the time embedder (diffusers' _keep_in_fp32_modules)
                 assert module.weight.dtype in (torch.bfloat16, torch.float32)
-    assert fp8.loaded_bytes_per_param(transformer) == fp8.bytes_per_param(transformer) < 2.0
+    assert fp8.bytes_per_param(transformer) < 2.0
     with torch.inference_mode():
         out = transformer(**x)[0].float()
     rel_err = float((out - reference).norm() / reference.norm())

@@ -132,3 +132,17 @@ def test_the_capacity_script_prints_a_row_per_preset(capsys: pytest.CaptureFixtu
     assert lines[0].startswith("80 GiB card: all_on_gpu")
     assert [line.split()[0] for line in lines[2:]] == list(RESOLUTION_SIZES["16:9"])
     assert lines[-1].split()[1:] == ["217", "217", "241", "225"]  # 720p: 16:9, 9:16, 1:1, auto
+
+
+def test_a_worker_group_runs_no_single_gpu_memory_check_and_agrees_on_fp8() -> None:
+    """Before: rank 0 ran one GPU's per-request check (refusing what the group holds) and applied its fixes
+    to its own pipeline only; and `--fp8 auto` was decided per rank from each GPU's free memory."""
+    from types import SimpleNamespace
+
+    from server.worker.group import group_fp8, lead_executor
+
+    leader = SimpleNamespace(generate=lambda *args, **kwargs: None)
+    executor = SimpleNamespace(generate=None, gpu_memory=lambda pipe: "one GPU's reading")
+    led = lead_executor(executor, leader)  # type: ignore[arg-type]
+    assert led.generate is leader.generate and led.gpu_memory(object()) is None
+    assert (group_fp8("auto"), group_fp8("on"), group_fp8("off")) == ("off", "on", "off")
