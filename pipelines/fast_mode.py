@@ -24,7 +24,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,25 @@ def use_for_request(pipe: Any, num_inference_steps: int, guidance_scale: float,
     if on_log is not None:
         on_log(message)
     return fast
+
+
+@contextmanager
+def switched_on(pipe: Any) -> Iterator[bool]:
+    """The installed LoRA on for the block (e.g. the compile warm-up of fast mode's graphs), then back as it
+    was; yields whether there is one."""
+    lora = installed(pipe)
+    if lora is None:
+        yield False
+        return
+    was = lora.enabled
+    pipe.transformer.enable_lora()
+    lora.enabled = True
+    try:
+        yield True
+    finally:
+        if not was:
+            pipe.transformer.disable_lora()
+            lora.enabled = False
 
 
 def _adapted_modules(state_dict: dict[str, Any]) -> set[str]:

@@ -228,6 +228,7 @@ def configure_model_run(pipe: object, settings: Settings, warmup: tuple[WarmupSh
     compile (pipelines/compile_warmup.py)."""
     from pipelines.cfg_truncation import configure_cfg_truncation
     from pipelines.compile_warmup import warm_up
+    from pipelines.fast_mode import switched_on
 
     configure_cfg_truncation(pipe, settings.cfg_truncation)
     if settings.gpus_per_job > 1:
@@ -235,6 +236,9 @@ def configure_model_run(pipe: object, settings: Settings, warmup: tuple[WarmupSh
         log.info("No compile warm-up in a group of %d GPUs", settings.gpus_per_job)
         return
     warm_up(pipe, warmup)
+    with switched_on(pipe) as fast_mode:  # a fast-mode LoRA's layers make other graphs: warm those too
+        if fast_mode:
+            warm_up(pipe, warmup)
 
 
 def _die_with_parent() -> None:

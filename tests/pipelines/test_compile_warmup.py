@@ -113,3 +113,27 @@ def test_the_worker_configures_the_loaded_model(compiled: tuple[WanVACEPipeline,
     assert configured_fraction(pipe) == 0.25 and graphs.count == 0
     configure_model_run(pipe, Settings(), parse_warmup("32x32x5"))
     assert configured_fraction(pipe) == 0.0 and graphs.count > 0
+
+
+def test_with_a_fast_mode_lora_the_worker_warms_both_states(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A fast-mode LoRA's layers make other graphs than the plain blocks': the worker warms both, so neither
+    an ordinary nor a fast request of a warmed shape compiles, and the LoRA is left off."""
+    from pipelines.fast_mode import installed
+    from tests.pipelines.wan_lora_file import write_wan_lora
+
+    torch._dynamo.reset()
+    plain = load_pipeline(tiny_model_dir, device="cpu")
+    lora_file = write_wan_lora(tmp_path / "distill.safetensors", plain.transformer, rank=4, alpha=4.0)
+    pipe = load_pipeline(tiny_model_dir, device="cpu", fast_lora=lora_file)
+    graphs = Graphs()
+    compile_blocks(pipe.transformer, backend=graphs)
+    try:
+        configure_model_run(pipe, Settings(), parse_warmup("32x32x5"))
+        lora = installed(pipe)
+        assert lora is not None and not lora.enabled
+        warmed = graphs.count
+        generate(pipe, request(WARM))
+        generate(pipe, request(WARM, num_inference_steps=2, guidance_scale=1.0))  # fast mode
+        assert graphs.count == warmed > 0
+    finally:
+        torch._dynamo.reset()
