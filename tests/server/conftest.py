@@ -214,3 +214,16 @@ def echo(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(runner, "generate", fake_generate)
     return seen
+
+
+def serve_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                   argv: list[str]) -> tuple[int, list[Any]]:
+    """`vace serve ARGV` up to the point it builds the app: its exit code and the Settings it would run with
+    (the flag tests read what reaches the worker through them)."""
+    import server.cli as cli
+
+    captured: list[Any] = []
+    monkeypatch.setattr("server.api.app.create_app", lambda settings: captured.append(settings))
+    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
+    args = cli.build_parser().parse_args(["serve", "--model", "tiny", "--data-dir", str(tmp_path), *argv])
+    return cli._serve(args), captured

@@ -8,30 +8,21 @@ import pytest
 
 from server.cli import build_parser
 from server.settings import Settings
-
-
-def _serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str]) -> tuple[int, list[Settings]]:
-    import server.cli as cli
-
-    captured: list[Settings] = []
-    monkeypatch.setattr("server.api.app.create_app", lambda settings: captured.append(settings))
-    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
-    args = build_parser().parse_args(["serve", "--model", "tiny", "--data-dir", str(tmp_path), *argv])
-    return cli._serve(args), captured
+from tests.server.conftest import serve_settings
 
 
 def test_flag_wins_over_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VACE_ATTENTION", "sage")
-    code, settings = _serve(monkeypatch, tmp_path, ["--attention", "cudnn"])
+    code, settings = serve_settings(monkeypatch, tmp_path, ["--attention", "cudnn"])
     assert code == 0 and settings[0].attention == "cudnn"
     assert Settings.from_json(settings[0].to_json()).attention == "cudnn"  # what the worker sees
 
 
 def test_environment_then_auto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VACE_ATTENTION", "native")
-    assert _serve(monkeypatch, tmp_path, [])[1][0].attention == "native"
+    assert serve_settings(monkeypatch, tmp_path, [])[1][0].attention == "native"
     monkeypatch.delenv("VACE_ATTENTION")
-    assert _serve(monkeypatch, tmp_path, [])[1][0].attention == "auto"
+    assert serve_settings(monkeypatch, tmp_path, [])[1][0].attention == "auto"
 
 
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -39,7 +30,7 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--attention", "xformers"])
     monkeypatch.setenv("VACE_ATTENTION", "fast")
-    code, settings = _serve(monkeypatch, tmp_path, [])
+    code, settings = serve_settings(monkeypatch, tmp_path, [])
     assert code == 2 and settings == []
     err = capsys.readouterr().err
     assert "attention" in err

@@ -9,28 +9,19 @@ from pydantic import ValidationError
 
 from server.cli import build_parser
 from server.settings import Settings
-
-
-def _serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str]) -> tuple[int, list[Settings]]:
-    import server.cli as cli
-
-    captured: list[Settings] = []
-    monkeypatch.setattr("server.api.app.create_app", lambda settings: captured.append(settings))
-    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
-    args = build_parser().parse_args(["serve", "--model", "tiny", "--data-dir", str(tmp_path), *argv])
-    return cli._serve(args), captured
+from tests.server.conftest import serve_settings
 
 
 def test_off_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    code, settings = _serve(monkeypatch, tmp_path, [])
+    code, settings = serve_settings(monkeypatch, tmp_path, [])
     assert code == 0 and settings[0].fast_lora is None and settings[0].fast_lora_strength == 1.0
 
 
 def test_a_relative_path_is_taken_from_where_serve_starts(monkeypatch: pytest.MonkeyPatch,
                                                           tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    code, settings = _serve(monkeypatch, tmp_path, ["--fast-lora", "weights/loras/distill.safetensors",
-                                                    "--fast-lora-strength", "0.8"])
+    argv = ["--fast-lora", "weights/loras/distill.safetensors", "--fast-lora-strength", "0.8"]
+    code, settings = serve_settings(monkeypatch, tmp_path, argv)
     assert code == 0
     expected = tmp_path / "weights" / "loras" / "distill.safetensors"
     worker = Settings.from_json(settings[0].to_json())  # what the worker, started elsewhere, sees
@@ -39,8 +30,8 @@ def test_a_relative_path_is_taken_from_where_serve_starts(monkeypatch: pytest.Mo
 
 def test_environment_and_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VACE_FAST_LORA", "/models/a.safetensors")
-    assert _serve(monkeypatch, tmp_path, [])[1][0].fast_lora == Path("/models/a.safetensors")
-    flagged = _serve(monkeypatch, tmp_path, ["--fast-lora", "/models/b.safetensors"])[1][0]
+    assert serve_settings(monkeypatch, tmp_path, [])[1][0].fast_lora == Path("/models/a.safetensors")
+    flagged = serve_settings(monkeypatch, tmp_path, ["--fast-lora", "/models/b.safetensors"])[1][0]
     assert flagged.fast_lora == Path("/models/b.safetensors")
 
 

@@ -8,16 +8,7 @@ import pytest
 
 from server.cli import build_parser
 from server.settings import Settings
-
-
-def _serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str]) -> tuple[int, list[Settings]]:
-    import server.cli as cli
-
-    captured: list[Settings] = []
-    monkeypatch.setattr("server.api.app.create_app", lambda settings: captured.append(settings))
-    monkeypatch.setattr("server.api.server.run_server", lambda app, **kwargs: None)
-    args = build_parser().parse_args(["serve", "--model", "tiny", "--data-dir", str(tmp_path), *argv])
-    return cli._serve(args), captured
+from tests.server.conftest import serve_settings
 
 
 def test_flag_beats_environment_beats_file_beats_default(monkeypatch: pytest.MonkeyPatch,
@@ -25,11 +16,11 @@ def test_flag_beats_environment_beats_file_beats_default(monkeypatch: pytest.Mon
     monkeypatch.delenv("VACE_FP8", raising=False)
     config = tmp_path / "vace.toml"
     config.write_text('fp8 = "on"\n')
-    assert _serve(monkeypatch, tmp_path, [])[1][0].fp8 == "auto"  # the default
-    assert _serve(monkeypatch, tmp_path, ["--config", str(config)])[1][0].fp8 == "on"
+    assert serve_settings(monkeypatch, tmp_path, [])[1][0].fp8 == "auto"  # the default
+    assert serve_settings(monkeypatch, tmp_path, ["--config", str(config)])[1][0].fp8 == "on"
     monkeypatch.setenv("VACE_FP8", "off")
-    assert _serve(monkeypatch, tmp_path, ["--config", str(config)])[1][0].fp8 == "off"
-    code, settings = _serve(monkeypatch, tmp_path, ["--config", str(config), "--fp8", "auto"])
+    assert serve_settings(monkeypatch, tmp_path, ["--config", str(config)])[1][0].fp8 == "off"
+    code, settings = serve_settings(monkeypatch, tmp_path, ["--config", str(config), "--fp8", "auto"])
     assert code == 0 and settings[0].fp8 == "auto"
     assert Settings.from_json(Settings(fp8="on").to_json()).fp8 == "on"  # what the worker sees
 
@@ -40,7 +31,7 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         build_parser().parse_args(["serve", "--fp8", "fp4"])
     assert "invalid choice: 'fp4'" in capsys.readouterr().err
     monkeypatch.setenv("VACE_FP8", "yes")
-    code, settings = _serve(monkeypatch, tmp_path, [])
+    code, settings = serve_settings(monkeypatch, tmp_path, [])
     assert code == 2 and settings == []
     err = capsys.readouterr().err
     assert "fp8" in err and all(f"'{name}'" in err for name in ("auto", "on", "off"))
