@@ -48,6 +48,12 @@ def eligible(num_inference_steps: int, guidance_scale: float) -> bool:
     return num_inference_steps <= MAX_STEPS and guidance_scale <= MAX_GUIDANCE
 
 
+def runs_fast(pipe: Any, num_inference_steps: int, guidance_scale: float) -> bool:
+    """Whether a request runs in fast mode on `pipe` (a LoRA installed and the request eligible), so with
+    no step cache: use_for_request's decision, switching nothing (the memory check reads it)."""
+    return installed(pipe) is not None and eligible(num_inference_steps, guidance_scale)
+
+
 @dataclass
 class FastLora:
     """An installed distillation LoRA and whether its layers are on now."""
@@ -136,7 +142,7 @@ def use_for_request(pipe: Any, num_inference_steps: int, guidance_scale: float,
     lora = installed(pipe)
     if lora is None:
         return False
-    fast = eligible(num_inference_steps, guidance_scale)
+    fast = runs_fast(pipe, num_inference_steps, guidance_scale)
     if fast != lora.enabled:
         if fast:
             pipe.transformer.enable_lora()

@@ -12,6 +12,7 @@ is the one place that asks CUDA, and returns None on a CPU worker, where there i
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import logging
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ TILING = "VAE tiling for this request"
 ANNOTATORS = "annotators dropped from the GPU before generation"
 TEXT_ENCODER = "text encoder sent back to RAM for this request"
 _SIZE_ATTR = "_vace_model_size"
+_STRANDED_ATTR = "_vace_stranded_text_encoder"  # a _Stranded while a resident encoder is stuck in RAM
 log = logging.getLogger(__name__)
 
 
@@ -138,13 +140,19 @@ def request_memory(pipe: Any, fit: RequestFit | None) -> Iterator[None]:
     """Apply a fit's per-request changes to the pipeline for one job, and undo them afterwards (even on
     error): VAE tiling on, and the text encoder's residency lifted (pipelines/memory.py's
     settle_text_encoder moves it to RAM after the prompts; it comes back to the GPU here). The annotators
-    are the worker's to drop (server/worker/models.py)."""
-    if fit is None or not (fit.evict_text_encoder or fit.vae_tiling):
+    are the worker's to drop (server/worker/models.py).
+
+    A resident encoder that could not come back after an earlier job (see _bring_back) is moved back first.
+    The fit was then reckoned with it in RAM, so this job still sends it to RAM after the prompts."""
+    restored = _restore_stranded(pipe)
+    evict_stranded = restored and fit is not None
+    if not evict_stranded and (fit is None or not (fit.evict_text_encoder or fit.vae_tiling)):
         yield
         return
+    assert fit is not None
     plan = plan_of(pipe)
     tile = fit.vae_tiling and not plan.vae_tiling
-    evict = fit.evict_text_encoder and plan.text_encoder_resident
+    evict = evict_stranded or (fit.evict_text_encoder and plan.text_encoder_resident)
     home = next(pipe.text_encoder.parameters()).device if evict else None  # where it lives between jobs
     if tile:
         pipe.vae.enable_tiling()
@@ -160,14 +168,55 @@ def request_memory(pipe: Any, fit: RequestFit | None) -> Iterator[None]:
         set_plan(pipe, plan)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Stranded:
+    """A resident text encoder left in RAM by a failed move back: where it belongs, and the plan's reason."""
+
+    home: torch.device
+    reason: str
+
+
 def _bring_back(pipe: Any, home: torch.device, plan: MemoryPlan) -> MemoryPlan:
-    """The evicted text encoder back on the GPU; if the card has no room now (a job that failed out of
-    memory may still hold its tensors), it stays in RAM and the plan swaps it per request from now on."""
-    try:
-        pipe.text_encoder.to(home)
+    """The evicted text encoder back on the GPU; returns the plan that says where it now is.
+
+    Runs in a `finally`: after a job that failed (out of memory, say) its traceback may still hold the job's
+    tensors, so the card may have no room. Any error here is logged, never raised, so it cannot replace the
+    job's own; the encoder then stays in RAM, the plan swaps it per encode, and the next job's
+    request_memory tries again (_restore_stranded), so one bad job does not demote it for good."""
+    if _move_text_encoder(pipe, home):
         return plan
-    except torch.cuda.OutOfMemoryError:
-        pipe.text_encoder.to("cpu")  # whatever part had moved
-        log.warning("No GPU memory to bring the text encoder back after a job: it stays in RAM from now on")
-        reason = f"{plan.reason}; text encoder moved to RAM after a job (no room left)"
-        return dataclasses.replace(plan, text_encoder_resident=False, reason=reason)
+    log.warning("Could not bring the text encoder back to the GPU after a job: it stays in RAM until the "
+                "next job moves it back")
+    setattr(pipe, _STRANDED_ATTR, _Stranded(home, plan.reason))
+    reason = f"{plan.reason}; text encoder in RAM after a job (no room to bring it back)"
+    return dataclasses.replace(plan, text_encoder_resident=False, reason=reason)
+
+
+def _restore_stranded(pipe: Any) -> bool:
+    """Move a stranded text encoder back before a job (nothing to do, and free, in the usual case); True when
+    it came back and the plan says resident again."""
+    stranded: _Stranded | None = getattr(pipe, _STRANDED_ATTR, None)
+    if stranded is None or not _move_text_encoder(pipe, stranded.home):
+        return False
+    delattr(pipe, _STRANDED_ATTR)
+    set_plan(pipe, dataclasses.replace(plan_of(pipe), text_encoder_resident=True, reason=stranded.reason))
+    log.info("Text encoder back on the GPU: resident again")
+    return True
+
+
+def _move_text_encoder(pipe: Any, device: torch.device) -> bool:
+    """Move the text encoder to `device` after freeing what can be freed; False, with it wholly in RAM, if
+    that failed for any reason (an exception here must not mask a job's own)."""
+    gc.collect()  # tensors only cycles still hold
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # cached blocks of other sizes, so one large allocation can find room
+    try:
+        pipe.text_encoder.to(device)
+        return True
+    except Exception:
+        log.warning("Moving the text encoder to %s failed", device, exc_info=True)
+    try:
+        pipe.text_encoder.to("cpu")  # whatever part had moved, so the plan's "in RAM" is true
+    except Exception:
+        log.exception("Moving the text encoder back to RAM failed too")
+    return False

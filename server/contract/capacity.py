@@ -81,6 +81,12 @@ def generated_frames(num_frames: int, down: int) -> int:
     return pipeline_frames(-(-(num_frames - 1) // (down + 1)) + 1)
 
 
+def longest_num_frames(limit: int, down: int) -> int:
+    """The largest num_frames (within the schema's range) whose generation at downsample factor `down`
+    stays within `limit` pipeline frames (a 4k+1 count): generated_frames' inverse."""
+    return min(MAX_FRAMES, (limit - 1) * (down + 1) + 1)
+
+
 def capacity_refusal(task: str, payload: BaseModel,
                      capacities: Callable[[], Sequence[CapacityTable | None]]) -> Refusal | None:
     """A 422 when no live worker can hold the request, or None. `capacities` (the live workers' tables) is
@@ -112,14 +118,13 @@ def _refusal(request: WanVACEInput, limit: int, down: int) -> Refusal:
         return Refusal(f"no video fits this server's GPU memory at {size}: choose a lower resolution",
                        "value_error", ("body", "resolution"),
                        ctx={"resolution": request.resolution, "aspect_ratio": request.aspect_ratio})
-    longest = min(MAX_FRAMES, (limit - 1) * (down + 1) + 1)
+    longest = longest_num_frames(limit, down)
     sampled = f" with temporal downsampling by {down + 1}" if down else ""
     return Refusal(f"num_frames {request.num_frames} at {size}{sampled} needs more GPU memory than any "
                    f"worker of this server has: the longest that fits is num_frames {longest}; lower "
                    "num_frames or resolution", "less_than_equal", ("body", "num_frames"),
                    ctx={"le": longest, "resolution": request.resolution,
                         "aspect_ratio": request.aspect_ratio})
-
 
 
 def capacity_json(table: CapacityTable | None) -> str | None:

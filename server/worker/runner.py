@@ -33,7 +33,7 @@ from server.jobs.model import Job
 from server.worker.fetch import Fetcher
 from server.worker.frame_images import read_frame_images
 from server.worker.inputs import InputReader, fit_input, with_concrete_resolution
-from server.worker.memory_check import check_request_memory, request_shape
+from server.worker.memory_check import RequestLength, check_request_memory, request_shape
 from server.worker.models import (
     RequestModels,
     free_gpu_for_generation,
@@ -224,14 +224,18 @@ class Executor:
         if gpu is None:
             return None
         frames = pipeline_num_frames(fitted.generated.num_frames)
-        shape = request_shape(request, width, height, frames, len(fitted.references))
+        shape = request_shape(self.pipe, request, width, height, frames, len(fitted.references))
+        timeline = fitted.timeline
+        length = RequestLength(timeline.num_frames, timeline.downsample, timeline.fps,
+                               follows_input=request.video_url is not None and request.match_input_num_frames)
         info = fitted.info
 
         def size_at(preset: str) -> tuple[int, int]:
             return self.sizes(preset, request.aspect_ratio, info.width, info.height)
 
         # A refusal raises InputError here: the worker loop writes its message to the job's logs as an ERROR.
-        fit = check_request_memory(self.pipe, gpu, request, shape, size_at, self.annotators.gpu_bytes())
+        fit = check_request_memory(self.pipe, gpu, request, shape, size_at, self.annotators.gpu_bytes(),
+                                   length)
         if fit is not None and (previous is None or fit.fixes != previous.fixes):
             hooks.log(f"GPU memory for {width}x{height} x {frames} frames: {fit.describe()}")
         return fit

@@ -18,6 +18,7 @@ import pytest
 import torch
 from diffusers import WanVACEPipeline
 
+from pipelines import request_memory as request_memory_module
 from pipelines.memory import (
     WAN_VACE_14B,
     GiB,
@@ -42,6 +43,7 @@ from pipelines.request_memory import (
     TEXT_ENCODER,
     TILING,
     GpuMemory,
+    RequestFit,
     read_gpu_memory,
     request_fit,
     request_fits,
@@ -292,7 +294,54 @@ def test_no_room_to_bring_the_encoder_back_leaves_it_swapped_per_request() -> No
         settle_text_encoder(pipe)
         encoder.room = False  # the failed job still holds the card
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-    # The original error surfaces; the encoder is wholly in RAM and the plan now swaps it for each encode.
+    # The original error surfaces; the encoder is wholly in RAM and the plan swaps it for each encode.
     assert encoder.device == torch.device("cpu")
-    reason = "plan; text encoder moved to RAM after a job (no room left)"
+    reason = "plan; text encoder in RAM after a job (no room to bring it back)"
     assert plan_of(pipe) == dataclasses.replace(resident, text_encoder_resident=False, reason=reason)
+    # Until the next job, which finds room and makes it resident again.
+    encoder.room = True
+    with request_memory(pipe, None):
+        assert plan_of(pipe) == resident
+    assert encoder.device == torch.device("cuda:0") and plan_of(pipe) == resident
+
+
+def test_a_failed_move_back_never_masks_the_jobs_error_and_the_next_job_retries(
+        tiny: WanVACEPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real tiny pipeline; the one move back after the failed job fails (any error, not only CUDA's)."""
+    home = next(tiny.text_encoder.parameters()).device
+    resident = MemoryPlan(Offload.ALL_ON_GPU, False, "plan", text_encoder_resident=True)
+    set_plan(tiny, resident)
+    real_to = tiny.text_encoder.to
+    events: list[str] = []
+    failures = [RuntimeError("CUDA error: an illegal memory access was encountered")]
+
+    def move(*args: Any, **kwargs: Any) -> Any:
+        events.append("to")
+        if failures:
+            raise failures.pop()
+        return real_to(*args, **kwargs)
+
+    monkeypatch.setattr(tiny.text_encoder, "to", move)
+    monkeypatch.setattr(request_memory_module.gc, "collect", lambda: events.append("collect") or 0)
+    evict = RequestFit(True, False, False, True, 0, 0, (TEXT_ENCODER,))
+    try:
+        with pytest.raises(torch.cuda.OutOfMemoryError, match="the job's own"), request_memory(tiny, evict):
+            raise torch.cuda.OutOfMemoryError("the job's own")
+        # Freed what could be freed, then tried; the plan says what is true: not resident, in RAM.
+        assert events[:2] == ["collect", "to"] and not failures
+        assert not plan_of(tiny).text_encoder_resident
+        assert all(p.device.type == "cpu" for p in tiny.text_encoder.parameters())
+        # The next job (a fit reckoned with the encoder in RAM) brings it back first, keeps it out of the way
+        # during its own work as its fit assumed, and leaves it resident.
+        fits = RequestFit(True, False, False, False, 0, 0)
+        with request_memory(tiny, fits):
+            assert not plan_of(tiny).text_encoder_resident
+        assert plan_of(tiny) == resident
+        assert next(tiny.text_encoder.parameters()).device == home
+        # Resident again: later jobs pay nothing.
+        events.clear()
+        with request_memory(tiny, fits):
+            assert plan_of(tiny) == resident
+        assert events == []
+    finally:
+        set_plan(tiny, MemoryPlan(Offload.ALL_ON_GPU, False))

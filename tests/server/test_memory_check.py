@@ -17,6 +17,7 @@ import pytest
 from diffusers import WanVACEPipeline
 
 from pipelines import memory
+from pipelines.fast_mode import FastLora
 from pipelines.loader import load_pipeline
 from pipelines.memory import (
     WAN_VACE_14B,
@@ -28,16 +29,18 @@ from pipelines.memory import (
     request_peak,
     set_plan,
 )
-from pipelines.request_memory import GpuMemory, model_size_of
+from pipelines.request_memory import GpuMemory, model_size_of, request_fits
 from preprocessors.annotators.registry import AnnotatorConfig, Annotators
 from preprocessors.sizing import target_size
 from preprocessors.video_io import read_video, write_mp4
+from server.contract.capacity import generated_frames
 from server.contract.endpoints import APP_ID, ENDPOINTS
 from server.contract.errors import InputError
 from server.files.local import LocalFileStore
+from server.worker.capacity import largest_fitting_frames
 from server.worker.failures import failure_of
 from server.worker.fetch import Fetcher
-from server.worker.memory_check import TOO_LARGE, check_request_memory, request_shape
+from server.worker.memory_check import TOO_LARGE, RequestLength, check_request_memory, request_shape
 from server.worker.models import RequestModels, free_gpu_for_generation
 from server.worker.runner import Executor, JobHooks
 from tests.server.test_execute_equivalence import job, tiny_sizes, uri
@@ -62,13 +65,13 @@ def _size_at(preset: str) -> tuple[int, int]:
 
 def test_a_cpu_worker_checks_nothing() -> None:
     request = _request(resolution="720p", num_frames=241)
-    shape = request_shape(request, 1280, 720, 241, 0)
+    shape = request_shape(_pipe(RESIDENT), request, 1280, 720, 241, 0)
     assert check_request_memory(_pipe(RESIDENT), None, request, shape, _size_at) is None
 
 
 def test_720p_241f_on_an_h100_is_a_422_naming_what_would_fit() -> None:
     request = _request(resolution="720p", num_frames=241)
-    shape = request_shape(request, 1280, 720, 241, 0)
+    shape = request_shape(_pipe(RESIDENT), request, 1280, 720, 241, 0)
     gpu = GpuMemory(H100_FREE, H100_TOTAL)
     with pytest.raises(InputError) as caught:
         check_request_memory(_pipe(RESIDENT), gpu, request, shape, _size_at)
@@ -98,10 +101,76 @@ def test_720p_241f_on_an_h100_is_a_422_naming_what_would_fit() -> None:
 
 
 def test_the_same_request_without_the_step_cache_or_cfg_needs_less() -> None:
-    with_cache = request_shape(_request(acceleration="regular", guidance_scale=5.0), 1280, 720, 81, 0)
-    without = request_shape(_request(acceleration="none", guidance_scale=1.0), 1280, 720, 81, 2)
+    pipe = _pipe(RESIDENT)
+    with_cache = request_shape(pipe, _request(acceleration="regular", guidance_scale=5.0), 1280, 720, 81, 0)
+    without = request_shape(pipe, _request(acceleration="none", guidance_scale=1.0), 1280, 720, 81, 2)
     assert (with_cache.step_cache, with_cache.cfg) == (True, True)
     assert (without.step_cache, without.cfg, without.reference_images) == (False, False, 2)
+
+
+def test_fast_mode_requests_are_not_charged_the_step_cache() -> None:
+    # pipelines/generate.py turns the step cache off in fast mode: a LoRA installed and an eligible request.
+    fast = _request(acceleration="regular", num_inference_steps=4, guidance_scale=1.0)
+    with_lora = SimpleNamespace(**vars(_pipe(RESIDENT)),
+                                _vace_fast_lora=FastLora(Path("distill.safetensors"), 1.0, layers=400))
+    shape = request_shape(with_lora, fast, 1280, 720, 81, 0)
+    assert (shape.step_cache, shape.cfg) == (False, False)
+    assert request_peak(WAN_VACE_14B, RESIDENT, shape) < request_peak(
+        WAN_VACE_14B, RESIDENT, dataclasses.replace(shape, step_cache=True))
+    # No LoRA installed, or a request fast mode does not take: the step cache runs as asked.
+    assert request_shape(_pipe(RESIDENT), fast, 1280, 720, 81, 0).step_cache
+    slow = _request(acceleration="regular", num_inference_steps=20, guidance_scale=1.0)
+    assert request_shape(with_lora, slow, 1280, 720, 81, 0).step_cache
+
+
+# A card on which 720p fits only part of a downsampled 241-frame request.
+SMALL_CARD = GpuMemory(int(60 * GiB), int(64 * GiB))
+
+
+def _pipeline_limit(card: GpuMemory) -> int:
+    def fits(width: int, height: int, frames: int) -> bool:
+        return request_fits(card.usable, WAN_VACE_14B, RESIDENT, RequestShape(width * height, frames))
+
+    return largest_fitting_frames(fits, 1280, 720)
+
+
+def test_with_temporal_downsampling_the_422_gives_the_clients_num_frames() -> None:
+    request = _request(resolution="720p", num_frames=241, temporal_downsample_factor=1)
+    generated = generated_frames(241, 1)  # 121: what the pipeline makes of every 2nd frame
+    limit = _pipeline_limit(SMALL_CARD)
+    assert 17 <= limit < generated
+    shape = RequestShape(1280 * 720, generated)
+    with pytest.raises(InputError) as caught:
+        check_request_memory(_pipe(RESIDENT), SMALL_CARD, request, shape, _size_at,
+                             length=RequestLength(241, downsample=1))
+    exc = caught.value
+    ctx = exc.ctx or {}
+    longest = ctx["max_num_frames"]
+    assert ctx["num_frames"] == 241 and exc.field == "num_frames"
+    # The client's limit, not the pipeline's: num_frames `longest` at factor 1 generates `limit` frames,
+    # and one more frame would generate past it.
+    assert longest == (limit - 1) * 2 + 1
+    assert generated_frames(longest, 1) == limit and generated_frames(longest + 1, 1) > limit
+    assert f"num_frames to {longest} or fewer at 720p" in exc.message
+    assert "This request (241 frames, 121 generated with temporal downsampling by 2 at 720p)" in exc.message
+
+
+def test_when_the_length_follows_the_input_the_422_asks_for_a_shorter_video() -> None:
+    request = _request(resolution="720p", match_input_num_frames=True, num_frames=81)
+    limit = _pipeline_limit(SMALL_CARD)
+    shape = RequestShape(1280 * 720, 161)
+    with pytest.raises(InputError) as caught:
+        check_request_memory(_pipe(RESIDENT), SMALL_CARD, request, shape, _size_at,
+                             length=RequestLength(161, fps=24.0, follows_input=True))
+    exc = caught.value
+    ctx = exc.ctx or {}
+    assert exc.field == "video_url"
+    assert ctx["num_frames"] == 161 and ctx["max_num_frames"] == limit
+    # num_frames is ignored under match_input_num_frames: the advice is about the input, not that field.
+    assert "num_frames to" not in exc.message
+    assert (f"Send a shorter input video (at most {limit} frames at 24 fps, {limit / 24:.1f} s) or lower the "
+            "frame rate at 720p") in exc.message
+    assert failure_of(exc).body["detail"][0]["loc"] == ["body", "video_url"]
 
 
 # ---------------------------------------------------------------- the worker: fails fast, or runs
@@ -122,19 +191,22 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> str:
     return uri(path.read_bytes(), "video/mp4")
 
 
-def _card_for(pipe: WanVACEPipeline, spare: int, plan: MemoryPlan | None = None) -> GpuMemory:
-    """A 4 GiB card whose usable memory is the tiny request's estimated peak under `plan` (default: the
-    pipeline's) plus `spare` bytes."""
-    shape = RequestShape(96 * 48, 5, step_cache=False, cfg=False)  # what the runner derives for the payload
+def _card_for(pipe: WanVACEPipeline, spare: int, plan: MemoryPlan | None = None,
+              frames: int = 5) -> GpuMemory:
+    """A 4 GiB card whose usable memory is the estimated peak of a tiny request of `frames` pipeline frames
+    under `plan` (default: the pipeline's) plus `spare` bytes."""
+    # What the runner derives for the payload.
+    shape = RequestShape(96 * 48, frames, step_cache=False, cfg=False)
     peak = request_peak(model_size_of(pipe), plan or plan_of(pipe), shape)
     total = 4 * GiB
     return GpuMemory(free=peak + spare + GiB, total=total)  # usable = free - max(1 GiB, 8% of 4 GiB)
 
 
-def _run(pipe: WanVACEPipeline, tmp_path: Path, video: str, card: GpuMemory) -> tuple[Any, list[str], list]:
+def _run(pipe: WanVACEPipeline, tmp_path: Path, video: str, card: GpuMemory,
+         annotators: Annotators | None = None, **fields: Any) -> tuple[Any, list[str], list]:
     files = LocalFileStore(tmp_path / "files")
     fetcher = Fetcher(files, tmp_path / "work", max_bytes=50 << 20, timeout_s=10.0)
-    executor = Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes)
+    executor = Executor(pipe, fetcher, files, tmp_path / "work", sizes=tiny_sizes, annotators=annotators)
     executor.gpu_memory = lambda _pipe: card  # the card's reading: the one thing a CPU cannot give
     real = executor.generate
     generated: list[Any] = []
@@ -147,7 +219,7 @@ def _run(pipe: WanVACEPipeline, tmp_path: Path, video: str, card: GpuMemory) -> 
     logs: list[str] = []
     payload = {"prompt": "a sliding square", "video_url": video, "match_input_num_frames": True,
                "match_input_frames_per_second": True, "num_inference_steps": 2, "guidance_scale": 1.0,
-               "acceleration": "none"}
+               "acceleration": "none", **fields}
     try:
         out = executor.generate_frames(job(APP_ID, payload), JobHooks(logs.append, lambda: False))
     except InputError as exc:
@@ -163,7 +235,8 @@ def test_a_request_a_byte_over_the_card_fails_fast_with_a_422(tiny_pipe: WanVACE
     assert not any(line.startswith("Input ") for line in logs)  # refused before conditioning
     assert "This request (5 frames at " in exc.message
     error = failure_of(exc)
-    assert error.status_code == 422 and error.body["detail"][0]["loc"] == ["body", "num_frames"]
+    # Its length follows the input (match_input_num_frames): the 422 blames video_url, not num_frames.
+    assert error.status_code == 422 and error.body["detail"][0]["loc"] == ["body", "video_url"]
     # The tiny model's peak is its prompt encode (1 GiB of text encoder activations allowed for), which no
     # shorter or smaller video lowers: the 422 says so rather than suggest a size that would fail too.
     assert error.body["detail"][0]["ctx"]["max_num_frames"] is None
@@ -230,3 +303,22 @@ def test_the_registry_counts_what_each_annotator_added_on_the_gpu(tmp_path: Path
     assert registry.gpu_bytes() == 2 * GiB + GiB // 2
     del registry._loaded["depth-x"]
     assert registry.gpu_bytes() == GiB // 2
+
+
+def test_the_worker_refuses_a_downsampled_request_in_its_own_num_frames(
+        tiny_pipe: WanVACEPipeline, tmp_path: Path, video: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As above: without the encoder's 1 GiB allowance the tiny model's peak grows with the frame count.
+    monkeypatch.setattr(memory, "TEXT_ENCODER_ACTIVATION_BYTES", 0)
+    card = _card_for(tiny_pipe, 0, frames=17)  # 17 pipeline frames fit; 21 do not
+    # 65 frames at 16 fps keeping every 2nd: 33 generated, past the card. (Downsampling interpolates back:
+    # the tiny interpolator stands in for FILM.)
+    interpolators = Annotators(AnnotatorConfig(root=tmp_path / "annotators", device="cpu", tiny=True))
+    exc, logs, generated = _run(tiny_pipe, tmp_path, video, card, interpolators, match_input_num_frames=False,
+                                num_frames=65,
+                                match_input_frames_per_second=False, frames_per_second=16,
+                                temporal_downsample_factor=1)
+    assert isinstance(exc, InputError) and exc.error_type == TOO_LARGE and generated == []
+    ctx = failure_of(exc).body["detail"][0]["ctx"]
+    # The pipeline's limit of 17 is num_frames 33 to the client (every 2nd of 33 frames is 17).
+    assert (ctx["num_frames"], ctx["max_num_frames"]) == (65, 33)
+    assert "num_frames to 33 or fewer" in exc.message
