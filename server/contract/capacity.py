@@ -30,9 +30,11 @@ MIN_FRAMES, MAX_FRAMES = 17, 241  # the schema's num_frames range (server/contra
 # The pipeline generates 4k+1 frames (preprocessors/sizing.py's pipeline_num_frames).
 FRAME_GRID: tuple[int, ...] = tuple(range(MIN_FRAMES, MAX_FRAMES + 1, 4))
 AUTO = "auto"
-# Worker states whose process is up (server/worker/loop.py): a loading worker has published nothing yet,
-# so while one is loading nothing is certain.
-LIVE_STATES = frozenset({"loading", "ready"})
+# Worker states whose process is up (server/worker/loop.py), or about to be: a loading worker has published
+# nothing yet, and the supervisor keeps a "starting" row (server/api/background/supervisor.py) for a worker
+# it is starting or restarting, so while one of those is on its way nothing is certain.
+STARTING = "starting"
+LIVE_STATES = frozenset({STARTING, "loading", "ready"})
 
 
 def pipeline_frames(count: int) -> int:

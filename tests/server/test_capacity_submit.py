@@ -151,3 +151,31 @@ def test_a_real_server_refuses_at_submit_what_no_worker_holds(tmp_path: Path) ->
             assert client.post(f"/queue/{APP}/depth", json=too_long).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_restarting_worker_keeps_its_place_so_nothing_is_refused_on_the_others(tmp_path: Path) -> None:
+    """Before: a worker that died lost its row until its replacement, minutes later (importing torch),
+    registered itself; meanwhile a smaller worker's table alone refused at submit what the restarting one
+    could hold. Now the supervisor keeps a "starting" row, beaten, through the back-off and the start."""
+    import signal
+
+    server = start_server(tmp_path / "data", workers=1, timeout=300)
+    try:
+        store = _register(server.data_dir, "gpu-small", SMALL)
+        [real] = [w for w in store.workers() if w["id"] != "gpu-small"]
+        os.kill(int(real["pid"]), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while f"{real['id']} exited" not in server.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"{real['id']} exited" in server.log_text()
+        store.heartbeat("gpu-small")
+        states = {w["id"]: w["state"] for w in store.workers()}
+        assert "starting" in states.values() and states["gpu-small"] == "ready", states
+        too_long = {"prompt": "p", "video_url": VIDEO, "resolution": "720p", "aspect_ratio": "16:9",
+                    "num_frames": 121}
+        with server.client() as client:
+            accepted = client.post(f"/queue/{APP}/depth", json=too_long)
+            assert accepted.status_code == 200, accepted.text
+            client.put(f"/queue/{APP}/requests/{accepted.json()['request_id']}/cancel")
+    finally:
+        server.stop()

@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from server.contract.capacity import STARTING
 from server.jobs.store import JobStore
 from server.local_beat import beat_path, last_beat, remove_beat
 from server.settings import Settings
@@ -108,6 +109,7 @@ class Supervisor:
         self.store.recover_orphans(set(), self.settings.max_attempts)
 
     def _spawn(self, slot: WorkerSlot) -> None:
+        previous = slot.worker_id
         slot.worker_id = f"{slot.name}-{uuid.uuid4().hex[:8]}"
         cmd = [sys.executable, "-m", "server.worker", "--worker-id", slot.worker_id,
                "--settings", self.settings.to_json()]
@@ -115,6 +117,16 @@ class Supervisor:
         slot.process = subprocess.Popen(cmd, env=env)
         slot.started_at = time.time()
         log.info("started %s (pid %d)", slot.worker_id, slot.process.pid)
+        if previous:
+            self.store.remove_worker(previous)  # its "starting" row, kept through the restart's back-off
+        self._hold_place(slot.worker_id, slot.process.pid)
+
+    def _hold_place(self, worker_id: str, pid: int) -> None:
+        """A "starting" row, beaten by this thread until the worker writes its own state: the API must not
+        take a worker that is on its way (importing torch takes minutes) for absent, or it would refuse at
+        submit, on the other workers' capacity alone, a request this one could hold
+        (server/contract/capacity.py)."""
+        self.store.set_worker_state(worker_id, pid, STARTING, self.settings.model)
 
     def _watch(self) -> None:
         while not self._stop.is_set():
@@ -126,13 +138,20 @@ class Supervisor:
 
     def _check_workers(self) -> None:
         heartbeats: dict[str, float] | None = None
+        starting: set[str] = set()
         try:
-            heartbeats = {w["id"]: float(w["heartbeat"]) for w in self.store.workers()} if self.slots else {}
+            rows = self.store.workers() if self.slots else []
+            heartbeats = {w["id"]: float(w["heartbeat"]) for w in rows}
+            starting = {w["id"] for w in rows if w["state"] == STARTING}
         except Exception as exc:  # unreadable beats are no evidence of a stall: judge none this time
             log.warning("could not read the workers' heartbeats: %s", exc)
         for slot in self.slots:
+            if slot.worker_id in starting:  # on its way, or restarting: its place is held (_hold_place)
+                self.store.heartbeat(slot.worker_id)
             proc = slot.process
             if proc is not None and proc.poll() is None:
+                if slot.worker_id in starting:
+                    continue  # no beat of its own yet: not judged (see the module's docstring)
                 if heartbeats is None or not self._stalled(slot, self._last_beat(slot, heartbeats)):
                     continue
                 proc.kill()  # SIGKILL: a stopped process never handles SIGTERM
@@ -162,7 +181,9 @@ class Supervisor:
 
     def _on_exit(self, slot: WorkerSlot, code: int) -> None:
         log.error("%s exited with code %s; restarting", slot.worker_id, code)
-        self.store.remove_worker(slot.worker_id)
+        # Its row stays, "starting", through the back-off until the replacement's (_spawn); the job it held
+        # is recovered below all the same (recovery goes by live processes, not rows).
+        self._hold_place(slot.worker_id, slot.process.pid if slot.process else 0)
         remove_beat(beat_path(self.settings.data_dir, slot.worker_id))
         live = {s.worker_id for s in self.slots if s.process and s.process.poll() is None}
         self.store.recover_orphans(live, self.settings.max_attempts)
