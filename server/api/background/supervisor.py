@@ -121,12 +121,12 @@ class Supervisor:
             self.store.remove_worker(previous)  # its "starting" row, kept through the restart's back-off
         self._hold_place(slot.worker_id, slot.process.pid)
 
-    def _hold_place(self, worker_id: str, pid: int) -> None:
+    def _hold_place(self, worker_id: str, pid: int, detail: str | None = None) -> None:
         """A "starting" row, beaten by this thread until the worker writes its own state: the API must not
         take a worker that is on its way (importing torch takes minutes) for absent, or it would refuse at
         submit, on the other workers' capacity alone, a request this one could hold
         (server/contract/capacity.py)."""
-        self.store.set_worker_state(worker_id, pid, STARTING, self.settings.model)
+        self.store.set_worker_state(worker_id, pid, STARTING, self.settings.model, detail)
 
     def _watch(self) -> None:
         while not self._stop.is_set():
@@ -183,7 +183,8 @@ class Supervisor:
         log.error("%s exited with code %s; restarting", slot.worker_id, code)
         # Its row stays, "starting", through the back-off until the replacement's (_spawn); the job it held
         # is recovered below all the same (recovery goes by live processes, not rows).
-        self._hold_place(slot.worker_id, slot.process.pid if slot.process else 0)
+        self._hold_place(slot.worker_id, slot.process.pid if slot.process else 0,
+                         f"restarting after exit code {code}")
         remove_beat(beat_path(self.settings.data_dir, slot.worker_id))
         live = {s.worker_id for s in self.slots if s.process and s.process.poll() is None}
         self.store.recover_orphans(live, self.settings.max_attempts)
