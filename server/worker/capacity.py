@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 Fits = Callable[[int, int, int], bool]
 
 
-def largest_fitting_frames(fits: Fits, width: int, height: int) -> int:
-    """The largest count on FRAME_GRID for which `fits` holds, or 0 if none does.
+def largest_fitting_frames(fits: Callable[[int], bool]) -> int:
+    """The largest count on FRAME_GRID for which `fits(num_frames)` holds, or 0 if none does.
 
     `fits` must be monotone in the frame count (a longer video never needs less memory), so a binary
     search over the 57 counts needs at most 6 calls.
@@ -45,7 +45,7 @@ def largest_fitting_frames(fits: Fits, width: int, height: int) -> int:
     low, high = 0, len(FRAME_GRID)  # invariant: FRAME_GRID[:low] fit; FRAME_GRID[high:] do not
     while low < high:
         mid = (low + high) // 2
-        if fits(width, height, FRAME_GRID[mid]):
+        if fits(FRAME_GRID[mid]):
             low = mid + 1
         else:
             high = mid
@@ -89,11 +89,14 @@ def capacity_table(fits: Fits) -> CapacityTable:
     """
     table: CapacityTable = {}
     for resolution in RESOLUTION_SIZES["16:9"]:
-        row = {aspect: largest_fitting_frames(fits, *sizes[resolution])
-               for aspect, sizes in RESOLUTION_SIZES.items()}
-        row[AUTO_ASPECT_RATIO] = max(largest_fitting_frames(fits, w, h) for w, h in auto_sizes(resolution))
+        row = {aspect: _longest(fits, *sizes[resolution]) for aspect, sizes in RESOLUTION_SIZES.items()}
+        row[AUTO_ASPECT_RATIO] = max(_longest(fits, w, h) for w, h in auto_sizes(resolution))
         table[resolution] = row
     return table
+
+
+def _longest(fits: Fits, width: int, height: int) -> int:
+    return largest_fitting_frames(lambda num_frames: fits(width, height, num_frames))
 
 
 def plan_fits(pipe: torch.nn.Module) -> Fits | None:

@@ -71,7 +71,7 @@ def too_large(request: WanVACEInput, shape: RequestShape, fit: RequestFit, fits:
               size_at: SizeOf, length: RequestLength) -> InputError:
     """fal's 422 for a request over the card, with the largest frame count and resolution that would fit."""
     # Monotone in the frame count, and this request's own count does not fit: the largest that does is below.
-    max_pipeline = largest_fitting_frames(lambda w, h, frames: fits(w * h, frames), shape.frame_area, 1)
+    max_pipeline = largest_fitting_frames(lambda frames: fits(shape.frame_area, frames))
     # In the client's frames: what it may send as num_frames (or the input's length) at its downsampling.
     max_frames = longest_num_frames(max_pipeline, length.downsample) if max_pipeline else None
     max_resolution = None

@@ -202,11 +202,11 @@ def test_request_fits_is_a_fits_callable_for_capacity_tables() -> None:
     def fits(width: int, height: int, frames: int) -> bool:
         return request_fits(H100.usable, WAN_VACE_14B, RESIDENT, RequestShape(width * height, frames))
 
-    longest = largest_fitting_frames(fits, 1280, 720)
+    longest = largest_fitting_frames(lambda frames: fits(1280, 720, frames))
     assert longest % 4 == 1 and 161 <= longest < 241 and longest == 197
     assert fits(1280, 720, longest) and not fits(1280, 720, longest + 4)
-    assert largest_fitting_frames(fits, 832, 480) == 241
-    assert largest_fitting_frames(lambda w, h, frames: False, 832, 480) == 0
+    assert largest_fitting_frames(lambda frames: fits(832, 480, frames)) == 241
+    assert largest_fitting_frames(lambda frames: False) == 0
 
 
 def test_usable_counts_this_process_reservation() -> None:

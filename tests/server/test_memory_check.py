@@ -131,7 +131,7 @@ def _pipeline_limit(card: GpuMemory) -> int:
     def fits(width: int, height: int, frames: int) -> bool:
         return request_fits(card.usable, WAN_VACE_14B, RESIDENT, RequestShape(width * height, frames))
 
-    return largest_fitting_frames(fits, 1280, 720)
+    return largest_fitting_frames(lambda frames: fits(1280, 720, frames))
 
 
 def test_with_temporal_downsampling_the_422_gives_the_clients_num_frames() -> None:
