@@ -63,6 +63,15 @@ class FastLora:
     layers: int  # peft LoRA layers it added to the transformer
     enabled: bool = False
 
+    def switch(self, transformer: Any, on: bool) -> None:
+        """Its layers on or off in `transformer` (peft's enable/disable: unfused, so off is exact)."""
+        if on != self.enabled:
+            if on:
+                transformer.enable_lora()
+            else:
+                transformer.disable_lora()
+            self.enabled = on
+
     def describe(self, num_inference_steps: int) -> str:
         return (f"fast mode: distillation LoRA {self.path.name} at strength {self.strength:g}, "
                 f"{num_inference_steps} steps, no CFG, every step computed (step cache off)")
@@ -143,12 +152,7 @@ def use_for_request(pipe: Any, num_inference_steps: int, guidance_scale: float,
     if lora is None:
         return False
     fast = runs_fast(pipe, num_inference_steps, guidance_scale)
-    if fast != lora.enabled:
-        if fast:
-            pipe.transformer.enable_lora()
-        else:
-            pipe.transformer.disable_lora()
-        lora.enabled = fast
+    lora.switch(pipe.transformer, fast)
     if fast:
         message = lora.describe(num_inference_steps)
     else:
@@ -170,14 +174,11 @@ def switched_on(pipe: Any) -> Iterator[bool]:
         yield False
         return
     was = lora.enabled
-    pipe.transformer.enable_lora()
-    lora.enabled = True
+    lora.switch(pipe.transformer, True)
     try:
         yield True
     finally:
-        if not was:
-            pipe.transformer.disable_lora()
-            lora.enabled = False
+        lora.switch(pipe.transformer, was)
 
 
 def _adapted_modules(state_dict: dict[str, Any]) -> set[str]:
