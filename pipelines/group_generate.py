@@ -76,15 +76,9 @@ class Leader:
                  on_step: Callable[[int, int], None] | None = None,
                  should_cancel: Callable[[], bool] | None = None,
                  on_log: Callable[[str], None] | None = None,
-                 on_phase: Callable[[str], None] | None = None,
-                 on_encode: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-                 on_latents: Callable[[int, torch.Tensor], None] | None = None,
-                 latents_every: int = 0,
-                 on_forwards: Callable[[int, int], None] | None = None) -> np.ndarray:
-        # Phases, previews, the VAE-encode hook and the forward count run on rank 0 only: its pipeline holds
-        # the whole latents.
-        hooks: dict[str, Any] = {"on_phase": on_phase, "on_encode": on_encode, "on_latents": on_latents,
-                                 "latents_every": latents_every, "on_forwards": on_forwards}
+                 **hooks: Any) -> np.ndarray:
+        # The other keyword arguments (phases, previews, the VAE-encode hook, the forward count) go to
+        # pipelines.generate.generate as they are, on rank 0 only: its pipeline holds the whole latents.
         req.validate()  # a bad request fails here, before any other rank is involved
         refusal = request_refusal(pipe, req.num_frames, req.height, req.width, len(req.reference_images))
         if refusal is not None:
